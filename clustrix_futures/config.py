@@ -1,0 +1,229 @@
+"""Options and profiles.
+
+A profile is a named set of options in YAML::
+
+    profiles:
+      hpc:
+        backend: slurm
+        host: login.hpc.edu
+        work_dir: /scratch/me/clustrix
+        partition: short
+        time: "01:00:00"
+
+Profiles are read from ``$CLUSTRIX_FUTURES_CONFIG`` if set, else from ``./clustrix-futures.yaml`` and
+``~/.config/clustrix-futures/config.yaml`` (the first file that defines a profile wins).
+``CLUSTRIX_FUTURES_PROFILE`` selects a profile when the code names none. Keyword options override the
+profile. Every unknown name — backend, profile, option, top-level key — is a :class:`ConfigError` that
+names it and lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+from clustrix_futures.errors import ConfigError
+
+BACKENDS = ("local", "slurm", "ssh")
+SCHEDULER_BACKENDS = ("slurm",)
+PROFILE_ENV = "CLUSTRIX_FUTURES_PROFILE"
+CONFIG_ENV = "CLUSTRIX_FUTURES_CONFIG"
+
+Check = Callable[[str, Any], Any]
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"option {name!r} must be a positive integer, not {value!r}")
+    return value
+
+
+def _positive_number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(f"option {name!r} must be a positive number, not {value!r}")
+    return float(value)
+
+
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"option {name!r} must be a non-empty string, not {value!r}")
+    return value
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"option {name!r} must be true or false, not {value!r}")
+    return value
+
+
+def _text_list(name: str, value: Any) -> List[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"option {name!r} must be a list of strings, not {value!r}")
+    return list(value)
+
+
+def _memory(name: str, value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return f"{value}M"
+    if isinstance(value, str) and re.fullmatch(r"\d+[KMGT]?B?", value.upper()):
+        return value.upper().rstrip("B") or value
+    raise ConfigError(f"option {name!r} must be megabytes as an integer or a size like '8G', not {value!r}")
+
+
+def _walltime(name: str, value: Any) -> str:
+    """SLURM's forms: minutes, MM:SS, HH:MM:SS, D-HH[:MM[:SS]]; an integer means minutes."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return str(value)
+    if isinstance(value, str) and re.fullmatch(r"(\d+-)?\d+(:\d\d){0,2}", value):
+        return value
+    raise ConfigError(f"option {name!r} must be a time limit like '01:30:00', '2-00:00:00' or minutes, "
+                      f"not {value!r}")
+
+
+def _tasks_per_element(name: str, value: Any) -> Any:
+    return value if value == "auto" else _positive_int(name, value)
+
+
+def _port(name: str, value: Any) -> int:
+    value = _positive_int(name, value)
+    if value > 65535:
+        raise ConfigError(f"option {name!r} must be a TCP port, not {value!r}")
+    return value
+
+
+def _known_hosts(name: str, value: Any) -> Any:
+    if value is None or isinstance(value, str):
+        return value
+    raise ConfigError(f"option {name!r} must be a path to a known_hosts file (host keys are always "
+                      f"verified), not {value!r}")
+
+
+@dataclass(frozen=True)
+class Option:
+    check: Check
+    help: str
+    default: Any = None
+
+
+OPTIONS: Dict[str, Option] = {
+    "work_dir": Option(_text, "Directory the compute nodes see; each executor makes a run directory in it.",
+                       "~/.cache/clustrix-futures/runs"),
+    "python": Option(_text, "Absolute path of the interpreter on the compute nodes (default: the local "
+                            "sys.executable for local schedulers, python3 over SSH)."),
+    "setup": Option(_text_list, "Shell lines run before the worker starts, e.g. 'module load python'."),
+    "keep_files": Option(_flag, "Keep the run directory after shutdown even when every task succeeded.",
+                         False),
+    "cpus": Option(_positive_int, "CPUs per task (array element)."),
+    "mem": Option(_memory, "Memory per task, e.g. '8G' (an integer means megabytes)."),
+    "time": Option(_walltime, "Time limit per array element, e.g. '01:00:00'."),
+    "partition": Option(_text, "Scheduler partition or queue."),
+    "account": Option(_text, "Account to charge."),
+    "gpus": Option(_positive_int, "GPUs per task."),
+    "nodes": Option(_positive_int, "Nodes per task."),
+    "job_name": Option(_text, "Job name shown by the scheduler.", "clustrix"),
+    "scheduler_args": Option(_text_list, "Extra submission flags, passed as separate arguments."),
+    "tasks_per_element": Option(_tasks_per_element, "Tasks packed into one array element: an integer, or "
+                                "'auto' to pack from measured task durations.", "auto"),
+    "element_seconds": Option(_positive_number, "With tasks_per_element='auto', the run time to aim for "
+                              "per array element.", 5.0),
+    "batch_window": Option(_positive_number, "Seconds the batcher waits for more submits before it "
+                           "submits an array.", 0.01),
+    "poll_interval": Option(_positive_number, "Longest pause between two monitor cycles, seconds.", 2.0),
+    "grace_period": Option(_positive_number, "Seconds to wait for a result file after its element left "
+                           "the queue before failing its tasks (shared filesystems lag).", 5.0),
+    "host": Option(_text, "SSH host (a ~/.ssh/config alias works); unset means this machine."),
+    "port": Option(_port, "SSH port."),
+    "username": Option(_text, "SSH user name."),
+    "client_keys": Option(_text_list, "SSH private key files."),
+    "known_hosts": Option(_known_hosts, "known_hosts file used to verify the host key (default ~/.ssh/known_hosts)."),
+    "passphrase": Option(_text, "Passphrase of the SSH keys."),
+    "connect_timeout": Option(_positive_number, "Seconds to wait for the SSH connection.", 20.0),
+    "reconnect_give_up": Option(_positive_number, "Seconds of failed reconnection after which live "
+                                "futures fail with CONNECTION_LOST.", 300.0),
+}
+
+
+@dataclass
+class Settings:
+    backend: str
+    max_workers: Optional[int]
+    options: Dict[str, Any]
+
+    def __getitem__(self, name: str) -> Any:
+        value = self.options.get(name)
+        return OPTIONS[name].default if value is None else value
+
+
+def _unknown(kind: str, name: str, valid: Any) -> ConfigError:
+    return ConfigError(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(sorted(valid))}")
+
+
+def validate_options(options: Mapping[str, Any]) -> Dict[str, Any]:
+    checked = {}
+    for name, value in options.items():
+        if name not in OPTIONS:
+            raise _unknown("option", name, OPTIONS)
+        checked[name] = None if value is None else OPTIONS[name].check(name, value)
+    return checked
+
+
+def config_files() -> List[Path]:
+    if os.environ.get(CONFIG_ENV):
+        return [Path(os.environ[CONFIG_ENV])]
+    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return [Path("clustrix-futures.yaml"), base / "clustrix-futures" / "config.yaml"]
+
+
+def load_profiles() -> Dict[str, Tuple[Path, Dict[str, Any]]]:
+    import yaml
+
+    profiles: Dict[str, Tuple[Path, Dict[str, Any]]] = {}
+    for path in config_files():
+        if not path.is_file():
+            continue
+        try:
+            document = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        if not isinstance(document, dict) or set(document) - {"profiles"}:
+            extra = set(document) - {"profiles"} if isinstance(document, dict) else document
+            raise ConfigError(f"{path}: unknown top-level key(s) {extra!r}; the file holds 'profiles:'")
+        for name, body in (document.get("profiles") or {}).items():
+            if not isinstance(body, dict):
+                raise ConfigError(f"{path}: profile {name!r} must be a mapping of options")
+            profiles.setdefault(str(name), (path, body))
+    return profiles
+
+
+def resolve(
+    profile: Optional[str], backend: Optional[str], max_workers: Optional[int], options: Mapping[str, Any]
+) -> Settings:
+    """Merge the selected profile with keyword options, validate everything, and pick the backend."""
+    merged: Dict[str, Any] = {}
+    profile = profile or os.environ.get(PROFILE_ENV) or None
+    if profile is not None:
+        profiles = load_profiles()
+        if profile not in profiles:
+            where = ", ".join(str(p) for p in config_files())
+            raise ConfigError(f"unknown profile {profile!r} (looked in {where}); valid profiles: "
+                              f"{', '.join(sorted(profiles)) or 'none defined'}")
+        path, body = profiles[profile]
+        merged.update(body)
+    merged.update({k: v for k, v in options.items()})
+    backend = backend or merged.pop("backend", None) or "local"
+    merged.pop("backend", None)
+    if backend not in BACKENDS:
+        raise _unknown("backend", backend, BACKENDS)
+    if max_workers is None:
+        max_workers = merged.pop("max_workers", None)
+    merged.pop("max_workers", None)
+    if max_workers is not None and (isinstance(max_workers, bool) or not isinstance(max_workers, int)):
+        raise ConfigError(f"max_workers must be an integer, not {max_workers!r}")
+    if max_workers is not None and max_workers <= 0:
+        raise ValueError("max_workers must be greater than 0")
+    return Settings(backend, max_workers, validate_options(merged))

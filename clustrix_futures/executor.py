@@ -1,0 +1,138 @@
+"""``ClusterPoolExecutor``: the ``concurrent.futures.Executor`` users see.
+
+It pickles each call at ``submit`` (so bad input fails there, loudly), hands the payload to an *engine* —
+the local process pool, or the scheduler machinery (batcher, backend, transport, monitor) — and returns a
+:class:`~clustrix_futures.future.ClusterFuture`. The engine owns everything after that.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Executor
+from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Protocol, Union
+
+from clustrix_futures import config
+from clustrix_futures.future import ClusterFuture
+from clustrix_futures.mapping import map_in_chunks
+from clustrix_futures.serialization import dumps_task
+
+
+class Engine(Protocol):
+    """What runs payloads. ``submit`` must return quickly; the rest happens in the engine's own thread."""
+
+    def submit(self, payload: bytes, resources: Optional[Mapping[str, Any]] = None) -> ClusterFuture: ...
+
+    def chunk_sizes(self, total: Optional[int]) -> Iterator[int]: ...
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None: ...
+
+
+def _make_engine(settings: config.Settings, initializer: Optional[bytes]) -> Engine:
+    if settings.backend == "local":
+        from clustrix_futures.local import LocalPool
+
+        return LocalPool(settings.max_workers, initializer)
+    from clustrix_futures.cluster import ClusterEngine
+
+    return ClusterEngine(settings, initializer)
+
+
+class ClusterPoolExecutor(Executor):
+    """An executor whose tasks run on local processes or as jobs on a cluster.
+
+    ``ClusterPoolExecutor()`` is a drop-in for ``ProcessPoolExecutor``; ``profile="hpc"`` (or
+    ``CLUSTRIX_FUTURES_PROFILE=hpc``) or ``backend="slurm", ...`` moves the same code to a cluster. Options
+    are listed in :data:`clustrix_futures.config.OPTIONS`; an unknown one raises ``ConfigError``.
+    """
+
+    def __init__(
+        self,
+        max_workers: Optional[int] = None,
+        *,
+        backend: Optional[str] = None,
+        profile: Optional[str] = None,
+        initializer: Optional[Callable[..., Any]] = None,
+        initargs: tuple = (),
+        **options: Any,
+    ) -> None:
+        self.settings = config.resolve(profile, backend, max_workers, options)
+        init_payload = None if initializer is None else dumps_task(initializer, initargs, {})
+        self._engine = _make_engine(self.settings, init_payload)
+        self._shutdown_lock = threading.Lock()
+        self._shut_down = False
+
+    @property
+    def backend(self) -> str:
+        return self.settings.backend
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> ClusterFuture:
+        return self._submit(fn, args, kwargs, None)
+
+    def map(  # type: ignore[override]
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: Optional[float] = None,
+        chunksize: Union[int, str, None] = None,
+        buffersize: Optional[int] = None,
+    ) -> Iterator[Any]:
+        return self._map(fn, iterables, timeout, chunksize, buffersize, None)
+
+    def options(self, **resources: Any) -> "ResourceView":
+        """A view that submits through this executor with other resources, e.g. ``ex.options(mem="64G")``."""
+        return ResourceView(self, config.validate_options(resources))
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._shutdown_lock:
+            self._shut_down = True
+        self._engine.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+    # ------------------------------------------------------------------ shared by the resource views
+
+    def _submit(self, fn: Callable[..., Any], args: tuple, kwargs: Dict[str, Any],
+                resources: Optional[Mapping[str, Any]]) -> ClusterFuture:
+        payload = dumps_task(fn, args, kwargs)
+        with self._shutdown_lock:
+            if self._shut_down:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            return self._engine.submit(payload, resources)
+
+    def _map(self, fn: Callable[..., Any], iterables: tuple, timeout: Optional[float],
+             chunksize: Union[int, str, None], buffersize: Optional[int],
+             resources: Optional[Mapping[str, Any]]) -> Iterator[Any]:
+        if not iterables:
+            raise TypeError("map() needs at least one iterable")
+        if chunksize is None or chunksize == "auto":
+            from clustrix_futures.chunking import length_of
+
+            total = length_of(iterables[0]) if len(iterables) == 1 else None
+            sizes = self._engine.chunk_sizes(total)
+        elif isinstance(chunksize, int) and not isinstance(chunksize, bool) and chunksize >= 1:
+            from itertools import repeat
+
+            sizes = repeat(chunksize)
+        else:
+            raise ValueError(f"chunksize must be a positive integer or 'auto', not {chunksize!r}")
+
+        def submit_payload(payload: bytes) -> ClusterFuture:
+            with self._shutdown_lock:
+                if self._shut_down:
+                    raise RuntimeError("cannot schedule new futures after shutdown")
+                return self._engine.submit(payload, resources)
+
+        return map_in_chunks(submit_payload, fn, iterables, sizes, timeout, buffersize)
+
+
+class ResourceView:
+    """Submits through its executor (same engine, same monitor) with resources overridden."""
+
+    def __init__(self, executor: ClusterPoolExecutor, resources: Dict[str, Any]) -> None:
+        self._executor = executor
+        self.resources = resources
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> ClusterFuture:
+        return self._executor._submit(fn, args, kwargs, self.resources)
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: Optional[float] = None,
+            chunksize: Union[int, str, None] = None, buffersize: Optional[int] = None) -> Iterator[Any]:
+        return self._executor._map(fn, iterables, timeout, chunksize, buffersize, self.resources)

@@ -1,0 +1,71 @@
+"""The future every submission returns: a :class:`concurrent.futures.Future` that cancels cleanly.
+
+The stdlib ``Future.cancel()`` only wakes ``wait()`` and ``as_completed()`` once the executor later calls
+``set_running_or_notify_cancel()``; a task deep in a queue (or in a scheduler's queue) would keep its waiters
+asleep until then. :class:`ClusterFuture` notifies waiters in ``cancel()`` itself, atomically, and tells its
+executor so a queued scheduler job can be withdrawn.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from concurrent.futures._base import (  # the states are stable since Python 3.2
+    CANCELLED,
+    CANCELLED_AND_NOTIFIED,
+    FINISHED,
+    PENDING,
+    RUNNING,
+)
+from typing import Any, Callable, Optional
+
+
+class ClusterFuture(Future):
+    """A ``concurrent.futures.Future`` whose ``cancel()`` wakes waiters at once.
+
+    ``task_id`` numbers the submission within its executor.
+    """
+
+    def __init__(self, task_id: int = -1, on_cancel: Optional[Callable[[ClusterFuture], None]] = None) -> None:
+        super().__init__()
+        self.task_id = task_id
+        self._on_cancel = on_cancel
+
+    def cancel(self) -> bool:
+        with self._condition:  # type: ignore[attr-defined]
+            if self._state in (RUNNING, FINISHED):  # type: ignore[attr-defined]
+                return False
+            if self._state in (CANCELLED, CANCELLED_AND_NOTIFIED):  # type: ignore[attr-defined]
+                return True
+            self._state = CANCELLED_AND_NOTIFIED
+            for waiter in self._waiters:  # type: ignore[attr-defined]
+                waiter.add_cancelled(self)
+            self._condition.notify_all()  # type: ignore[attr-defined]
+        self._invoke_callbacks()  # type: ignore[attr-defined]
+        if self._on_cancel is not None:
+            self._on_cancel(self)
+        return True
+
+    def set_running_or_notify_cancel(self) -> bool:
+        """Mark the future running; False if it was cancelled (never raises for a cancelled future)."""
+        with self._condition:  # type: ignore[attr-defined]
+            if self._state == PENDING:  # type: ignore[attr-defined]
+                self._state = RUNNING
+                return True
+            if self._state in (CANCELLED, CANCELLED_AND_NOTIFIED):  # type: ignore[attr-defined]
+                return False
+        return super().set_running_or_notify_cancel()
+
+    def set_result_if_pending(self, result: Any) -> None:
+        """Resolve unless it was already resolved or cancelled (a result may arrive twice, or late)."""
+        with self._condition:  # type: ignore[attr-defined]
+            if self._state not in (PENDING, RUNNING):  # type: ignore[attr-defined]
+                return
+            self._state = RUNNING
+        self.set_result(result)
+
+    def set_exception_if_pending(self, exception: BaseException) -> None:
+        with self._condition:  # type: ignore[attr-defined]
+            if self._state not in (PENDING, RUNNING):  # type: ignore[attr-defined]
+                return
+            self._state = RUNNING
+        self.set_exception(exception)

@@ -1,0 +1,266 @@
+"""The local backend: a pool of worker processes fed over sockets by one manager thread.
+
+Why not ``ProcessPoolExecutor`` or loky underneath: both mark the whole pool broken when one worker dies and
+fail every pending future with it. Here the manager knows which task each worker is running, so a worker
+that dies (``os._exit``, SIGKILL, segfault) fails exactly that task with ``JobFailedError(state="WORKER_DIED")``,
+the tasks queued behind it go back to the queue, and a fresh worker takes its place.
+
+Workers are plain ``python -m clustrix_futures.worker pool FD`` subprocesses, not forks and not
+multiprocessing children: everything reaches them cloudpickled, so they never re-import the user's
+``__main__`` (a script without a ``__main__`` guard works) and no thread state is forked. No file is written:
+tasks and outcomes travel over a socket pair per worker.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import weakref
+from collections import deque
+from multiprocessing.connection import Connection, wait
+from typing import Any, Deque, Dict, Iterator, List, Mapping, Optional, Tuple
+
+import clustrix_futures
+from clustrix_futures import worker as worker_module
+from clustrix_futures.errors import ExecutorBrokenError, JobFailedError
+from clustrix_futures.future import ClusterFuture
+from clustrix_futures.serialization import loads_outcome, resolve
+
+log = logging.getLogger(__name__)
+
+Entry = Tuple[ClusterFuture, bytes]
+_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(clustrix_futures.__file__)))
+_LARGEST_CHUNK = 50_000
+_STARTUP_FAILURES_TOLERATED = 3
+
+
+class _Worker:
+    def __init__(self, initializer: Optional[bytes]) -> None:
+        parent_end, child_end = socket.socketpair()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_PARENT, env.get("PYTHONPATH")]))
+        with child_end:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "clustrix_futures.worker", "pool", str(child_end.fileno())],
+                pass_fds=[child_end.fileno()], env=env, stdin=subprocess.DEVNULL)
+        self.conn = Connection(parent_end.detach())
+        self.conn.send_bytes(pickle.dumps((sys.path, initializer)))
+        self.ready = False
+        self.inflight: Deque[Entry] = deque()
+
+    def describe_death(self) -> str:
+        try:
+            code = self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return f"worker pid {self.process.pid} closed its connection"
+        if code < 0:
+            try:
+                return f"worker pid {self.process.pid} was killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"worker pid {self.process.pid} was killed by signal {-code}"
+        return f"worker pid {self.process.pid} exited with code {code}"
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class LocalPool:
+    """Runs task payloads on ``max_workers`` local processes.
+
+    ``submit`` only queues; the manager thread starts workers, dispatches (at most two tasks per worker: one
+    running, one ready behind it), reads outcomes and resolves futures.
+    """
+
+    def __init__(self, max_workers: Optional[int], initializer: Optional[bytes] = None) -> None:
+        self.max_workers = max_workers or os.cpu_count() or 1
+        self._initializer = initializer
+        self._lock = threading.Lock()
+        self._pending: Deque[Entry] = deque()
+        self._wake_reader, self._wake_writer = _pipe()
+        self._wake_sent = False
+        self._workers: Dict[Connection, _Worker] = {}
+        self._closing = False
+        self._broken: Optional[str] = None
+        self._startup_failures = 0
+        self._ids = itertools.count()
+        self._thread: Optional[threading.Thread] = None
+        _live_pools.add(self)
+
+    # ------------------------------------------------------------ called by the executor
+
+    def submit(self, payload: bytes, resources: Optional[Mapping[str, Any]] = None) -> ClusterFuture:
+        future = ClusterFuture(next(self._ids))
+        with self._lock:
+            if self._broken:
+                raise ExecutorBrokenError(self._broken)
+            self._pending.append((future, payload))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._manage, name="clustrix-futures-local",
+                                                daemon=True)
+                self._thread.start()
+            self._wake()
+        return future
+
+    def chunk_sizes(self, total: Optional[int]) -> Iterator[int]:
+        """Chunks small enough to balance load (16 per worker) and large enough to amortise a round trip.
+
+        With no length known, sizes grow geometrically from 1, so a slow function still gets parallelism
+        from the first items and a fast one soon travels in large chunks.
+        """
+        if total is not None:
+            return itertools.repeat(max(1, min(total // (16 * self.max_workers), _LARGEST_CHUNK)))
+        return itertools.chain((2 ** k for k in range(16)), itertools.repeat(_LARGEST_CHUNK))
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._closing = True
+            cancelled = list(self._pending) if cancel_futures else []
+            if cancel_futures:
+                self._pending.clear()
+            self._wake()
+            thread = self._thread
+        for future, _ in cancelled:
+            future.cancel()
+        if wait and thread is not None:
+            thread.join()
+
+    # ------------------------------------------------------------ the manager thread
+
+    def _wake(self) -> None:
+        if not self._wake_sent:
+            self._wake_sent = True
+            self._wake_writer.send_bytes(b"")
+
+    def _manage(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    self._wake_sent = False
+                    done = self._closing and not self._pending and self._idle()
+                if done or self._broken:
+                    break
+                self._start_workers()
+                self._dispatch()
+                for conn in wait([self._wake_reader, *self._workers]):
+                    if conn is self._wake_reader:
+                        while conn.poll():
+                            conn.recv_bytes()
+                    else:
+                        self._receive(self._workers[conn])  # type: ignore[index]
+        except BaseException as exc:
+            log.exception("the local pool's manager thread failed")
+            self._break(f"the local pool's manager thread failed: {exc!r}")
+        finally:
+            for worker in self._workers.values():
+                worker.close()
+            for worker in self._workers.values():
+                worker.process.wait()
+            self._workers.clear()
+
+    def _idle(self) -> bool:
+        return all(not worker.inflight for worker in self._workers.values())
+
+    def _start_workers(self) -> None:
+        wanted = min(self.max_workers, len(self._workers) + len(self._pending))
+        while len(self._workers) < wanted:
+            worker = _Worker(self._initializer)
+            self._workers[worker.conn] = worker
+
+    def _dispatch(self) -> None:
+        workers = sorted(self._workers.values(), key=lambda w: len(w.inflight))
+        for depth in (0, 1):
+            for worker in workers:
+                if len(worker.inflight) > depth:
+                    continue
+                entry = self._next_runnable()
+                if entry is None:
+                    return
+                worker.inflight.append(entry)
+                worker.conn.send_bytes(entry[1])
+
+    def _next_runnable(self) -> Optional[Entry]:
+        with self._lock:
+            while self._pending:
+                future, payload = self._pending.popleft()
+                if future.running() or future.set_running_or_notify_cancel():
+                    return future, payload
+        return None
+
+    def _receive(self, worker: _Worker) -> None:
+        try:
+            while worker.conn.poll():
+                data = worker.conn.recv_bytes()
+                if not worker.ready:
+                    self._on_ready(worker, data)
+                    continue
+                future, _ = worker.inflight.popleft()
+                resolve(future, loads_outcome(data))
+        except (EOFError, OSError):
+            self._on_death(worker)
+
+    def _on_ready(self, worker: _Worker, data: bytes) -> None:
+        if data.startswith(worker_module.INIT_FAILED):
+            self._break("the initializer raised in a worker process:\n" + data[1:].decode(errors="replace"))
+            return
+        worker.ready = True
+        self._startup_failures = 0
+
+    def _on_death(self, worker: _Worker) -> None:
+        del self._workers[worker.conn]
+        worker.close()
+        how = worker.describe_death()
+        if worker.ready and worker.inflight:
+            future, _ = worker.inflight.popleft()
+            future.set_exception_if_pending(JobFailedError(
+                f"the worker process running this task died: {how}", state="WORKER_DIED",
+                job_id=str(worker.process.pid)))
+        with self._lock:
+            self._pending.extendleft(reversed(worker.inflight))
+        log.warning("%s; starting a replacement", how)
+        if not worker.ready:
+            self._startup_failures += 1
+            if self._startup_failures >= _STARTUP_FAILURES_TOLERATED:
+                self._break(f"worker processes die as they start ({how}); is {sys.executable} usable?")
+
+    def _break(self, reason: str) -> None:
+        with self._lock:
+            self._broken = reason
+            entries: List[Entry] = list(self._pending)
+            self._pending.clear()
+        for worker in self._workers.values():
+            entries.extend(worker.inflight)
+            worker.inflight.clear()
+            worker.process.kill()
+        for future, _ in entries:
+            future.set_exception_if_pending(ExecutorBrokenError(reason))
+
+
+def _pipe() -> Tuple[Connection, Connection]:
+    import multiprocessing
+
+    return multiprocessing.Pipe(duplex=False)
+
+
+_live_pools: "weakref.WeakSet[LocalPool]" = weakref.WeakSet()
+
+
+def _finish_at_exit() -> None:
+    """At interpreter exit, let every pool finish its queued work, as the stdlib's pools do."""
+    for pool in list(_live_pools):
+        pool.shutdown(wait=True)
+
+
+try:
+    threading._register_atexit(_finish_at_exit)  # type: ignore[attr-defined]
+except AttributeError:  # pragma: no cover - Python < 3.9 has no such hook
+    import atexit
+
+    atexit.register(_finish_at_exit)

@@ -1,0 +1,189 @@
+"""The code that runs tasks, in a local pool process or on a compute node.
+
+This module imports only the standard library, cloudpickle and ``clustrix_futures.errors`` (itself
+standard library only), so a compute node needs nothing else, and a job starts fast.
+
+A *task payload* is ``cloudpickle.dumps((fn, args, kwargs))``. Running it gives an *outcome*, always
+encoded by :func:`encode_outcome` as ``(ok, value_or_exception, traceback_text, seconds)``. An outcome
+always unpickles: a result that cannot be pickled becomes a ``TypeError`` outcome, and an exception that
+cannot make the round trip becomes a :class:`~clustrix_futures.errors.RemoteError`.
+
+Entry points:
+
+* ``python -m clustrix_futures.worker pool FD`` — a local pool process, fed over a socket (``FD``).
+* ``python -m clustrix_futures.worker element RUN_DIR BATCH [INDEX]`` — one element of a scheduler array;
+  ``INDEX`` defaults to the scheduler's array index variable.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+import sys
+import time
+import traceback
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
+
+import cloudpickle
+
+from clustrix_futures.errors import RemoteError
+
+Outcome = Tuple[bool, Any, str, float]
+
+ARRAY_INDEX_VARIABLES = ("SLURM_ARRAY_TASK_ID", "SGE_TASK_ID", "PBS_ARRAY_INDEX", "PBS_ARRAYID",
+                         "JOB_COMPLETION_INDEX")
+_HEADER = struct.Struct("<Q")
+
+
+def _failure(exc: BaseException) -> Tuple[BaseException, str]:
+    """The exception as it should travel, with its formatted traceback."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        pickle.loads(cloudpickle.dumps(exc))
+    except Exception:
+        kind = type(exc)
+        return RemoteError(f"{kind.__module__}.{kind.__qualname__}", str(exc), text), text
+    return exc, text
+
+
+def run_call(fn: Callable[..., Any], args: Sequence[Any], kwargs: dict) -> Outcome:
+    start = time.perf_counter()
+    try:
+        return (True, fn(*args, **kwargs), "", time.perf_counter() - start)
+    except BaseException as exc:
+        exc, text = _failure(exc)
+        return (False, exc, text, time.perf_counter() - start)
+
+
+def encode_outcome(outcome: Outcome) -> bytes:
+    try:
+        return cloudpickle.dumps(outcome)
+    except Exception as exc:
+        ok, value, _, seconds = outcome
+        if ok:
+            problem: BaseException = TypeError(
+                f"the task's result, a {type(value).__qualname__}, could not be pickled: {exc}")
+        else:
+            problem = value
+        err, text = _failure(problem)
+        return cloudpickle.dumps((False, err, text, seconds))
+
+
+def run_payload(payload: bytes) -> bytes:
+    """Unpickle a task payload, run it, and return its encoded outcome."""
+    try:
+        fn, args, kwargs = cloudpickle.loads(payload)
+    except BaseException as exc:
+        err, text = _failure(exc)
+        return encode_outcome((False, err, "the task could not be unpickled on the worker:\n" + text, 0.0))
+    return encode_outcome(run_call(fn, args, kwargs))
+
+
+def apply_chunk(fn: Callable[..., Any], items: Iterable[Any], star: bool) -> List[Outcome]:
+    """Run ``fn`` over a chunk of a map, one outcome per item, so one failing item loses no other."""
+    if star:
+        return [run_call(fn, args, {}) for args in items]
+    return [run_call(fn, (item,), {}) for item in items]
+
+
+# ---------------------------------------------------------------- local pool process
+
+READY = b"R"
+INIT_FAILED = b"I"
+
+
+def pool_main(fd: int) -> None:
+    """Serve tasks over a socket until it closes: one frame in, one outcome frame out, in order."""
+    from multiprocessing.connection import Connection
+
+    conn = Connection(fd)
+    sys_path, initializer = pickle.loads(conn.recv_bytes())
+    sys.path[:0] = [p for p in sys_path if p not in sys.path]
+    if initializer is not None:
+        try:
+            fn, args, kwargs = cloudpickle.loads(initializer)
+            fn(*args, **kwargs)
+        except BaseException:
+            conn.send_bytes(INIT_FAILED + traceback.format_exc().encode())
+            return
+    conn.send_bytes(READY)
+    while True:
+        try:
+            payload = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        conn.send_bytes(run_payload(payload))
+
+
+# ---------------------------------------------------------------- scheduler array element
+
+def write_batch(path: str, elements: Sequence[Sequence[Tuple[int, bytes]]]) -> None:
+    """Write one batch file: an index of element offsets, then each element's ``[(task_id, payload)]``.
+
+    An element reads only its own slice, so a batch of 10^4 elements is not read 10^4 times over.
+    """
+    blobs = [pickle.dumps(list(tasks), protocol=pickle.HIGHEST_PROTOCOL) for tasks in elements]
+    offsets, position = [], 0
+    for blob in blobs:
+        offsets.append((position, len(blob)))
+        position += len(blob)
+    index = pickle.dumps(offsets, protocol=pickle.HIGHEST_PROTOCOL)
+    with open(path, "wb") as out:
+        out.write(_HEADER.pack(len(index)))
+        out.write(index)
+        for blob in blobs:
+            out.write(blob)
+
+
+def read_element(path: str, element: int) -> List[Tuple[int, bytes]]:
+    with open(path, "rb") as batch:
+        (index_size,) = _HEADER.unpack(batch.read(_HEADER.size))
+        offsets = pickle.loads(batch.read(index_size))
+        offset, size = offsets[element]
+        batch.seek(_HEADER.size + index_size + offset)
+        tasks: List[Tuple[int, bytes]] = pickle.loads(batch.read(size))
+    return tasks
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Write to a hidden temporary name in the same directory, then rename: readers never see a part."""
+    directory, name = os.path.split(path)
+    temporary = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)
+
+
+def result_name(batch: int, element: int) -> str:
+    return f"{batch}-{element}.pkl"
+
+
+def element_main(run_dir: str, batch: int, element: Optional[int]) -> None:
+    if element is None:
+        found = [os.environ[name] for name in ARRAY_INDEX_VARIABLES if os.environ.get(name, "").isdigit()]
+        if not found:
+            sys.exit("clustrix_futures.worker: no array index given and none of "
+                     + ", ".join(ARRAY_INDEX_VARIABLES) + " is set")
+        element = int(found[0])
+    sys.path.insert(0, os.path.join(run_dir, "code"))
+    tasks = read_element(os.path.join(run_dir, "batches", f"{batch}.pkl"), element)
+    outcomes = [(task_id, run_payload(payload)) for task_id, payload in tasks]
+    write_atomically(os.path.join(run_dir, "results", result_name(batch, element)),
+                     pickle.dumps(outcomes, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) == 2 and argv[0] == "pool":
+        pool_main(int(argv[1]))
+    elif len(argv) in (3, 4) and argv[0] == "element":
+        element_main(argv[1], int(argv[2]), int(argv[3]) if len(argv) == 4 else None)
+    else:
+        sys.exit("usage: python -m clustrix_futures.worker pool FD | element RUN_DIR BATCH [INDEX]")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
