@@ -8,7 +8,8 @@ and scheduler arrays alike.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Iterable, Iterator, Optional, Sequence, Union
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Optional, Union
 
 Chunk = Union[range, Sequence[Any]]
 

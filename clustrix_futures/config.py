@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Optional
 
 from clustrix_futures.errors import ConfigError
 
@@ -59,7 +60,7 @@ def _flag(name: str, value: Any) -> bool:
     return value
 
 
-def _text_list(name: str, value: Any) -> List[str]:
+def _text_list(name: str, value: Any) -> list[str]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
@@ -110,7 +111,7 @@ class Option:
     default: Any = None
 
 
-OPTIONS: Dict[str, Option] = {
+OPTIONS: dict[str, Option] = {
     "work_dir": Option(_text, "Directory the compute nodes see; each executor makes a run directory in it.",
                        "~/.cache/clustrix-futures/runs"),
     "python": Option(_text, "Absolute path of the interpreter on the compute nodes (default: the local "
@@ -152,7 +153,7 @@ OPTIONS: Dict[str, Option] = {
 class Settings:
     backend: str
     max_workers: Optional[int]
-    options: Dict[str, Any]
+    options: dict[str, Any]
 
     def __getitem__(self, name: str) -> Any:
         value = self.options.get(name)
@@ -163,7 +164,7 @@ def _unknown(kind: str, name: str, valid: Any) -> ConfigError:
     return ConfigError(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(sorted(valid))}")
 
 
-def validate_options(options: Mapping[str, Any]) -> Dict[str, Any]:
+def validate_options(options: Mapping[str, Any]) -> dict[str, Any]:
     checked = {}
     for name, value in options.items():
         if name not in OPTIONS:
@@ -172,17 +173,17 @@ def validate_options(options: Mapping[str, Any]) -> Dict[str, Any]:
     return checked
 
 
-def config_files() -> List[Path]:
+def config_files() -> list[Path]:
     if os.environ.get(CONFIG_ENV):
         return [Path(os.environ[CONFIG_ENV])]
     base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
     return [Path("clustrix-futures.yaml"), base / "clustrix-futures" / "config.yaml"]
 
 
-def load_profiles() -> Dict[str, Tuple[Path, Dict[str, Any]]]:
+def load_profiles() -> dict[str, tuple[Path, dict[str, Any]]]:
     import yaml
 
-    profiles: Dict[str, Tuple[Path, Dict[str, Any]]] = {}
+    profiles: dict[str, tuple[Path, dict[str, Any]]] = {}
     for path in config_files():
         if not path.is_file():
             continue
@@ -204,7 +205,7 @@ def resolve(
     profile: Optional[str], backend: Optional[str], max_workers: Optional[int], options: Mapping[str, Any]
 ) -> Settings:
     """Merge the selected profile with keyword options, validate everything, and pick the backend."""
-    merged: Dict[str, Any] = {}
+    merged: dict[str, Any] = {}
     profile = profile or os.environ.get(PROFILE_ENV) or None
     if profile is not None:
         profiles = load_profiles()
@@ -212,7 +213,7 @@ def resolve(
             where = ", ".join(str(p) for p in config_files())
             raise ConfigError(f"unknown profile {profile!r} (looked in {where}); valid profiles: "
                               f"{', '.join(sorted(profiles)) or 'none defined'}")
-        path, body = profiles[profile]
+        _path, body = profiles[profile]
         merged.update(body)
     merged.update({k: v for k, v in options.items()})
     backend = backend or merged.pop("backend", None) or "local"

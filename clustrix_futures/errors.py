@@ -43,7 +43,7 @@ class JobFailedError(ClusterFuturesError):
             text += "\n--- end of the job's stderr ---\n" + self.log_tail
         return text
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple:
         return (_rebuild_job_failed, (self.args[0], self.state, self.job_id, self.log_tail))
 
 
@@ -64,7 +64,7 @@ class RemoteError(ClusterFuturesError):
         self.message = message
         self.traceback = traceback
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple:
         return (RemoteError, (self.type_name, self.message, self.traceback))
 
 

@@ -8,8 +8,9 @@ the local process pool, or the scheduler machinery (batcher, backend, transport,
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Executor
-from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Protocol, Union
+from typing import Any, Callable, Optional, Protocol, Union
 
 from clustrix_futures import config
 from clustrix_futures.future import ClusterFuture
@@ -68,7 +69,7 @@ class ClusterPoolExecutor(Executor):
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> ClusterFuture:
         return self._submit(fn, args, kwargs, None)
 
-    def map(  # type: ignore[override]
+    def map(
         self,
         fn: Callable[..., Any],
         *iterables: Iterable[Any],
@@ -78,7 +79,7 @@ class ClusterPoolExecutor(Executor):
     ) -> Iterator[Any]:
         return self._map(fn, iterables, timeout, chunksize, buffersize, None)
 
-    def options(self, **resources: Any) -> "ResourceView":
+    def options(self, **resources: Any) -> ResourceView:
         """A view that submits through this executor with other resources, e.g. ``ex.options(mem="64G")``."""
         return ResourceView(self, config.validate_options(resources))
 
@@ -89,7 +90,7 @@ class ClusterPoolExecutor(Executor):
 
     # ------------------------------------------------------------------ shared by the resource views
 
-    def _submit(self, fn: Callable[..., Any], args: tuple, kwargs: Dict[str, Any],
+    def _submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any],
                 resources: Optional[Mapping[str, Any]]) -> ClusterFuture:
         payload = dumps_task(fn, args, kwargs)
         with self._shutdown_lock:
@@ -126,7 +127,7 @@ class ClusterPoolExecutor(Executor):
 class ResourceView:
     """Submits through its executor (same engine, same monitor) with resources overridden."""
 
-    def __init__(self, executor: ClusterPoolExecutor, resources: Dict[str, Any]) -> None:
+    def __init__(self, executor: ClusterPoolExecutor, resources: dict[str, Any]) -> None:
         self._executor = executor
         self.resources = resources
 

@@ -31,15 +31,15 @@ class ClusterFuture(Future):
         self._on_cancel = on_cancel
 
     def cancel(self) -> bool:
-        with self._condition:  # type: ignore[attr-defined]
-            if self._state in (RUNNING, FINISHED):  # type: ignore[attr-defined]
+        with self._condition:
+            if self._state in (RUNNING, FINISHED):
                 return False
-            if self._state in (CANCELLED, CANCELLED_AND_NOTIFIED):  # type: ignore[attr-defined]
+            if self._state in (CANCELLED, CANCELLED_AND_NOTIFIED):
                 return True
             self._state = CANCELLED_AND_NOTIFIED
-            for waiter in self._waiters:  # type: ignore[attr-defined]
+            for waiter in self._waiters:
                 waiter.add_cancelled(self)
-            self._condition.notify_all()  # type: ignore[attr-defined]
+            self._condition.notify_all()
         self._invoke_callbacks()  # type: ignore[attr-defined]
         if self._on_cancel is not None:
             self._on_cancel(self)
@@ -47,25 +47,25 @@ class ClusterFuture(Future):
 
     def set_running_or_notify_cancel(self) -> bool:
         """Mark the future running; False if it was cancelled (never raises for a cancelled future)."""
-        with self._condition:  # type: ignore[attr-defined]
-            if self._state == PENDING:  # type: ignore[attr-defined]
+        with self._condition:
+            if self._state == PENDING:
                 self._state = RUNNING
                 return True
-            if self._state in (CANCELLED, CANCELLED_AND_NOTIFIED):  # type: ignore[attr-defined]
+            if self._state in (CANCELLED, CANCELLED_AND_NOTIFIED):
                 return False
         return super().set_running_or_notify_cancel()
 
     def set_result_if_pending(self, result: Any) -> None:
         """Resolve unless it was already resolved or cancelled (a result may arrive twice, or late)."""
-        with self._condition:  # type: ignore[attr-defined]
-            if self._state not in (PENDING, RUNNING):  # type: ignore[attr-defined]
+        with self._condition:
+            if self._state not in (PENDING, RUNNING):
                 return
             self._state = RUNNING
         self.set_result(result)
 
     def set_exception_if_pending(self, exception: BaseException) -> None:
-        with self._condition:  # type: ignore[attr-defined]
-            if self._state not in (PENDING, RUNNING):  # type: ignore[attr-defined]
+        with self._condition:
+            if self._state not in (PENDING, RUNNING):
                 return
             self._state = RUNNING
         self.set_exception(exception)

@@ -2,8 +2,8 @@
 
 Why not ``ProcessPoolExecutor`` or loky underneath: both mark the whole pool broken when one worker dies and
 fail every pending future with it. Here the manager knows which task each worker is running, so a worker
-that dies (``os._exit``, SIGKILL, segfault) fails exactly that task with ``JobFailedError(state="WORKER_DIED")``,
-the tasks queued behind it go back to the queue, and a fresh worker takes its place.
+that dies (``os._exit``, SIGKILL, segfault) fails exactly that task with
+``JobFailedError(state="WORKER_DIED")``, and a fresh worker takes its place.
 
 Workers are plain ``python -m clustrix_futures.worker pool FD`` subprocesses, not forks and not
 multiprocessing children: everything reaches them cloudpickled, so they never re-import the user's
@@ -24,8 +24,9 @@ import sys
 import threading
 import weakref
 from collections import deque
+from collections.abc import Iterator, Mapping
 from multiprocessing.connection import Connection, wait
-from typing import Any, Deque, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Optional
 
 import clustrix_futures
 from clustrix_futures import worker as worker_module
@@ -35,7 +36,7 @@ from clustrix_futures.serialization import loads_outcome, resolve
 
 log = logging.getLogger(__name__)
 
-Entry = Tuple[ClusterFuture, bytes]
+Entry = tuple[ClusterFuture, bytes]
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(clustrix_futures.__file__)))
 _LARGEST_CHUNK = 50_000
 _STARTUP_FAILURES_TOLERATED = 3
@@ -53,7 +54,7 @@ class _Worker:
         self.conn = Connection(parent_end.detach())
         self.conn.send_bytes(pickle.dumps((sys.path, initializer)))
         self.ready = False
-        self.inflight: Deque[Entry] = deque()
+        self.running: Optional[Entry] = None
 
     def describe_death(self) -> str:
         try:
@@ -75,18 +76,19 @@ class _Worker:
 class LocalPool:
     """Runs task payloads on ``max_workers`` local processes.
 
-    ``submit`` only queues; the manager thread starts workers, dispatches (at most two tasks per worker: one
-    running, one ready behind it), reads outcomes and resolves futures.
+    ``submit`` only queues; the manager thread starts workers, hands each idle worker one task, reads
+    outcomes and resolves futures. A task is marked running only when an idle worker receives it, so every
+    task still in the queue can be cancelled (the stdlib pool pre-sends one more, which then cannot).
     """
 
     def __init__(self, max_workers: Optional[int], initializer: Optional[bytes] = None) -> None:
         self.max_workers = max_workers or os.cpu_count() or 1
         self._initializer = initializer
         self._lock = threading.Lock()
-        self._pending: Deque[Entry] = deque()
+        self._pending: deque[Entry] = deque()
         self._wake_reader, self._wake_writer = _pipe()
         self._wake_sent = False
-        self._workers: Dict[Connection, _Worker] = {}
+        self._workers: dict[Connection, _Worker] = {}
         self._closing = False
         self._broken: Optional[str] = None
         self._startup_failures = 0
@@ -166,7 +168,7 @@ class LocalPool:
             self._workers.clear()
 
     def _idle(self) -> bool:
-        return all(not worker.inflight for worker in self._workers.values())
+        return all(worker.running is None for worker in self._workers.values())
 
     def _start_workers(self) -> None:
         wanted = min(self.max_workers, len(self._workers) + len(self._pending))
@@ -175,22 +177,23 @@ class LocalPool:
             self._workers[worker.conn] = worker
 
     def _dispatch(self) -> None:
-        workers = sorted(self._workers.values(), key=lambda w: len(w.inflight))
-        for depth in (0, 1):
-            for worker in workers:
-                if len(worker.inflight) > depth:
-                    continue
-                entry = self._next_runnable()
-                if entry is None:
-                    return
-                worker.inflight.append(entry)
-                worker.conn.send_bytes(entry[1])
+        for worker in self._workers.values():
+            if worker.running is None and not self._dispatch_to(worker):
+                return
+
+    def _dispatch_to(self, worker: _Worker) -> bool:
+        """Give an idle worker the next task still wanted; False when there is none."""
+        worker.running = self._next_runnable()
+        if worker.running is None:
+            return False
+        worker.conn.send_bytes(worker.running[1])
+        return True
 
     def _next_runnable(self) -> Optional[Entry]:
         with self._lock:
             while self._pending:
                 future, payload = self._pending.popleft()
-                if future.running() or future.set_running_or_notify_cancel():
+                if future.set_running_or_notify_cancel():
                     return future, payload
         return None
 
@@ -201,8 +204,10 @@ class LocalPool:
                 if not worker.ready:
                     self._on_ready(worker, data)
                     continue
-                future, _ = worker.inflight.popleft()
-                resolve(future, loads_outcome(data))
+                if worker.running is not None:
+                    future, worker.running = worker.running[0], None
+                    resolve(future, loads_outcome(data))
+                    self._dispatch_to(worker)
         except (EOFError, OSError):
             self._on_death(worker)
 
@@ -217,13 +222,13 @@ class LocalPool:
         del self._workers[worker.conn]
         worker.close()
         how = worker.describe_death()
-        if worker.ready and worker.inflight:
-            future, _ = worker.inflight.popleft()
-            future.set_exception_if_pending(JobFailedError(
+        if worker.running is not None and worker.ready:
+            worker.running[0].set_exception_if_pending(JobFailedError(
                 f"the worker process running this task died: {how}", state="WORKER_DIED",
                 job_id=str(worker.process.pid)))
-        with self._lock:
-            self._pending.extendleft(reversed(worker.inflight))
+        elif worker.running is not None:  # it died before it could start anything: not the task's fault
+            with self._lock:
+                self._pending.appendleft(worker.running)
         log.warning("%s; starting a replacement", how)
         if not worker.ready:
             self._startup_failures += 1
@@ -233,23 +238,24 @@ class LocalPool:
     def _break(self, reason: str) -> None:
         with self._lock:
             self._broken = reason
-            entries: List[Entry] = list(self._pending)
+            entries: list[Entry] = list(self._pending)
             self._pending.clear()
         for worker in self._workers.values():
-            entries.extend(worker.inflight)
-            worker.inflight.clear()
+            if worker.running is not None:
+                entries.append(worker.running)
+                worker.running = None
             worker.process.kill()
         for future, _ in entries:
             future.set_exception_if_pending(ExecutorBrokenError(reason))
 
 
-def _pipe() -> Tuple[Connection, Connection]:
+def _pipe() -> tuple[Connection, Connection]:
     import multiprocessing
 
     return multiprocessing.Pipe(duplex=False)
 
 
-_live_pools: "weakref.WeakSet[LocalPool]" = weakref.WeakSet()
+_live_pools: weakref.WeakSet[LocalPool] = weakref.WeakSet()
 
 
 def _finish_at_exit() -> None:

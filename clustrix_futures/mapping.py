@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Iterable, Iterator, Optional, Sequence, Tuple
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Callable, Optional
 
 from clustrix_futures.chunking import split
 from clustrix_futures.future import ClusterFuture
@@ -42,7 +43,7 @@ def map_in_chunks(
             yield min(size, room[0]) if buffersize else size
 
     parts = split(source, bounded(sizes))
-    pending: Deque[Tuple[ClusterFuture, int]] = deque()
+    pending: deque[tuple[ClusterFuture, int]] = deque()
 
     def submit_part(part: Any) -> None:
         pending.append((submit(dumps_task(apply_chunk, (fn, part, star), {})), len(part)))

@@ -23,20 +23,21 @@ import struct
 import sys
 import time
 import traceback
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
+from collections.abc import Iterable, Sequence
+from typing import Any, Callable, Optional
 
 import cloudpickle
 
 from clustrix_futures.errors import RemoteError
 
-Outcome = Tuple[bool, Any, str, float]
+Outcome = tuple[bool, Any, str, float]
 
 ARRAY_INDEX_VARIABLES = ("SLURM_ARRAY_TASK_ID", "SGE_TASK_ID", "PBS_ARRAY_INDEX", "PBS_ARRAYID",
                          "JOB_COMPLETION_INDEX")
 _HEADER = struct.Struct("<Q")
 
 
-def _failure(exc: BaseException) -> Tuple[BaseException, str]:
+def _failure(exc: BaseException) -> tuple[BaseException, str]:
     """The exception as it should travel, with its formatted traceback."""
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
@@ -80,7 +81,7 @@ def run_payload(payload: bytes) -> bytes:
     return encode_outcome(run_call(fn, args, kwargs))
 
 
-def apply_chunk(fn: Callable[..., Any], items: Iterable[Any], star: bool) -> List[Outcome]:
+def apply_chunk(fn: Callable[..., Any], items: Iterable[Any], star: bool) -> list[Outcome]:
     """Run ``fn`` over a chunk of a map, one outcome per item, so one failing item loses no other."""
     if star:
         return [run_call(fn, args, {}) for args in items]
@@ -118,7 +119,7 @@ def pool_main(fd: int) -> None:
 
 # ---------------------------------------------------------------- scheduler array element
 
-def write_batch(path: str, elements: Sequence[Sequence[Tuple[int, bytes]]]) -> None:
+def write_batch(path: str, elements: Sequence[Sequence[tuple[int, bytes]]]) -> None:
     """Write one batch file: an index of element offsets, then each element's ``[(task_id, payload)]``.
 
     An element reads only its own slice, so a batch of 10^4 elements is not read 10^4 times over.
@@ -136,13 +137,13 @@ def write_batch(path: str, elements: Sequence[Sequence[Tuple[int, bytes]]]) -> N
             out.write(blob)
 
 
-def read_element(path: str, element: int) -> List[Tuple[int, bytes]]:
+def read_element(path: str, element: int) -> list[tuple[int, bytes]]:
     with open(path, "rb") as batch:
         (index_size,) = _HEADER.unpack(batch.read(_HEADER.size))
         offsets = pickle.loads(batch.read(index_size))
         offset, size = offsets[element]
         batch.seek(_HEADER.size + index_size + offset)
-        tasks: List[Tuple[int, bytes]] = pickle.loads(batch.read(size))
+        tasks: list[tuple[int, bytes]] = pickle.loads(batch.read(size))
     return tasks
 
 

@@ -103,7 +103,11 @@ install_packages() {
         tmp_policy=1
     fi
     local rc=0
-    apt-get install -y -q --no-install-recommends slurmctld slurmd slurm-client munge || rc=$?
+    local pkgs=(slurmctld slurmd slurm-client munge)
+    if ! apt-get install -y -q --no-install-recommends "${pkgs[@]}"; then
+        # Stale package lists (404s): refresh once and retry.
+        apt-get update -q && apt-get install -y -q --no-install-recommends "${pkgs[@]}" || rc=$?
+    fi
     ((tmp_policy)) && rm -f /usr/sbin/policy-rc.d
     return "$rc"
 }
@@ -348,8 +352,8 @@ cmd_status() {
 }
 
 main() {
-    if [[ $(id -u) -ne 0 ]]; then
-        echo "slurm.sh must run as root" >&2
+    if [[ "${1:-}" != status && $(id -u) -ne 0 ]]; then
+        echo "slurm.sh ${1:-} must run as root" >&2
         exit 2
     fi
     case "${1:-}" in

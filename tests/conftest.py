@@ -1,0 +1,88 @@
+"""Shared fixtures: the real test infrastructure, and executors for every backend.
+
+SLURM and sshd are brought up by ``tests/infra/*.sh`` the first time a test needs them, and stopped at the
+end of the session if this session started them. ``CF_SKIP_INFRA=1`` skips those tests instead (for a
+contributor without root); CI never sets it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+INFRA = Path(__file__).parent / "infra"
+
+# The backends the conformance suite runs on; later backends add themselves here.
+BACKENDS = ["local"]
+
+
+class Infra:
+    def __init__(self, name: str) -> None:
+        self.script = INFRA / f"{name}.sh"
+        self.started = False
+
+    def up(self) -> None:
+        if os.environ.get("CF_SKIP_INFRA"):
+            pytest.skip(f"CF_SKIP_INFRA is set: not starting {self.script.name}")
+        was_up = subprocess.run(["bash", str(self.script), "status"], capture_output=True).returncode == 0
+        if not was_up:
+            result = subprocess.run(["bash", str(self.script), "up"], capture_output=True, text=True)
+            if result.returncode != 0:
+                pytest.fail(f"{self.script} up failed:\n{result.stdout}\n{result.stderr}")
+            self.started = True
+
+    def down_if_started(self) -> None:
+        if self.started:
+            subprocess.run(["bash", str(self.script), "down"], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def slurm() -> Iterator[Infra]:
+    infra = Infra("slurm")
+    infra.up()
+    yield infra
+    infra.down_if_started()
+
+
+@pytest.fixture(scope="session")
+def sshd() -> Iterator[dict[str, str]]:
+    infra = Infra("sshd")
+    infra.up()
+    out = subprocess.run(["bash", str(infra.script), "env"], capture_output=True, text=True, check=True).stdout
+    env = dict(line.replace("export ", "", 1).split("=", 1) for line in out.splitlines() if "=" in line)
+    yield env
+    infra.down_if_started()
+
+
+ExecutorFactory = Callable[..., Any]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make_executor(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ExecutorFactory]:
+    """Builds executors for the selected backend; shuts every one down (cancelling) after the test."""
+    from clustrix_futures import ClusterPoolExecutor
+
+    created: list[Any] = []
+    base: dict[str, Any] = {"backend": backend}
+    if backend != "local":
+        request.getfixturevalue("slurm")
+        base.update(work_dir=str(tmp_path / "runs"))
+
+    def make(max_workers: Any = None, **options: Any) -> Any:
+        executor = ClusterPoolExecutor(max_workers, **{**base, **options})
+        created.append(executor)
+        return executor
+
+    yield make
+    for executor in created:
+        executor.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,93 @@
+"""Small functions the tests submit (importable by workers by reference, or shipped by value)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+
+class CustomError(Exception):
+    pass
+
+
+class Unreturnable(Exception):
+    """Pickles, but cannot be rebuilt: its __init__ needs two arguments."""
+
+    def __init__(self, a: Any, b: Any) -> None:
+        super().__init__(f"{a}/{b}")
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+def echo(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
+    return args, kwargs
+
+
+def fail_at(x: int, bad: int) -> int:
+    if x == bad:
+        raise CustomError(f"item {x} is bad")
+    return x
+
+
+def fail_at_7(x: int) -> int:
+    return fail_at(x, 7)
+
+
+def raise_custom(message: str) -> None:
+    raise CustomError(message)
+
+
+def raise_unreturnable() -> None:
+    raise Unreturnable(1, 2)
+
+
+def return_lock() -> Any:
+    return threading.Lock()
+
+
+def sleep_then(seconds: float, value: Any = None) -> Any:
+    time.sleep(seconds)
+    return value
+
+
+def wait_for_file(path: str, timeout: float = 60.0) -> str:
+    """Block until ``path`` exists: lets a test hold a worker busy for exactly as long as it needs."""
+    deadline = time.monotonic() + timeout
+    while not Path(path).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(path)
+        time.sleep(0.02)
+    return path
+
+
+def touch_then_wait(started: str, release: str) -> str:
+    Path(started).touch()
+    return wait_for_file(release)
+
+
+def die(code: int = 3) -> None:
+    os._exit(code)
+
+
+def pid() -> int:
+    return os.getpid()
+
+
+_initialized: list = []
+
+
+def initialize(value: Any) -> None:
+    _initialized.append(value)
+
+
+def initialized() -> list:
+    return list(_initialized)
