@@ -21,6 +21,8 @@ from clustrix_futures.serialization import dumps_task
 class Engine(Protocol):
     """What runs payloads. ``submit`` must return quickly; the rest happens in the engine's own thread."""
 
+    ships_code: bool  # whether the user's own modules must travel by value
+
     def submit(self, payload: bytes, resources: Optional[Mapping[str, Any]] = None) -> ClusterFuture: ...
 
     def chunk_sizes(self, total: Optional[int]) -> Iterator[int]: ...
@@ -92,7 +94,7 @@ class ClusterPoolExecutor(Executor):
 
     def _submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any],
                 resources: Optional[Mapping[str, Any]]) -> ClusterFuture:
-        payload = dumps_task(fn, args, kwargs)
+        payload = dumps_task(fn, args, kwargs, self._engine.ships_code)
         with self._shutdown_lock:
             if self._shut_down:
                 raise RuntimeError("cannot schedule new futures after shutdown")
@@ -121,7 +123,7 @@ class ClusterPoolExecutor(Executor):
                     raise RuntimeError("cannot schedule new futures after shutdown")
                 return self._engine.submit(payload, resources)
 
-        return map_in_chunks(submit_payload, fn, iterables, sizes, timeout, buffersize)
+        return map_in_chunks(submit_payload, fn, iterables, sizes, timeout, buffersize, self._engine.ships_code)
 
 
 class ResourceView:

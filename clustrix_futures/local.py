@@ -81,6 +81,8 @@ class LocalPool:
     task still in the queue can be cancelled (the stdlib pool pre-sends one more, which then cannot).
     """
 
+    ships_code = False  # workers get this process's sys.path, so modules travel by reference
+
     def __init__(self, max_workers: Optional[int], initializer: Optional[bytes] = None) -> None:
         self.max_workers = max_workers or os.cpu_count() or 1
         self._initializer = initializer

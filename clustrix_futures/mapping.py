@@ -28,6 +28,7 @@ def map_in_chunks(
     sizes: Iterator[int],
     timeout: Optional[float],
     buffersize: Optional[int],
+    ship_code: bool = False,
 ) -> Iterator[Any]:
     if buffersize is not None and (isinstance(buffersize, bool) or not isinstance(buffersize, int)
                                    or buffersize < 1):
@@ -35,7 +36,7 @@ def map_in_chunks(
     deadline = None if timeout is None else time.monotonic() + timeout
     star = len(iterables) != 1
     source = iterables[0] if not star else zip(*iterables)
-    dumps_task(fn, (), {})  # an unpicklable function fails here, in map(), not in the iterator
+    dumps_task(fn, (), {}, ship_code)  # an unpicklable function fails here, in map(), not in the iterator
     room = [buffersize or 0]
 
     def bounded(sizes: Iterator[int]) -> Iterator[int]:
@@ -46,7 +47,7 @@ def map_in_chunks(
     pending: deque[tuple[ClusterFuture, int]] = deque()
 
     def submit_part(part: Any) -> None:
-        pending.append((submit(dumps_task(apply_chunk, (fn, part, star), {})), len(part)))
+        pending.append((submit(dumps_task(apply_chunk, (fn, part, star), {}, ship_code)), len(part)))
 
     def fill() -> None:
         while room[0] > 0:

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import pickle
-from collections.abc import Iterator, Mapping, Sequence
+import site
+import sys
+import sysconfig
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from types import ModuleType
 from typing import Any, Callable
 
 import cloudpickle
@@ -41,12 +47,58 @@ def _culprit(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, A
     return "the call"
 
 
-def dumps_task(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> bytes:
-    """Pickle a call with cloudpickle; raise ``TypeError`` naming what could not be pickled."""
-    try:
-        return cloudpickle.dumps((fn, tuple(args), dict(kwargs)), protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:
-        raise TypeError(f"cannot submit: {_culprit(fn, args, kwargs)} could not be pickled: {exc}") from exc
+def _installed_roots() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    roots = {paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths}
+    roots.update(site.getsitepackages() if hasattr(site, "getsitepackages") else [])
+    return tuple(os.path.realpath(root) + os.sep for root in roots)
+
+
+_INSTALLED = _installed_roots()
+_NEVER_SHIPPED = {"clustrix_futures", "cloudpickle", "__main__", "builtins"}
+_is_own: dict[str, bool] = {}
+_registry = threading.Lock()  # cloudpickle's by-value registry is process-wide: toggle it under a lock
+
+
+def user_modules(objects: Iterable[Any]) -> list[ModuleType]:
+    """The top-level modules of ``objects`` that are the user's own code, not installed ones.
+
+    A module counts as the user's own when its file lies outside the interpreter's installed-package and
+    standard-library directories: a ``tasks.py`` beside a script, a package under development. A compute
+    node does not have it, so it must travel with the task, by value.
+    """
+    found = []
+    for obj in objects:
+        top = (getattr(obj, "__module__", None) or type(obj).__module__ or "").split(".")[0]
+        module = sys.modules.get(top)
+        if top not in _is_own:
+            path = getattr(module, "__file__", None)
+            _is_own[top] = (top not in _NEVER_SHIPPED and path is not None
+                            and not os.path.realpath(path).startswith(_INSTALLED))
+        if _is_own[top] and module is not None and module not in found:
+            found.append(module)
+    return found
+
+
+def dumps_task(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any],
+               ship_code: bool = False) -> bytes:
+    """Pickle a call with cloudpickle; raise ``TypeError`` naming what could not be pickled.
+
+    With ``ship_code``, the user's own modules used by the call travel by value (:func:`user_modules`),
+    for this pickle only.
+    """
+    with _registry:
+        shipped = [m for m in user_modules([fn, *args, *kwargs.values()]) if ship_code
+                   and m.__name__ not in cloudpickle.cloudpickle._PICKLE_BY_VALUE_MODULES]
+        for module in shipped:
+            cloudpickle.register_pickle_by_value(module)
+        try:
+            return cloudpickle.dumps((fn, tuple(args), dict(kwargs)), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            raise TypeError(f"cannot submit: {_culprit(fn, args, kwargs)} could not be pickled: {exc}") from exc
+        finally:
+            for module in shipped:
+                cloudpickle.unregister_pickle_by_value(module)
 
 
 def loads_outcome(data: bytes) -> Outcome:

@@ -119,8 +119,8 @@ def pool_main(fd: int) -> None:
 
 # ---------------------------------------------------------------- scheduler array element
 
-def write_batch(path: str, elements: Sequence[Sequence[tuple[int, bytes]]]) -> None:
-    """Write one batch file: an index of element offsets, then each element's ``[(task_id, payload)]``.
+def encode_batch(elements: Sequence[Sequence[tuple[int, bytes]]]) -> bytes:
+    """One batch file: an index of element offsets, then each element's ``[(task_id, payload)]``.
 
     An element reads only its own slice, so a batch of 10^4 elements is not read 10^4 times over.
     """
@@ -130,11 +130,7 @@ def write_batch(path: str, elements: Sequence[Sequence[tuple[int, bytes]]]) -> N
         offsets.append((position, len(blob)))
         position += len(blob)
     index = pickle.dumps(offsets, protocol=pickle.HIGHEST_PROTOCOL)
-    with open(path, "wb") as out:
-        out.write(_HEADER.pack(len(index)))
-        out.write(index)
-        for blob in blobs:
-            out.write(blob)
+    return b"".join([_HEADER.pack(len(index)), index, *blobs])
 
 
 def read_element(path: str, element: int) -> list[tuple[int, bytes]]:
@@ -147,34 +143,55 @@ def read_element(path: str, element: int) -> list[tuple[int, bytes]]:
     return tasks
 
 
-def write_atomically(path: str, data: bytes) -> None:
-    """Write to a hidden temporary name in the same directory, then rename: readers never see a part."""
-    directory, name = os.path.split(path)
-    temporary = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, path)
+RESULT_SUFFIX = ".res"
+PARTIAL_SUFFIX = ".part"
+_FRAME = struct.Struct("<I")
 
 
-def result_name(batch: int, element: int) -> str:
-    return f"{batch}-{element}.pkl"
+def encode_frame(task_id: int, outcome: bytes) -> bytes:
+    body = pickle.dumps((task_id, outcome), protocol=pickle.HIGHEST_PROTOCOL)
+    return _FRAME.pack(len(body)) + body
+
+
+def read_journal(data: bytes) -> list[tuple[int, bytes]]:
+    """The ``(task_id, encoded outcome)`` frames of a result journal; a torn last frame is ignored."""
+    frames, position = [], 0
+    while position + _FRAME.size <= len(data):
+        (size,) = _FRAME.unpack_from(data, position)
+        body = data[position + _FRAME.size:position + _FRAME.size + size]
+        if len(body) < size:
+            break
+        frames.append(pickle.loads(body))
+        position += _FRAME.size + size
+    return frames
 
 
 def element_main(run_dir: str, batch: int, element: Optional[int]) -> None:
+    """Run one array element's tasks, journalling each outcome as it ends.
+
+    Outcomes are appended to ``results/B-I.part``, which is renamed to ``results/B-I.res`` once complete:
+    the monitor reads only complete files, and if the element dies, the journal still holds every task
+    that finished, so only the task that was running is lost. A task whose ``cancelled/TASK`` marker
+    exists is skipped.
+    """
     if element is None:
         found = [os.environ[name] for name in ARRAY_INDEX_VARIABLES if os.environ.get(name, "").isdigit()]
         if not found:
             sys.exit("clustrix_futures.worker: no array index given and none of "
                      + ", ".join(ARRAY_INDEX_VARIABLES) + " is set")
         element = int(found[0])
-    sys.path.insert(0, os.path.join(run_dir, "code"))
     tasks = read_element(os.path.join(run_dir, "batches", f"{batch}.pkl"), element)
-    outcomes = [(task_id, run_payload(payload)) for task_id, payload in tasks]
-    write_atomically(os.path.join(run_dir, "results", result_name(batch, element)),
-                     pickle.dumps(outcomes, protocol=pickle.HIGHEST_PROTOCOL))
+    results = os.path.join(run_dir, "results")
+    partial = os.path.join(results, f"{batch}-{element}{PARTIAL_SUFFIX}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as journal:
+        for task_id, payload in tasks:
+            if os.path.exists(os.path.join(run_dir, "cancelled", str(task_id))):
+                continue
+            journal.write(encode_frame(task_id, run_payload(payload)))
+            journal.flush()
+        os.fsync(journal.fileno())
+    os.replace(partial, os.path.join(results, f"{batch}-{element}{RESULT_SUFFIX}"))
 
 
 def main(argv: Sequence[str]) -> None:

@@ -18,7 +18,7 @@ import pytest
 INFRA = Path(__file__).parent / "infra"
 
 # The backends the conformance suite runs on; later backends add themselves here.
-BACKENDS = ["local"]
+BACKENDS = ["local", "slurm"]
 
 
 class Infra:

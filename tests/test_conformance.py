@@ -107,8 +107,8 @@ def test_shutdown_cancel_futures_cancels_queued_work(make_executor, tmp_path):
     ex = make_executor(1)
     started, release = tmp_path / "started", tmp_path / "release"
     busy = ex.submit(workloads.touch_then_wait, str(started), str(release))
-    queued = [ex.submit(workloads.square, i) for i in range(5)]
     workloads.wait_for_file(str(started), RESULT_WAIT)
+    queued = [ex.submit(workloads.square, i) for i in range(5)]
     ex.shutdown(wait=False, cancel_futures=True)
     assert all(f.cancelled() for f in queued)
     release.touch()

@@ -1,0 +1,13 @@
+"""Scheduler backends: one small module each, behind :class:`~clustrix_futures.backends.base.Backend`."""
+
+from __future__ import annotations
+
+from clustrix_futures.backends.base import Backend
+
+
+def get_backend(name: str) -> Backend:
+    if name == "slurm":
+        from clustrix_futures.backends.slurm import SlurmBackend
+
+        return SlurmBackend()
+    raise KeyError(name)

@@ -1,0 +1,208 @@
+"""The engine for scheduler backends: a monitor on its own event loop, fed by ``submit`` from any thread.
+
+Start-up happens in the constructor, before any submission, so a bad interpreter, host or scheduler fails
+there with :class:`~clustrix_futures.errors.ConfigError`: the run directory is made, the interpreter is
+probed (its Python major.minor must equal ours, since cloudpickle needs that), the worker's code is staged
+into the run directory if that interpreter cannot import it, and the scheduler's array limit is read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import logging
+import math
+import os
+import posixpath
+import socket
+import sys
+import threading
+import time
+from collections.abc import Coroutine, Iterator, Mapping
+from typing import Any, Optional, TypeVar
+
+import cloudpickle
+
+from clustrix_futures import config
+from clustrix_futures.backends import get_backend
+from clustrix_futures.errors import ConfigError
+from clustrix_futures.future import ClusterFuture
+from clustrix_futures.monitor import Environment, Monitor
+from clustrix_futures.rundir import SUBDIRECTORIES, RunDir, encode_json, new_run_name
+from clustrix_futures.transport import LocalTransport, Transport
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_PROBE = ("import sys; print('%d.%d' % sys.version_info[:2]); "
+          "import importlib.util as u; print(all(u.find_spec(m) for m in ('cloudpickle', 'clustrix_futures')))")
+STARTUP_TIMEOUT = 120.0
+MAP_CHUNKS = 64
+
+
+def make_transport(settings: config.Settings) -> Transport:
+    if settings["host"] is None:
+        return LocalTransport()
+    from clustrix_futures.ssh import SSHTransport
+
+    return SSHTransport(settings)
+
+
+class ClusterEngine:
+    """Runs payloads as array jobs of a scheduler backend."""
+
+    ships_code = True  # the compute nodes may lack the user's own modules: pickle those by value
+
+    def __init__(self, settings: config.Settings, initializer: Optional[bytes]) -> None:
+        if initializer is not None:
+            raise ConfigError("initializer is supported only by the local backend; on a cluster, run "
+                              "set-up code at the start of the task or with the 'setup' option")
+        self.settings = settings
+        self.backend = get_backend(settings.backend)
+        self._ids = itertools.count()
+        self._futures: dict[int, ClusterFuture] = {}
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="clustrix-futures-monitor",
+                                        daemon=True)
+        self._thread.start()
+        self._finished = threading.Event()
+        try:
+            self.transport = self._call(self._connect(), settings["connect_timeout"] + STARTUP_TIMEOUT)
+            environment = self._call(self._start(), STARTUP_TIMEOUT)
+        except BaseException:
+            self._stop_loop()
+            raise
+        self.run_dir = environment.run_dir
+        self.monitor = Monitor(settings, self.backend, self.transport, environment)
+        self._call(self._spawn_monitor(), STARTUP_TIMEOUT)
+
+    # ------------------------------------------------------------ the executor's side
+
+    def submit(self, payload: bytes, resources: Optional[Mapping[str, Any]] = None) -> ClusterFuture:
+        task_id = next(self._ids)
+        future = ClusterFuture(task_id, on_cancel=self._on_cancel)
+        with self._lock:
+            self._futures[task_id] = future
+        self.monitor.inbox.append((task_id, future, payload, resources))
+        self._loop.call_soon_threadsafe(self.monitor.wake)
+        return future
+
+    def chunk_sizes(self, total: Optional[int]) -> Iterator[int]:
+        """Map chunks: a few dozen tasks for a sized input (the monitor packs tasks into elements from
+        measured durations); growing sizes for an input of unknown length."""
+        if total is not None:
+            return itertools.repeat(max(1, math.ceil(total / MAP_CHUNKS)))
+        return itertools.chain((4 ** k for k in range(8)), itertools.repeat(4 ** 8))
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        if self._finished.is_set():
+            return
+        with self._lock:
+            futures = list(self._futures.values())
+        if cancel_futures:
+            self._call(self.monitor.cancel_queued(futures), STARTUP_TIMEOUT)
+        self._loop.call_soon_threadsafe(self._begin_stopping)
+        if wait:
+            concurrent.futures.wait(futures)
+            self._finished.wait()
+
+    @property
+    def command_counts(self) -> dict[str, int]:
+        return dict(self.monitor.counters.commands)
+
+    # ------------------------------------------------------------ on the loop
+
+    def _call(self, coroutine: Coroutine[Any, Any, T], timeout: float) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    async def _connect(self) -> Transport:
+        transport = make_transport(self.settings)
+        connect = getattr(transport, "connect", None)
+        if connect is not None:
+            await connect()
+        return transport
+
+    async def _start(self) -> Environment:
+        transport, settings = self.transport, self.settings
+        python = settings["python"] or (sys.executable if settings["host"] is None else "python3")
+        probe = await transport.run([python, "-c", _PROBE])
+        lines = probe.stdout.split()
+        if not probe.ok or len(lines) != 2:
+            raise ConfigError(f"the interpreter {python!r} cannot be run on {self._where()}: {probe.describe()}; "
+                              f"set the option 'python' to an absolute interpreter path there")
+        local = "{}.{}".format(*sys.version_info[:2])
+        if lines[0] != local:
+            raise ConfigError(f"{python!r} on {self._where()} is Python {lines[0]}, but this client runs Python "
+                              f"{local}; cloudpickle needs the same version on both sides. Set the option "
+                              f"'python' to a Python {local} interpreter there (e.g. python='/path/to/python{local}')")
+        work_dir = settings["work_dir"]
+        if work_dir.startswith("~"):
+            work_dir = (await transport.home()) + work_dir[1:]
+        run_dir = RunDir(posixpath.join(work_dir, new_run_name()))
+        for sub in ("", *SUBDIRECTORIES):
+            await transport.makedirs(run_dir.path(sub) if sub else run_dir.root)
+        staged = lines[1] != "True"
+        if staged:
+            await self._stage_code(run_dir)
+        max_array = None
+        config_argv = self.backend.config_argv()
+        if config_argv:
+            answer = await transport.run(config_argv)
+            max_array = self.backend.parse_max_array_size(answer.stdout) if answer.ok else None
+        await transport.write(run_dir.manifest, encode_json({
+            "backend": settings.backend, "options": settings.options, "max_workers": settings.max_workers,
+            "python": python, "staged": staged, "client": socket.gethostname(), "pid": os.getpid(),
+            "created": time.time()}))
+        log.info("run directory %s on %s", run_dir.root, self._where())
+        return Environment(run_dir, python, staged, max_array)
+
+    async def _stage_code(self, run_dir: RunDir) -> None:
+        """Copy what the worker imports (pure Python) into RUN/code."""
+        import clustrix_futures
+
+        package = os.path.dirname(os.path.abspath(clustrix_futures.__file__))
+        sources = {"clustrix_futures": package, "cloudpickle": os.path.dirname(os.path.abspath(cloudpickle.__file__))}
+        for name, directory in sources.items():
+            await self.transport.makedirs(posixpath.join(run_dir.code, name))
+            for entry in sorted(os.listdir(directory)):
+                if entry.endswith(".py"):
+                    with open(os.path.join(directory, entry), "rb") as source:
+                        await self.transport.write(posixpath.join(run_dir.code, name, entry), source.read())
+
+    async def _spawn_monitor(self) -> asyncio.Task[None]:
+        return asyncio.ensure_future(self._run_monitor())
+
+    async def _run_monitor(self) -> None:
+        try:
+            await self.monitor.run()
+        finally:
+            await self._cleanup()
+            self._finished.set()
+            self._loop.call_soon(self._loop.stop)
+
+    async def _cleanup(self) -> None:
+        futures = list(self._futures.values())
+        failed = [f for f in futures if f.cancelled() or f.exception() is not None]
+        if self.settings["keep_files"] or failed:
+            log.info("keeping run directory %s (%d of %d tasks did not succeed)", self.run_dir.root,
+                     len(failed), len(futures))
+        else:
+            await self.transport.remove_tree(self.run_dir.root)
+        await self.transport.close()
+
+    def _begin_stopping(self) -> None:
+        self.monitor.stopping = True
+        self.monitor.wake()
+
+    def _on_cancel(self, future: ClusterFuture) -> None:
+        self.monitor.cancelled.append(future.task_id)
+        self._loop.call_soon_threadsafe(self.monitor.wake)
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    def _where(self) -> str:
+        return self.settings["host"] or "this machine"

@@ -1,0 +1,383 @@
+"""The job monitor: one asyncio task that submits arrays and resolves futures.
+
+Each cycle costs O(1) scheduler commands and O(1) listings, whatever the number of tasks:
+
+1. withdraw cancelled work: one ``scancel`` for elements whose every task was cancelled;
+2. ONE status query (``squeue``) for every live job; elements seen running mark their futures running;
+3. ONE listing of ``results/``; new result files are read in one batch and resolve their futures;
+4. elements that left the queue without a result: their final state comes from the scheduler (one query per
+   job, only then), the tasks that finished are read from the element's journal, and the rest fail with
+   :class:`~clustrix_futures.errors.JobFailedError` carrying the state and the end of the element's stderr.
+
+The interval adapts: fast right after submissions and results, backing off to ``poll_interval`` when idle.
+A failed status query that means "scheduler unreachable" fails nothing; the next cycle tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from clustrix_futures.backends.base import ENDED, QUEUED, RUNNING, ArraySubmission, Backend, ElementKey, FinalState
+from clustrix_futures.batching import plan_arrays, resource_key, resources_of, tasks_per_element
+from clustrix_futures.config import Settings
+from clustrix_futures.errors import JobFailedError
+from clustrix_futures.future import ClusterFuture
+from clustrix_futures.rundir import RunDir, batch_document, job_script, parse_result_name
+from clustrix_futures.serialization import loads_outcome, resolve
+from clustrix_futures.transport import Transport
+from clustrix_futures.worker import encode_batch, read_journal
+
+log = logging.getLogger(__name__)
+
+FASTEST_INTERVAL = 0.2
+BATCH_CAP = 100_000
+BATCH_WINDOW_CAP = 1.0
+LOG_TAIL_BYTES = 4000
+
+
+@dataclass
+class Element:
+    batch: int
+    index: int
+    task_ids: list[int]
+    job_id: str = ""
+    phase: str = QUEUED
+    vanished_at: Optional[float] = None
+    done: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.job_id}_{self.index}"
+
+
+@dataclass
+class Task:
+    future: ClusterFuture
+    payload: Optional[bytes]
+    resources: dict[str, Any]
+    element: Optional[Element] = None
+
+
+@dataclass
+class Environment:
+    """What the engine learned at start-up."""
+
+    run_dir: RunDir
+    python: str
+    staged: bool
+    max_array_size: Optional[int]
+
+
+@dataclass
+class DurationStats:
+    """Mean task duration, for packing; updated from every outcome."""
+
+    count: int = 0
+    total: float = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.count += 1
+        self.total += seconds
+
+    @property
+    def mean(self) -> Optional[float]:
+        return self.total / self.count if self.count else None
+
+
+@dataclass
+class Counters:
+    """Scheduler commands issued, by kind (reported by benchmarks and tests)."""
+
+    commands: dict[str, int] = field(default_factory=dict)
+
+    def count(self, argv: list[str]) -> None:
+        self.commands[argv[0]] = self.commands.get(argv[0], 0) + 1
+
+
+class Monitor:
+    def __init__(self, settings: Settings, backend: Backend, transport: Transport, env: Environment) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.transport = transport
+        self.env = env
+        self.tasks: dict[int, Task] = {}
+        self.live: dict[ElementKey, Element] = {}
+        self.by_slot: dict[tuple[int, int], Element] = {}  # (batch, index): where its result file points
+        self.stats = DurationStats()
+        self.counters = Counters()
+        self.inbox: deque[tuple[int, ClusterFuture, bytes, Optional[Mapping[str, Any]]]] = deque()
+        self.cancelled: deque[int] = deque()
+        self.backlog: list[int] = []  # registered, not yet submitted
+        self.stopping = False
+        self._wake = asyncio.Event()
+        self._batches = 0
+        self._seen_results: set[str] = set()
+        self._accounting = True
+        self._interval = FASTEST_INTERVAL
+
+    # ------------------------------------------------------------ inputs, called on the loop
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def idle(self) -> bool:
+        return not self.inbox and not any(not t.future.done() for t in self.tasks.values())
+
+    async def run(self) -> None:
+        """Cycle until stopping and nothing is left to watch. Never dies of one bad cycle."""
+        while not (self.stopping and self.idle()):
+            try:
+                busy = await self._take_inbox()
+                busy |= await self._cycle()
+            except Exception:
+                log.exception("monitor cycle failed; retrying")
+                busy = False
+            self._interval = FASTEST_INTERVAL if busy else min(self._interval * 1.5,
+                                                               self.settings["poll_interval"])
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            self._wake.clear()
+
+    async def run_command(self, argv: list[str]) -> Any:
+        self.counters.count(argv)
+        return await self.transport.run(argv)
+
+    # ------------------------------------------------------------ submission
+
+    async def _take_inbox(self) -> bool:
+        """Register new submissions (waiting ``batch_window`` while more keep coming), then submit."""
+        if self.inbox:
+            start, seen = time.monotonic(), -1
+            while len(self.inbox) != seen and len(self.inbox) < BATCH_CAP \
+                    and time.monotonic() - start < BATCH_WINDOW_CAP:
+                seen = len(self.inbox)
+                await asyncio.sleep(self.settings["batch_window"])
+            while self.inbox:
+                task_id, future, payload, overrides = self.inbox.popleft()
+                self.tasks[task_id] = Task(future, payload, resources_of(self.settings, overrides))
+                self.backlog.append(task_id)
+        return await self._submit_backlog()
+
+    async def _submit_backlog(self) -> bool:
+        """Submit waiting tasks as arrays. With ``max_workers``, at most that many elements are live at once
+        across all arrays: new arrays wait for free slots and are throttled (``%N``) to them."""
+        self.backlog = [tid for tid in self.backlog if not self.tasks[tid].future.cancelled()]
+        throttle = self.settings.max_workers
+        if throttle is not None:
+            throttle -= len(self.live)
+            if throttle <= 0:
+                return False
+        if not self.backlog:
+            return False
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for task_id in self.backlog:
+            groups.setdefault(resource_key(self.tasks[task_id].resources), []).append(task_id)
+        self.backlog = []
+        per_element = tasks_per_element(self.settings["tasks_per_element"], self.stats.mean,
+                                        self.settings["element_seconds"])
+        for task_ids in groups.values():
+            for array in plan_arrays(task_ids, per_element, self.env.max_array_size):
+                await self._submit_array(array, throttle)
+        return True
+
+    async def _submit_array(self, elements: list[list[int]], throttle: Optional[int]) -> None:
+        batch = self._batches
+        self._batches += 1
+        run_dir, resources = self.env.run_dir, self.tasks[elements[0][0]].resources
+        payloads = [[(tid, self.tasks[tid].payload or b"") for tid in element] for element in elements]
+        await self.transport.write(run_dir.batch_file(batch), encode_batch(payloads))
+        await self.transport.write(run_dir.batch_script(batch), job_script(
+            run_dir, batch, self.env.python, self.settings["setup"] or [], self.env.staged).encode(), 0o700)
+        placeholder = self.backend.index_placeholder
+        submission = ArraySubmission(batch, len(elements), run_dir.batch_script(batch),
+                                     run_dir.log(batch, placeholder, "out"), run_dir.log(batch, placeholder, "err"),
+                                     throttle, resources)
+        result = await self.run_command(self.backend.submit_argv(submission, run_dir.batch_script(batch)))
+        try:
+            job_id = self.backend.parse_job_id(result.stdout) if result.ok else ""
+        except ValueError:
+            job_id = ""
+        if not job_id:
+            error = JobFailedError(f"the scheduler rejected the submission: {result.describe()}",
+                                   state="SUBMIT_FAILED")
+            for element in elements:
+                for tid in element:
+                    self.tasks[tid].future.set_exception_if_pending(error)
+            return
+        log.debug("batch %d: job %s, %d elements", batch, job_id, len(elements))
+        for index, task_ids in enumerate(elements):
+            record = Element(batch, index, task_ids, job_id)
+            self.live[(job_id, index)] = self.by_slot[(batch, index)] = record
+            for tid in task_ids:
+                self.tasks[tid].element = record
+                self.tasks[tid].payload = None
+        await self.transport.write(run_dir.batch_meta(batch),
+                                   batch_document(batch, job_id, elements, resources))
+
+    # ------------------------------------------------------------ one cycle
+
+    async def _cycle(self) -> bool:
+        await self._withdraw_cancelled()
+        if not self.live:
+            return await self._submit_backlog()
+        status = await self.run_command(self.backend.status_argv(sorted({k[0] for k in self.live})))
+        reachable = status.ok or not self.backend.is_transient_error(status.stderr)
+        report = self.backend.parse_status(status.stdout) if status.ok else None
+        busy = self._mark_running(report) if report else False
+        busy |= await self._collect_results()
+        if reachable:
+            await self._settle_vanished(report.phases if report else {})
+        elif status.stderr:
+            log.warning("status query failed, will retry: %s", status.describe())
+        return busy | await self._submit_backlog()
+
+    def _mark_running(self, report: Any) -> bool:
+        changed = False
+        for key, phase in report.phases.items():
+            element = self.live.get(key)
+            if element is None or phase != RUNNING or element.phase == RUNNING:
+                continue
+            element.phase = RUNNING
+            changed = True
+            for tid in element.task_ids:
+                self.tasks[tid].future.set_running_or_notify_cancel()
+        return changed
+
+    async def _collect_results(self) -> bool:
+        names = [n for n in await self.transport.listdir(self.env.run_dir.results) if n not in self._seen_results]
+        wanted = {}
+        for name in names:
+            parsed = parse_result_name(name)
+            if parsed is None:
+                continue
+            self._seen_results.add(name)
+            wanted[self.env.run_dir.result(*parsed)] = parsed
+        if not wanted:
+            return False
+        contents = await self.transport.read_many(list(wanted))
+        for path, data in contents.items():
+            if data is not None:
+                self._apply_journal(data, path)
+            element = self.by_slot.get(wanted[path])
+            if element is not None and not element.done:
+                self._retire(element)
+                self._fail_unfinished(element, FinalState("COMPLETED", "the element finished but its result "
+                                                          "file lacks these tasks"), "")
+        return True
+
+    def _apply_journal(self, data: bytes, source: str) -> None:
+        try:
+            frames = read_journal(data)
+        except Exception as exc:  # a corrupted file fails only its own tasks, later, with their element
+            log.error("result file %s is corrupted: %s", source, exc)
+            return
+        for task_id, encoded in frames:
+            task = self.tasks.get(task_id)
+            if task is None:
+                continue
+            outcome = loads_outcome(encoded)
+            self.stats.add(outcome[3])
+            resolve(task.future, outcome)
+
+    async def _settle_vanished(self, phases: Mapping[ElementKey, str]) -> None:
+        now = time.monotonic()
+        vanished = []
+        for key, element in self.live.items():
+            if phases.get(key, ENDED) != ENDED:
+                element.vanished_at = None
+                continue
+            if element.vanished_at is None:
+                element.vanished_at = now
+            vanished.append(element)
+        if not vanished:
+            return
+        finals: dict[ElementKey, FinalState] = {}
+        for job_id in sorted({e.job_id for e in vanished}):
+            finals.update(await self._final_states(job_id))
+        grace = self.settings["grace_period"]
+        for element in vanished:
+            final = finals.get((element.job_id, element.index))
+            expected_result = final is None or final.state == "COMPLETED"
+            if expected_result and now - (element.vanished_at or now) < grace:
+                continue
+            await self._end_element(element, final or FinalState(
+                "LOST", "the element left the queue without a result and the scheduler no longer knows it"))
+
+    async def _final_states(self, job_id: str) -> dict[ElementKey, FinalState]:
+        result = await self.run_command(self.backend.final_argv(job_id))
+        states = self.backend.parse_final(result.stdout) if result.ok else {}
+        accounting = self.backend.accounting_argv(job_id) if self._accounting and not states else None
+        if accounting:
+            answer = await self.run_command(accounting)
+            if answer.ok:
+                states = self.backend.parse_accounting(answer.stdout)
+            else:
+                self._accounting = False  # no accounting on this cluster: never required, not asked again
+        return {k: v for k, v in states.items() if v.state not in ("PENDING", "RUNNING", "REQUEUED")}
+
+    async def _end_element(self, element: Element, final: FinalState) -> None:
+        run_dir = self.env.run_dir
+        result, partial = run_dir.result(element.batch, element.index), run_dir.partial(element.batch, element.index)
+        stderr = run_dir.log(element.batch, str(element.index), "err")
+        files = await self.transport.read_many([result, partial, stderr])
+        journal = files[result] or files[partial]
+        if journal:
+            self._apply_journal(journal, result if files[result] else partial)
+        tail = (files[stderr] or b"")[-LOG_TAIL_BYTES:].decode(errors="replace")
+        self._retire(element)
+        self._fail_unfinished(element, final, tail)
+
+    def _retire(self, element: Element) -> None:
+        element.done = True
+        self.live.pop((element.job_id, element.index), None)
+
+    def _fail_unfinished(self, element: Element, final: FinalState, log_tail: str) -> None:
+        unfinished = [t for t in (self.tasks[tid] for tid in element.task_ids) if not t.future.done()]
+        if not unfinished:
+            return
+        error = JobFailedError(
+            f"array element {element.name} ended without this task's result: {final.state}"
+            + (f" ({final.detail})" if final.detail else ""),
+            state=final.state, job_id=element.name, log_tail=log_tail)
+        for task in unfinished:
+            task.future.set_exception_if_pending(error)
+
+    # ------------------------------------------------------------ cancellation
+
+    async def _withdraw_cancelled(self) -> None:
+        elements: dict[ElementKey, Element] = {}
+        markers = []
+        while self.cancelled:
+            task = self.tasks.get(self.cancelled.popleft())
+            if task is None or task.element is None or task.element.done:
+                continue
+            element = task.element
+            if all(self.tasks[tid].future.cancelled() for tid in element.task_ids):
+                if element.phase == QUEUED:
+                    elements[(element.job_id, element.index)] = element
+            else:
+                markers.append(self.env.run_dir.cancelled(task.future.task_id))
+        for marker in markers:
+            await self.transport.write(marker, b"")
+        if elements:
+            result = await self.run_command(self.backend.cancel_argv(sorted(elements)))
+            if not result.ok:
+                log.warning("could not withdraw cancelled elements: %s", result.describe())
+            for element in elements.values():
+                self._retire(element)
+
+    async def cancel_queued(self, futures: list[ClusterFuture]) -> None:
+        """Cancel every future whose element has not started, as of a fresh status query."""
+        await self._take_inbox()
+        await self._cycle()
+        for future in futures:
+            if future.cancel():
+                self.cancelled.append(future.task_id)
+        await self._withdraw_cancelled()

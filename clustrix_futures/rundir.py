@@ -1,0 +1,102 @@
+"""The run directory: one per executor, on the filesystem the compute nodes see.
+
+::
+
+    RUN/manifest.json        backend, options, interpreter: enough for a later process to reattach
+    RUN/batches/B.pkl        the tasks of batch B, indexed by element (one file per batch, not per task)
+    RUN/batches/B.sh         the job script of batch B
+    RUN/batches/B.json       batch B's job id and the task ids of each element
+    RUN/results/B-I.res      outcomes of element I of batch B (journalled as B-I.part, then renamed)
+    RUN/logs/B-I.out|.err    the element's stdout and stderr
+    RUN/cancelled/TASK       marker: skip this task if its element starts anyway
+    RUN/code/                the worker's code, staged only when the remote interpreter lacks it
+
+Directories are created 0700 and files 0600.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import secrets
+import shlex
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from clustrix_futures.worker import PARTIAL_SUFFIX, RESULT_SUFFIX
+
+SUBDIRECTORIES = ("batches", "results", "logs", "cancelled")
+
+
+def new_run_name() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(4)
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: str
+
+    def path(self, *parts: str) -> str:
+        return posixpath.join(self.root, *parts)
+
+    @property
+    def results(self) -> str:
+        return self.path("results")
+
+    @property
+    def code(self) -> str:
+        return self.path("code")
+
+    def batch_file(self, batch: int) -> str:
+        return self.path("batches", f"{batch}.pkl")
+
+    def batch_script(self, batch: int) -> str:
+        return self.path("batches", f"{batch}.sh")
+
+    def batch_meta(self, batch: int) -> str:
+        return self.path("batches", f"{batch}.json")
+
+    def result(self, batch: int, element: int) -> str:
+        return self.path("results", f"{batch}-{element}{RESULT_SUFFIX}")
+
+    def partial(self, batch: int, element: int) -> str:
+        return self.path("results", f"{batch}-{element}{PARTIAL_SUFFIX}")
+
+    def log(self, batch: int, element: str, stream: str) -> str:
+        return self.path("logs", f"{batch}-{element}.{stream}")
+
+    def cancelled(self, task_id: int) -> str:
+        return self.path("cancelled", str(task_id))
+
+    @property
+    def manifest(self) -> str:
+        return self.path("manifest.json")
+
+
+def parse_result_name(name: str) -> Optional[tuple[int, int]]:
+    """``"3-17.res"`` to ``(3, 17)``; None for anything else (temporary or partial files)."""
+    if not name.endswith(RESULT_SUFFIX):
+        return None
+    batch, _, element = name[:-len(RESULT_SUFFIX)].partition("-")
+    return (int(batch), int(element)) if batch.isdigit() and element.isdigit() else None
+
+
+def job_script(run_dir: RunDir, batch: int, python: str, setup: Sequence[str], staged: bool) -> str:
+    """A bash script for one array element. ``setup`` lines are the user's shell code, run as written;
+    every path we insert is quoted."""
+    lines = ["#!/bin/bash", f"# clustrix-futures: batch {batch} of {run_dir.root}", "set -e", *setup]
+    if staged:
+        lines.append(f"export PYTHONPATH={shlex.quote(run_dir.code)}${{PYTHONPATH:+:$PYTHONPATH}}")
+    lines.append(" ".join(shlex.quote(word) for word in
+                          [python, "-m", "clustrix_futures.worker", "element", run_dir.root, str(batch)]))
+    return "\n".join(lines) + "\n"
+
+
+def encode_json(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, indent=1, sort_keys=True, default=str).encode()
+
+
+def batch_document(batch: int, job_id: str, elements: list[list[int]], resources: dict[str, Any]) -> bytes:
+    return encode_json({"batch": batch, "job_id": job_id, "elements": elements, "resources": resources})
