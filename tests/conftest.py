@@ -8,7 +8,9 @@ contributor without root); CI never sets it.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
@@ -61,6 +63,39 @@ def sshd() -> Iterator[dict[str, str]]:
 
 ExecutorFactory = Callable[..., Any]
 
+# Where the SSH test user (cfuser) keeps run directories on the "remote" side.
+REMOTE_WORK_DIR = "/home/cfuser/cf-test-runs"
+
+
+@pytest.fixture
+def signals() -> Iterator[Path]:
+    """A directory every test user can write: tasks (run as cfuser over SSH too) signal the test here."""
+    path = Path(tempfile.mkdtemp(prefix="cf-signals-", dir="/tmp"))
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def ssh_options(env: Dict[str, str]) -> Dict[str, Any]:
+    return {"host": env["CF_SSH_HOST"], "port": int(env["CF_SSH_PORT"]), "username": env["CF_SSH_USER"],
+            "client_keys": [env["CF_SSH_KEY"]], "known_hosts": env["CF_SSH_KNOWN_HOSTS"],
+            "python": "/usr/bin/python3", "work_dir": REMOTE_WORK_DIR}
+
+
+def backend_options(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Dict[str, Any]:
+    """Executor options that select one backend of the conformance suite."""
+    if backend == "local":
+        return {"backend": "local"}
+    if backend == "slurm":
+        request.getfixturevalue("slurm")
+        return {"backend": "slurm", "work_dir": str(tmp_path / "runs")}
+    if backend == "slurm-ssh":
+        request.getfixturevalue("slurm")
+        return {"backend": "slurm", **ssh_options(request.getfixturevalue("sshd"))}
+    if backend == "ssh":
+        return {"backend": "ssh", **ssh_options(request.getfixturevalue("sshd"))}
+    raise ValueError(backend)
+
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
@@ -72,11 +107,8 @@ def make_executor(backend: str, request: pytest.FixtureRequest, tmp_path: Path) 
     """Builds executors for the selected backend; shuts every one down (cancelling) after the test."""
     from clustrix_futures import ClusterPoolExecutor
 
-    created: list[Any] = []
-    base: dict[str, Any] = {"backend": backend}
-    if backend != "local":
-        request.getfixturevalue("slurm")
-        base.update(work_dir=str(tmp_path / "runs"))
+    created: List[Any] = []
+    base = backend_options(backend, request, tmp_path)
 
     def make(max_workers: Any = None, **options: Any) -> Any:
         executor = ClusterPoolExecutor(max_workers, **{**base, **options})

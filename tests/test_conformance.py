@@ -63,9 +63,9 @@ def test_map_raises_at_exactly_the_failing_item(make_executor, chunksize):
     assert seen == list(range(7))
 
 
-def test_map_timeout_counts_from_the_call(make_executor, tmp_path):
+def test_map_timeout_counts_from_the_call(make_executor, signals):
     ex = make_executor()
-    release = tmp_path / "release"
+    release = signals / "release"
     results = ex.map(workloads.wait_for_file, [str(release)], timeout=1.5)
     start = time.monotonic()
     with pytest.raises(cf.TimeoutError):
@@ -74,9 +74,9 @@ def test_map_timeout_counts_from_the_call(make_executor, tmp_path):
     release.touch()
 
 
-def test_cancel_wakes_wait_and_as_completed(make_executor, tmp_path):
+def test_cancel_wakes_wait_and_as_completed(make_executor, signals):
     ex = make_executor(1)
-    started, release = tmp_path / "started", tmp_path / "release"
+    started, release = signals / "started", signals / "release"
     busy = ex.submit(workloads.touch_then_wait, str(started), str(release))
     queued = ex.submit(workloads.square, 3)
     workloads.wait_for_file(str(started), RESULT_WAIT)
@@ -89,9 +89,9 @@ def test_cancel_wakes_wait_and_as_completed(make_executor, tmp_path):
     assert busy.result(RESULT_WAIT) == str(release)
 
 
-def test_running_task_is_not_cancellable(make_executor, tmp_path):
+def test_running_task_is_not_cancellable(make_executor, signals):
     ex = make_executor(1)
-    started, release = tmp_path / "started", tmp_path / "release"
+    started, release = signals / "started", signals / "release"
     busy = ex.submit(workloads.touch_then_wait, str(started), str(release))
     workloads.wait_for_file(str(started), RESULT_WAIT)
     deadline = time.monotonic() + 30
@@ -103,9 +103,9 @@ def test_running_task_is_not_cancellable(make_executor, tmp_path):
     assert busy.result(RESULT_WAIT)
 
 
-def test_shutdown_cancel_futures_cancels_queued_work(make_executor, tmp_path):
+def test_shutdown_cancel_futures_cancels_queued_work(make_executor, signals):
     ex = make_executor(1)
-    started, release = tmp_path / "started", tmp_path / "release"
+    started, release = signals / "started", signals / "release"
     busy = ex.submit(workloads.touch_then_wait, str(started), str(release))
     workloads.wait_for_file(str(started), RESULT_WAIT)
     queued = [ex.submit(workloads.square, i) for i in range(5)]
@@ -183,9 +183,9 @@ def test_generator_is_not_read_ahead_beyond_buffersize(make_executor):
     results.close()
 
 
-def test_closing_the_iterator_cancels_work_not_started(make_executor, tmp_path):
+def test_closing_the_iterator_cancels_work_not_started(make_executor, signals):
     ex = make_executor(1)
-    started, release = tmp_path / "started", tmp_path / "release"
+    started, release = signals / "started", signals / "release"
     blocker = ex.submit(workloads.touch_then_wait, str(started), str(release))
     workloads.wait_for_file(str(started), RESULT_WAIT)
     results = ex.map(workloads.square, range(100), chunksize=10)
