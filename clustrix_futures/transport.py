@@ -14,6 +14,12 @@ from dataclasses import dataclass
 from typing import Optional, Protocol
 
 
+class TransportLost(Exception):
+    """Raised by a transport that lost its connection and gave up reconnecting (after
+    ``reconnect_give_up`` seconds). The monitor then fails every live future with ``CONNECTION_LOST``;
+    the jobs themselves keep running and the run directory can be reattached."""
+
+
 @dataclass(frozen=True)
 class Completed:
     argv: Sequence[str]

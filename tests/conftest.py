@@ -103,8 +103,10 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def make_executor(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ExecutorFactory]:
-    """Builds executors for the selected backend; shuts every one down (cancelling) after the test."""
+def make_executor(backend: str, request: pytest.FixtureRequest, tmp_path: Path,
+                  signals: Path) -> Iterator[ExecutorFactory]:
+    """Builds executors for the selected backend; shuts every one down (cancelling) after the test,
+    before the signal directory goes (so a task waiting on a signal file sees it)."""
     from clustrix_futures import ClusterPoolExecutor
 
     created: List[Any] = []
