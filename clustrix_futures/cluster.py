@@ -26,6 +26,7 @@ import cloudpickle
 
 from clustrix_futures import config
 from clustrix_futures.backends import get_backend
+from clustrix_futures.backends.base import Backend, BackendContext
 from clustrix_futures.errors import ConfigError
 from clustrix_futures.future import ClusterFuture
 from clustrix_futures.monitor import Environment, Monitor
@@ -59,7 +60,7 @@ class ClusterEngine:
             raise ConfigError("initializer is supported only by the local backend; on a cluster, run "
                               "set-up code at the start of the task or with the 'setup' option")
         self.settings = settings
-        self.backend = get_backend(settings.backend)
+        self.backend: Backend
         self._ids = itertools.count()
         self._futures: dict[int, ClusterFuture] = {}
         self._lock = threading.Lock()
@@ -143,6 +144,7 @@ class ClusterEngine:
         run_dir = RunDir(posixpath.join(work_dir, new_run_name()))
         for sub in ("", *SUBDIRECTORIES):
             await transport.makedirs(run_dir.path(sub) if sub else run_dir.root)
+        self.backend = get_backend(settings.backend, BackendContext(python, run_dir.root))
         staged = lines[1] != "True"
         if staged:
             await self._stage_code(run_dir)

@@ -31,7 +31,7 @@ from clustrix_futures.errors import JobFailedError
 from clustrix_futures.future import ClusterFuture
 from clustrix_futures.rundir import RunDir, batch_document, job_script, parse_result_name
 from clustrix_futures.serialization import loads_outcome, resolve
-from clustrix_futures.transport import Transport
+from clustrix_futures.transport import Transport, TransportLost
 from clustrix_futures.worker import encode_batch, read_journal
 
 log = logging.getLogger(__name__)
@@ -136,6 +136,11 @@ class Monitor:
             try:
                 busy = await self._take_inbox()
                 busy |= await self._cycle()
+            except TransportLost as exc:
+                self._fail_everything(JobFailedError(
+                    f"lost the connection to the cluster and could not reconnect: {exc}. The jobs keep running; "
+                    f"their run directory is {self.env.run_dir.root}", state="CONNECTION_LOST"))
+                return
             except Exception:
                 log.exception("monitor cycle failed; retrying")
                 busy = False
@@ -144,6 +149,12 @@ class Monitor:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._interval)
             self._wake.clear()
+
+    def _fail_everything(self, error: JobFailedError) -> None:
+        for task in self.tasks.values():
+            task.future.set_exception_if_pending(error)
+        while self.inbox:
+            self.inbox.popleft()[1].set_exception_if_pending(error)
 
     async def run_command(self, argv: list[str]) -> Any:
         self.counters.count(argv)

@@ -76,13 +76,13 @@ def signals() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def ssh_options(env: Dict[str, str]) -> Dict[str, Any]:
+def ssh_options(env: dict[str, str]) -> dict[str, Any]:
     return {"host": env["CF_SSH_HOST"], "port": int(env["CF_SSH_PORT"]), "username": env["CF_SSH_USER"],
             "client_keys": [env["CF_SSH_KEY"]], "known_hosts": env["CF_SSH_KNOWN_HOSTS"],
             "python": "/usr/bin/python3", "work_dir": REMOTE_WORK_DIR}
 
 
-def backend_options(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Dict[str, Any]:
+def backend_options(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
     """Executor options that select one backend of the conformance suite."""
     if backend == "local":
         return {"backend": "local"}
@@ -109,7 +109,7 @@ def make_executor(backend: str, request: pytest.FixtureRequest, tmp_path: Path,
     before the signal directory goes (so a task waiting on a signal file sees it)."""
     from clustrix_futures import ClusterPoolExecutor
 
-    created: List[Any] = []
+    created: list[Any] = []
     base = backend_options(backend, request, tmp_path)
 
     def make(max_workers: Any = None, **options: Any) -> Any:

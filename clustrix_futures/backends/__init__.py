@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from clustrix_futures.backends.base import Backend
+from clustrix_futures.backends.base import Backend, BackendContext
 
 
-def get_backend(name: str) -> Backend:
+def get_backend(name: str, context: BackendContext) -> Backend:
     if name == "slurm":
         from clustrix_futures.backends.slurm import SlurmBackend
 

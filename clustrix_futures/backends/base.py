@@ -30,6 +30,14 @@ class ArraySubmission:
 
 
 @dataclass(frozen=True)
+class BackendContext:
+    """What a backend may need to build its commands: the worker's interpreter and the run directory."""
+
+    python: str
+    run_dir: str
+
+
+@dataclass(frozen=True)
 class FinalState:
     state: str  # the scheduler's word: CANCELLED, TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, FAILED...
     detail: str = ""
