@@ -208,8 +208,8 @@ class LocalPool:
                     continue
                 if worker.running is not None:
                     future, worker.running = worker.running[0], None
+                    self._dispatch_to(worker)  # before unpickling, so the worker does not wait on us
                     resolve(future, loads_outcome(data))
-                    self._dispatch_to(worker)
         except (EOFError, OSError):
             self._on_death(worker)
 

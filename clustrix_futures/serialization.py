@@ -16,7 +16,7 @@ import cloudpickle
 
 from clustrix_futures.errors import RemoteError
 from clustrix_futures.future import ClusterFuture
-from clustrix_futures.worker import Outcome
+from clustrix_futures.worker import ChunkResult, Outcome
 
 
 class RemoteTraceback(Exception):
@@ -125,9 +125,13 @@ def resolve(future: ClusterFuture, outcome: Outcome) -> None:
         future.set_exception_if_pending(exception_of(outcome))
 
 
-def unpack_items(outcomes: Sequence[Outcome]) -> Iterator[Any]:
-    """Yield the values of a map chunk's item outcomes in order, raising at the first failed item."""
-    for outcome in outcomes:
-        if not outcome[0]:
-            raise exception_of(outcome)
-        yield outcome[1]
+def unpack_items(chunk: ChunkResult) -> Iterator[Any]:
+    """Yield a map chunk's values in order, raising at the first item that failed."""
+    if not chunk.failures:
+        yield from chunk.values
+        return
+    first = min(chunk.failures)
+    yield from chunk.values[:first]
+    exc, text = chunk.failures[first]
+    exc.__cause__ = RemoteTraceback(text)
+    raise exc

@@ -17,6 +17,7 @@ Entry points:
 
 from __future__ import annotations
 
+import itertools
 import os
 import pickle
 import struct
@@ -62,6 +63,8 @@ def encode_outcome(outcome: Outcome) -> bytes:
         return cloudpickle.dumps(outcome)
     except Exception as exc:
         ok, value, _, seconds = outcome
+        if ok and isinstance(value, ChunkResult):
+            return encode_outcome((True, _picklable_chunk(value), "", seconds))
         if ok:
             problem: BaseException = TypeError(
                 f"the task's result, a {type(value).__qualname__}, could not be pickled: {exc}")
@@ -81,11 +84,49 @@ def run_payload(payload: bytes) -> bytes:
     return encode_outcome(run_call(fn, args, kwargs))
 
 
-def apply_chunk(fn: Callable[..., Any], items: Iterable[Any], star: bool) -> list[Outcome]:
-    """Run ``fn`` over a chunk of a map, one outcome per item, so one failing item loses no other."""
-    if star:
-        return [run_call(fn, args, {}) for args in items]
-    return [run_call(fn, (item,), {}) for item in items]
+class ChunkResult:
+    """The values of a map chunk, item by item, with the failures of the items that raised.
+
+    ``failures`` maps an item's position to ``(exception, traceback text)``; its slot in ``values`` is None.
+    """
+
+    __slots__ = ("failures", "values")
+
+    def __init__(self, values: list[Any], failures: dict[int, tuple[BaseException, str]]) -> None:
+        self.values = values
+        self.failures = failures
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ChunkResult, (self.values, self.failures))
+
+
+def apply_chunk(fn: Callable[..., Any], items: Iterable[Any], star: bool) -> ChunkResult:
+    """Run ``fn`` over a chunk of a map. One failing item loses no other: the run goes on after it.
+
+    The items run in one ``map()`` (no per-item bookkeeping); only a raising item costs extra.
+    """
+    values: list[Any] = []
+    failures: dict[int, tuple[BaseException, str]] = {}
+    remaining = iter(items)
+    while True:
+        try:
+            values.extend(itertools.starmap(fn, remaining) if star else map(fn, remaining))
+            return ChunkResult(values, failures)
+        except BaseException as exc:
+            failures[len(values)] = _failure(exc)
+            values.append(None)
+
+
+def _picklable_chunk(chunk: ChunkResult) -> ChunkResult:
+    """A chunk whose values did not all pickle: fail exactly the items that do not."""
+    for position, value in enumerate(chunk.values):
+        try:
+            cloudpickle.dumps(value)
+        except Exception as exc:
+            chunk.values[position] = None
+            chunk.failures[position] = _failure(TypeError(
+                f"the task's result, a {type(value).__qualname__}, could not be pickled: {exc}"))
+    return chunk
 
 
 # ---------------------------------------------------------------- local pool process
