@@ -1,0 +1,239 @@
+"""The SLURM backend against the real SLURM brought up by tests/infra/slurm.sh.
+
+Scheduler commands are counted with a PATH shim that logs each invocation, then runs the real command.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import workloads
+
+from clustrix_futures import ClusterPoolExecutor, JobFailedError
+from clustrix_futures.batching import plan_arrays
+
+pytestmark = pytest.mark.slurm
+COMMANDS = ("sbatch", "squeue", "scancel", "scontrol", "sacct")
+
+
+class Shim:
+    """Logs ``epoch command args...`` for every scheduler command, then runs the real one."""
+
+    def __init__(self, directory: Path) -> None:
+        self.log = directory / "calls.log"
+        self.log.touch()
+        for command in COMMANDS:
+            real = shutil.which(command)
+            if real is None:
+                continue
+            script = directory / command
+            script.write_text(f'#!/bin/sh\necho "$(date +%s.%N) {command} $*" >> {self.log}\nexec {real} "$@"\n')
+            script.chmod(script.stat().st_mode | stat.S_IEXEC)
+
+    def calls(self, command: str) -> list[list[str]]:
+        lines = self.log.read_text().splitlines()
+        return [line.split()[2:] for line in lines if line.split()[1] == command]
+
+    def times(self, command: str) -> list[float]:
+        return [float(line.split()[0]) for line in self.log.read_text().splitlines() if line.split()[1] == command]
+
+
+@pytest.fixture
+def shim(slurm, tmp_path, monkeypatch) -> Shim:
+    directory = tmp_path / "shim"
+    directory.mkdir()
+    made = Shim(directory)
+    monkeypatch.setenv("PATH", f"{directory}{os.pathsep}{os.environ['PATH']}")
+    return made
+
+
+@pytest.fixture
+def executor(slurm, tmp_path):
+    made: list[ClusterPoolExecutor] = []
+
+    def make(max_workers=None, **options) -> ClusterPoolExecutor:
+        options.setdefault("work_dir", str(tmp_path / "runs"))
+        ex = ClusterPoolExecutor(max_workers, backend="slurm", **options)
+        made.append(ex)
+        return ex
+
+    yield make
+    for ex in made:
+        ex.shutdown(wait=True, cancel_futures=True)
+
+
+def squeue_ids(job_name: str) -> list[str]:
+    out = subprocess.run(["squeue", "--noheader", "--array", f"--name={job_name}", "--format=%i"],
+                         capture_output=True, text=True, check=True).stdout
+    return out.split()
+
+
+def unique_name() -> str:
+    return f"cf-{uuid.uuid4().hex[:8]}"
+
+
+def test_thousand_submits_make_a_handful_of_sbatch_calls(executor, shim):
+    ex = executor(tasks_per_element=25)
+    futures = [ex.submit(workloads.square, i) for i in range(1000)]
+    assert [f.result(300) for f in futures] == [i * i for i in range(1000)]
+    assert 1 <= len(shim.calls("sbatch")) <= 5
+
+
+def test_max_workers_is_the_array_throttle(executor, shim):
+    ex = executor(3)
+    assert [f.result(120) for f in [ex.submit(workloads.square, i) for i in range(8)]] == [i * i for i in range(8)]
+    arrays = [arg for call in shim.calls("sbatch") for arg in call if arg.startswith("--array=")]
+    assert arrays and all(arg.endswith("%3") for arg in arrays)
+
+
+def _squeue_rate(executor, shim, tasks: int, per_element: int) -> float:
+    """squeue calls per minute while ``tasks`` tasks, packed into 8 elements of ~4 s, run."""
+    ex = executor(tasks_per_element=per_element)
+    before = len(shim.times("squeue"))
+    start = time.time()
+    futures = [ex.submit(workloads.sleep_then, 4.0 / per_element, i) for i in range(tasks)]
+    assert [f.result(300) for f in futures] == list(range(tasks))
+    return (len(shim.times("squeue")) - before) / (time.time() - start) * 60
+
+
+def test_squeue_calls_per_minute_do_not_grow_with_tasks(executor, shim):
+    small = _squeue_rate(executor, shim, tasks=8, per_element=1)
+    large = _squeue_rate(executor, shim, tasks=800, per_element=100)
+    # one squeue per cycle, and a cycle at most every FASTEST_INTERVAL (0.2 s): 300 a minute at most
+    assert small <= 300 and large <= 300
+    assert large <= 1.5 * small + 30
+
+
+def test_external_scancel_fails_the_future_with_cancelled(executor, signals):
+    name = unique_name()
+    ex = executor(job_name=name)
+    started = signals / "started"
+    future = ex.submit(workloads.touch_then_wait, str(started), str(signals / "never"))
+    workloads.wait_for_file(str(started), 120)
+    ids = squeue_ids(name)
+    assert len(ids) == 1
+    subprocess.run(["scancel", ids[0]], check=True)
+    with pytest.raises(JobFailedError) as caught:
+        future.result(60)
+    assert caught.value.state == "CANCELLED"
+    assert caught.value.job_id == ids[0]
+
+
+def test_time_limit_fails_the_future_with_timeout(executor):
+    """SLURM rounds limits up to whole minutes and checks them every ~30 s: this takes 60-90 s."""
+    ex = executor(time="1")
+    future = ex.submit(workloads.sleep_then, 600)
+    with pytest.raises(JobFailedError) as caught:
+        future.result(240)
+    assert caught.value.state == "TIMEOUT"
+    assert "TIME LIMIT" in caught.value.log_tail
+
+
+def test_nonexistent_partition_fails_with_sbatch_error(executor):
+    ex = executor(partition="nosuchpartition")
+    futures = [ex.submit(workloads.square, i) for i in range(3)]
+    for future in futures:
+        with pytest.raises(JobFailedError, match="invalid partition specified: nosuchpartition") as caught:
+            future.result(60)
+        assert caught.value.state == "SUBMIT_FAILED"
+    ok = ex.options(partition="debug").submit(workloads.square, 4)  # the executor still works
+    assert ok.result(120) == 16
+
+
+def test_cancel_of_a_queued_task_removes_its_element(executor, signals):
+    name = unique_name()
+    ex = executor(1, job_name=name)
+    started = signals / "started"
+    futures = [ex.submit(workloads.touch_then_wait, str(started), str(signals / "release")),
+               ex.submit(workloads.square, 5)]
+    workloads.wait_for_file(str(started), 120)
+    queued_ids = [i for i in squeue_ids(name) if not i.endswith("_0")]
+    assert len(queued_ids) == 1, queued_ids
+    assert futures[1].cancel()
+    deadline = time.monotonic() + 30
+    while queued_ids[0] in squeue_ids(name) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert queued_ids[0] not in squeue_ids(name)
+    (signals / "release").touch()
+    assert futures[0].result(120)
+
+
+def test_options_view_submits_with_other_resources(executor, shim):
+    ex = executor(job_name=unique_name())
+    big = ex.options(cpus=2, job_name="cf-big").submit(workloads.square, 6)
+    small = ex.submit(workloads.square, 7)
+    assert big.result(120) == 36 and small.result(120) == 49
+    calls = shim.calls("sbatch")
+    assert any("--cpus-per-task=2" in c and "--job-name=cf-big" in c for c in calls)
+    assert any("--cpus-per-task=2" not in c for c in calls)
+
+
+def test_hostile_strings_reach_slurm_intact(executor, signals):
+    name = "cf x'\";$(touch /tmp/cf-pwned)`touch /tmp/cf-pwned`"
+    ex = executor(job_name=name, work_dir=str(signals / "work dir; $(touch x) 'q'"))
+    assert ex.submit(workloads.echo, "a b; $(rm -rf /)", "'\"").result(120) == (("a b; $(rm -rf /)", "'\""), {})
+    assert not Path("/tmp/cf-pwned").exists()
+
+
+def test_run_directory_layout(executor, tmp_path):
+    ex = executor(keep_files=True, tasks_per_element=2)
+    assert [f.result(120) for f in [ex.submit(workloads.square, i) for i in range(4)]] == [0, 1, 4, 9]
+    ex.shutdown()
+    run = Path(ex._engine.run_dir.root)
+    assert stat.S_IMODE(run.stat().st_mode) == 0o700
+    assert sorted(p.name for p in (run / "batches").iterdir()) == ["0.json", "0.pkl", "0.sh"]
+    results = sorted(p.name for p in (run / "results").iterdir())
+    assert results == ["0-0.res", "0-1.res"]
+    assert all(stat.S_IMODE((run / "results" / r).stat().st_mode) == 0o600 for r in results)
+    assert {p.name for p in (run / "logs").iterdir()} == {"0-0.out", "0-0.err", "0-1.out", "0-1.err"}
+    assert (run / "manifest.json").exists()
+
+
+def test_run_directory_removed_after_success_and_kept_after_failure(executor, tmp_path):
+    ok = executor()
+    ok.submit(workloads.square, 2).result(120)
+    ok.shutdown()
+    assert not Path(ok._engine.run_dir.root).exists()
+    bad = executor()
+    with pytest.raises(workloads.CustomError):
+        bad.submit(workloads.raise_custom, "x").result(120)
+    bad.shutdown()
+    assert Path(bad._engine.run_dir.root).exists()
+
+
+def test_packed_element_that_dies_keeps_its_finished_tasks(executor):
+    """Tasks journalled before a worker dies keep their results; only the running one and later fail."""
+    ex = executor(tasks_per_element=3)
+    futures = [ex.submit(workloads.square, 2), ex.submit(workloads.die, 7), ex.submit(workloads.square, 3)]
+    assert futures[0].result(120) == 4
+    with pytest.raises(JobFailedError) as caught:
+        futures[1].result(120)
+    assert caught.value.state == "FAILED" and "exit code 7" in str(caught.value)
+    with pytest.raises(JobFailedError):
+        futures[2].result(120)
+
+
+@pytest.mark.parametrize("tasks,per_element,limit,expected", [
+    (10, 4, None, [[[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]]),
+    (5, 1, 2, [[[0], [1]], [[2], [3]], [[4]]]),
+    (0, 1, None, []),
+])
+def test_plan_arrays_packs_evenly_and_respects_max_array_size(tasks, per_element, limit, expected):
+    assert plan_arrays(list(range(tasks)), per_element, limit) == expected
+
+
+def test_max_array_size_is_read_from_the_scheduler(executor):
+    ex = executor()
+    expected = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True).stdout
+    size: dict[str, int] = {}
+    for line in expected.splitlines():
+        if line.startswith("MaxArraySize"):
+            size["max"] = int(line.split("=")[1])
+    assert ex._engine.monitor.env.max_array_size == size["max"]
