@@ -60,3 +60,65 @@ def length_of(iterable: Iterable[Any]) -> Optional[int]:
         return len(iterable)  # type: ignore[arg-type]
     except TypeError:
         return None
+
+
+class AdaptiveSizes:
+    """Chunk sizes for scheduler arrays, learned from measured item durations.
+
+    Until a duration is known, it yields one small probe chunk (``probe``). Once :meth:`observe` has seen
+    items run, each chunk is sized to run about ``target_seconds``, but never so large that fewer than
+    ``min_chunks`` chunks remain for the items left when the duration was learned (parallelism).
+    ``rate`` is shared between maps of the same function, so a repeated map skips the probe.
+    """
+
+    def __init__(self, total: Optional[int], target_seconds: float, min_chunks: int, rate: ItemRate) -> None:
+        self.total = total
+        self.target = target_seconds
+        self.min_chunks = min_chunks
+        self.rate = rate
+        self.handed_out = 0
+        self._cap: Optional[int] = None
+
+    @property
+    def learned(self) -> bool:
+        return self.rate.seconds_per_item is not None
+
+    def probe(self) -> int:
+        return max(1, min(self.total // 1000, 1000)) if self.total else 1
+
+    def observe(self, items: int, seconds: float) -> None:
+        self.rate.add(items, seconds)
+
+    def __iter__(self) -> AdaptiveSizes:
+        return self
+
+    def __next__(self) -> int:
+        per_item = self.rate.seconds_per_item
+        if per_item is None:
+            size = self.probe()
+        else:
+            if self._cap is None:
+                left = None if self.total is None else self.total - self.handed_out
+                self._cap = max(1, -(-left // self.min_chunks)) if left else None
+            size = max(1, int(self.target / max(per_item, 1e-9)))
+            if self._cap is not None:
+                size = min(size, self._cap)
+        self.handed_out += size
+        return size
+
+
+class ItemRate:
+    """Running mean of seconds per item (weighted by items)."""
+
+    def __init__(self) -> None:
+        self.items = 0
+        self.seconds = 0.0
+
+    def add(self, items: int, seconds: float) -> None:
+        if items > 0:
+            self.items += items
+            self.seconds += seconds
+
+    @property
+    def seconds_per_item(self) -> Optional[float]:
+        return self.seconds / self.items if self.items else None

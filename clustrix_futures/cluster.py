@@ -12,7 +12,6 @@ import asyncio
 import concurrent.futures
 import itertools
 import logging
-import math
 import os
 import posixpath
 import socket
@@ -20,13 +19,14 @@ import sys
 import threading
 import time
 from collections.abc import Coroutine, Iterator, Mapping
-from typing import Any, Optional, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
 import cloudpickle
 
 from clustrix_futures import config
 from clustrix_futures.backends import get_backend
 from clustrix_futures.backends.base import Backend, BackendContext
+from clustrix_futures.chunking import AdaptiveSizes, ItemRate
 from clustrix_futures.errors import ConfigError
 from clustrix_futures.future import ClusterFuture
 from clustrix_futures.monitor import Environment, Monitor
@@ -39,7 +39,7 @@ T = TypeVar("T")
 _PROBE = ("import sys; print('%d.%d' % sys.version_info[:2]); "
           "import importlib.util as u; print(all(u.find_spec(m) for m in ('cloudpickle', 'clustrix_futures')))")
 STARTUP_TIMEOUT = 120.0
-MAP_CHUNKS = 64
+MIN_MAP_CHUNKS = 16  # without max_workers, a map keeps at least this many elements in parallel
 
 
 def make_transport(settings: config.Settings) -> Transport:
@@ -62,7 +62,9 @@ class ClusterEngine:
         self.settings = settings
         self.backend: Backend
         self._ids = itertools.count()
-        self._futures: dict[int, ClusterFuture] = {}
+        self._outstanding: set[ClusterFuture] = set()
+        self._submitted = self._unsuccessful = 0
+        self._rates: dict[str, ItemRate] = {}
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="clustrix-futures-monitor",
@@ -73,6 +75,8 @@ class ClusterEngine:
             self.transport = self._call(self._connect(), settings["connect_timeout"] + STARTUP_TIMEOUT)
             environment = self._call(self._start(), STARTUP_TIMEOUT)
         except BaseException:
+            if hasattr(self, "transport"):  # started but refused (e.g. a wrong Python): close the connection
+                self._call(self.transport.close(), STARTUP_TIMEOUT)
             self._stop_loop()
             raise
         self.run_dir = environment.run_dir
@@ -81,27 +85,31 @@ class ClusterEngine:
 
     # ------------------------------------------------------------ the executor's side
 
-    def submit(self, payload: bytes, resources: Optional[Mapping[str, Any]] = None) -> ClusterFuture:
+    def submit(self, payload: bytes, resources: Optional[Mapping[str, Any]] = None,
+               packable: bool = True) -> ClusterFuture:
         task_id = next(self._ids)
         future = ClusterFuture(task_id, on_cancel=self._on_cancel)
         with self._lock:
-            self._futures[task_id] = future
-        self.monitor.inbox.append((task_id, future, payload, resources))
+            self._outstanding.add(future)
+            self._submitted += 1
+        future.add_done_callback(self._on_done)
+        self.monitor.inbox.append((task_id, future, payload, resources, packable))
         self._loop.call_soon_threadsafe(self.monitor.wake)
         return future
 
-    def chunk_sizes(self, total: Optional[int]) -> Iterator[int]:
-        """Map chunks: a few dozen tasks for a sized input (the monitor packs tasks into elements from
-        measured durations); growing sizes for an input of unknown length."""
-        if total is not None:
-            return itertools.repeat(max(1, math.ceil(total / MAP_CHUNKS)))
-        return itertools.chain((4 ** k for k in range(8)), itertools.repeat(4 ** 8))
+    def chunk_sizes(self, total: Optional[int], fn: Callable[..., Any]) -> Iterator[int]:
+        """Map chunks sized so each array element runs about ``element_seconds``, learned per function."""
+        key = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
+        with self._lock:
+            rate = self._rates.setdefault(key, ItemRate())
+        width = self.settings.max_workers or MIN_MAP_CHUNKS
+        return AdaptiveSizes(total, self.settings["element_seconds"], width, rate)
 
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
         if self._finished.is_set():
             return
         with self._lock:
-            futures = list(self._futures.values())
+            futures = list(self._outstanding)
         if cancel_futures:
             self._call(self.monitor.cancel_queued(futures), STARTUP_TIMEOUT)
         self._loop.call_soon_threadsafe(self._begin_stopping)
@@ -185,11 +193,9 @@ class ClusterEngine:
             self._loop.call_soon(self._loop.stop)
 
     async def _cleanup(self) -> None:
-        futures = list(self._futures.values())
-        failed = [f for f in futures if f.cancelled() or f.exception() is not None]
-        if self.settings["keep_files"] or failed:
+        if self.settings["keep_files"] or self._unsuccessful or self._outstanding:
             log.info("keeping run directory %s (%d of %d tasks did not succeed)", self.run_dir.root,
-                     len(failed), len(futures))
+                     self._unsuccessful + len(self._outstanding), self._submitted)
         else:
             await self.transport.remove_tree(self.run_dir.root)
         await self.transport.close()
@@ -197,6 +203,12 @@ class ClusterEngine:
     def _begin_stopping(self) -> None:
         self.monitor.stopping = True
         self.monitor.wake()
+
+    def _on_done(self, future: concurrent.futures.Future) -> None:
+        with self._lock:
+            self._outstanding.discard(future)
+            if future.cancelled() or future.exception() is not None:
+                self._unsuccessful += 1
 
     def _on_cancel(self, future: ClusterFuture) -> None:
         self.monitor.cancelled.append(future.task_id)

@@ -7,14 +7,16 @@ the local process pool, or the scheduler machinery (batcher, backend, transport,
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Executor
 from typing import Any, Callable, Optional, Protocol, Union
 
 from clustrix_futures import config
+from clustrix_futures.chunking import length_of
 from clustrix_futures.future import ClusterFuture
-from clustrix_futures.mapping import map_in_chunks
+from clustrix_futures.mapping import Feeders, map_in_chunks
 from clustrix_futures.serialization import dumps_task
 
 
@@ -23,9 +25,11 @@ class Engine(Protocol):
 
     ships_code: bool  # whether the user's own modules must travel by value
 
-    def submit(self, payload: bytes, resources: Optional[Mapping[str, Any]] = None) -> ClusterFuture: ...
+    def submit(self, payload: bytes, resources: Optional[Mapping[str, Any]] = None,
+               packable: bool = True) -> ClusterFuture:
+        """Queue a payload. ``packable=False``: a map chunk already sized to run alone in an element."""
 
-    def chunk_sizes(self, total: Optional[int]) -> Iterator[int]: ...
+    def chunk_sizes(self, total: Optional[int], fn: Callable[..., Any]) -> Iterator[int]: ...
 
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None: ...
 
@@ -63,10 +67,16 @@ class ClusterPoolExecutor(Executor):
         self._engine = _make_engine(self.settings, init_payload)
         self._shutdown_lock = threading.Lock()
         self._shut_down = False
+        self._feeders = Feeders()
 
     @property
     def backend(self) -> str:
         return self.settings.backend
+
+    @property
+    def scheduler_commands(self) -> dict[str, int]:
+        """How many times each scheduler command (sbatch, squeue...) has run; empty for local processes."""
+        return dict(getattr(self._engine, "command_counts", {}))
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> ClusterFuture:
         return self._submit(fn, args, kwargs, None)
@@ -88,7 +98,18 @@ class ClusterPoolExecutor(Executor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._shutdown_lock:
             self._shut_down = True
-        self._engine.shutdown(wait=wait, cancel_futures=cancel_futures)
+        if cancel_futures:
+            self._feeders.stop()
+        if wait or not self._feeders.active():
+            self._feeders.join()  # maps called before shutdown still submit all their chunks
+            self._engine.shutdown(wait=wait, cancel_futures=cancel_futures)
+            return
+
+        def after_feeders() -> None:
+            self._feeders.join()
+            self._engine.shutdown(wait=False, cancel_futures=cancel_futures)
+
+        threading.Thread(target=after_feeders, name="clustrix-futures-shutdown", daemon=True).start()
 
     # ------------------------------------------------------------------ shared by the resource views
 
@@ -106,24 +127,21 @@ class ClusterPoolExecutor(Executor):
         if not iterables:
             raise TypeError("map() needs at least one iterable")
         if chunksize is None or chunksize == "auto":
-            from clustrix_futures.chunking import length_of
-
             total = length_of(iterables[0]) if len(iterables) == 1 else None
-            sizes = self._engine.chunk_sizes(total)
+            sizes = self._engine.chunk_sizes(total, fn)
         elif isinstance(chunksize, int) and not isinstance(chunksize, bool) and chunksize >= 1:
-            from itertools import repeat
-
-            sizes = repeat(chunksize)
+            sizes = itertools.repeat(chunksize)
         else:
             raise ValueError(f"chunksize must be a positive integer or 'auto', not {chunksize!r}")
+        with self._shutdown_lock:
+            if self._shut_down:
+                raise RuntimeError("cannot schedule new futures after shutdown")
 
-        def submit_payload(payload: bytes) -> ClusterFuture:
-            with self._shutdown_lock:
-                if self._shut_down:
-                    raise RuntimeError("cannot schedule new futures after shutdown")
-                return self._engine.submit(payload, resources)
+        def submit_chunk(payload: bytes) -> ClusterFuture:
+            return self._engine.submit(payload, resources, packable=False)
 
-        return map_in_chunks(submit_payload, fn, iterables, sizes, timeout, buffersize, self._engine.ships_code)
+        return map_in_chunks(submit_chunk, fn, iterables, sizes, timeout, buffersize, self._engine.ships_code,
+                             self._feeders)
 
 
 class ResourceView:

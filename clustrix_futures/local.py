@@ -26,7 +26,7 @@ import weakref
 from collections import deque
 from collections.abc import Iterator, Mapping
 from multiprocessing.connection import Connection, wait
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import clustrix_futures
 from clustrix_futures import worker as worker_module
@@ -100,7 +100,8 @@ class LocalPool:
 
     # ------------------------------------------------------------ called by the executor
 
-    def submit(self, payload: bytes, resources: Optional[Mapping[str, Any]] = None) -> ClusterFuture:
+    def submit(self, payload: bytes, resources: Optional[Mapping[str, Any]] = None,
+               packable: bool = True) -> ClusterFuture:
         future = ClusterFuture(next(self._ids))
         with self._lock:
             if self._broken:
@@ -113,7 +114,7 @@ class LocalPool:
             self._wake()
         return future
 
-    def chunk_sizes(self, total: Optional[int]) -> Iterator[int]:
+    def chunk_sizes(self, total: Optional[int], fn: Callable[..., Any]) -> Iterator[int]:
         """Chunks small enough to balance load (16 per worker) and large enough to amortise a round trip.
 
         With no length known, sizes grow geometrically from 1, so a slow function still gets parallelism

@@ -24,7 +24,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from clustrix_futures.backends.base import ENDED, QUEUED, RUNNING, ArraySubmission, Backend, ElementKey, FinalState
+from clustrix_futures.backends.base import (
+    ENDED,
+    QUEUED,
+    RUNNING,
+    ArraySubmission,
+    Backend,
+    ElementKey,
+    FinalState,
+    StatusReport,
+)
 from clustrix_futures.batching import plan_arrays, resource_key, resources_of, tasks_per_element
 from clustrix_futures.config import Settings
 from clustrix_futures.errors import JobFailedError
@@ -37,6 +46,7 @@ from clustrix_futures.worker import encode_batch, read_journal
 log = logging.getLogger(__name__)
 
 FASTEST_INTERVAL = 0.2
+FIRST_STATUS_GAP = 0.5
 BATCH_CAP = 100_000
 BATCH_WINDOW_CAP = 1.0
 LOG_TAIL_BYTES = 4000
@@ -62,6 +72,7 @@ class Task:
     future: ClusterFuture
     payload: Optional[bytes]
     resources: dict[str, Any]
+    packable: bool = True  # False: a map chunk, sized to run alone
     element: Optional[Element] = None
 
 
@@ -112,7 +123,7 @@ class Monitor:
         self.by_slot: dict[tuple[int, int], Element] = {}  # (batch, index): where its result file points
         self.stats = DurationStats()
         self.counters = Counters()
-        self.inbox: deque[tuple[int, ClusterFuture, bytes, Optional[Mapping[str, Any]]]] = deque()
+        self.inbox: deque[tuple[int, ClusterFuture, bytes, Optional[Mapping[str, Any]], bool]] = deque()
         self.cancelled: deque[int] = deque()
         self.backlog: list[int] = []  # registered, not yet submitted
         self.stopping = False
@@ -121,6 +132,8 @@ class Monitor:
         self._seen_results: set[str] = set()
         self._accounting = True
         self._interval = FASTEST_INTERVAL
+        self._status_gap = FIRST_STATUS_GAP
+        self._next_status = 0.0
 
     # ------------------------------------------------------------ inputs, called on the loop
 
@@ -128,7 +141,7 @@ class Monitor:
         self._wake.set()
 
     def idle(self) -> bool:
-        return not self.inbox and not any(not t.future.done() for t in self.tasks.values())
+        return not self.inbox and all(t.future.done() for t in self.tasks.values())
 
     async def run(self) -> None:
         """Cycle until stopping and nothing is left to watch. Never dies of one bad cycle."""
@@ -171,15 +184,21 @@ class Monitor:
                 seen = len(self.inbox)
                 await asyncio.sleep(self.settings["batch_window"])
             while self.inbox:
-                task_id, future, payload, overrides = self.inbox.popleft()
-                self.tasks[task_id] = Task(future, payload, resources_of(self.settings, overrides))
+                task_id, future, payload, overrides, packable = self.inbox.popleft()
+                self.tasks[task_id] = Task(future, payload, resources_of(self.settings, overrides), packable)
                 self.backlog.append(task_id)
         return await self._submit_backlog()
 
     async def _submit_backlog(self) -> bool:
         """Submit waiting tasks as arrays. With ``max_workers``, at most that many elements are live at once
         across all arrays: new arrays wait for free slots and are throttled (``%N``) to them."""
-        self.backlog = [tid for tid in self.backlog if not self.tasks[tid].future.cancelled()]
+        kept = []
+        for tid in self.backlog:
+            if self.tasks[tid].future.cancelled():
+                del self.tasks[tid]
+            else:
+                kept.append(tid)
+        self.backlog = kept
         throttle = self.settings.max_workers
         if throttle is not None:
             throttle -= len(self.live)
@@ -189,12 +208,13 @@ class Monitor:
             return False
         groups: dict[tuple[Any, ...], list[int]] = {}
         for task_id in self.backlog:
-            groups.setdefault(resource_key(self.tasks[task_id].resources), []).append(task_id)
+            task = self.tasks[task_id]
+            groups.setdefault((task.packable, *resource_key(task.resources)), []).append(task_id)
         self.backlog = []
         per_element = tasks_per_element(self.settings["tasks_per_element"], self.stats.mean,
                                         self.settings["element_seconds"])
-        for task_ids in groups.values():
-            for array in plan_arrays(task_ids, per_element, self.env.max_array_size):
+        for (packable, *_), task_ids in groups.items():
+            for array in plan_arrays(task_ids, per_element if packable else 1, self.env.max_array_size):
                 await self._submit_array(array, throttle)
         return True
 
@@ -223,6 +243,7 @@ class Monitor:
                     self.tasks[tid].future.set_exception_if_pending(error)
             return
         log.debug("batch %d: job %s, %d elements", batch, job_id, len(elements))
+        self._status_soon()
         for index, task_ids in enumerate(elements):
             record = Element(batch, index, task_ids, job_id)
             self.live[(job_id, index)] = self.by_slot[(batch, index)] = record
@@ -238,18 +259,31 @@ class Monitor:
         await self._withdraw_cancelled()
         if not self.live:
             return await self._submit_backlog()
-        status = await self.run_command(self.backend.status_argv(sorted({k[0] for k in self.live})))
-        reachable = status.ok or not self.backend.is_transient_error(status.stderr)
-        report = self.backend.parse_status(status.stdout) if status.ok else None
+        report, reachable = None, False
+        if time.monotonic() >= self._next_status:
+            report, reachable = await self._query_status()
         busy = self._mark_running(report) if report else False
         busy |= await self._collect_results()
         if reachable:
             await self._settle_vanished(report.phases if report else {})
-        elif status.stderr:
-            log.warning("status query failed, will retry: %s", status.describe())
         return busy | await self._submit_backlog()
 
-    def _mark_running(self, report: Any) -> bool:
+    async def _query_status(self) -> tuple[Optional[StatusReport], bool]:
+        """ONE status query for every live job. Results are found by listing files, so the scheduler is
+        asked less often: soon after a submission, then backing off to ``poll_interval``."""
+        status = await self.run_command(self.backend.status_argv(sorted({k[0] for k in self.live})))
+        self._status_gap = min(self._status_gap * 1.5, self.settings["poll_interval"])
+        self._next_status = time.monotonic() + self._status_gap
+        if not status.ok and self.backend.is_transient_error(status.stderr):
+            log.warning("status query failed, will retry: %s", status.describe())
+            return None, False
+        return (self.backend.parse_status(status.stdout) if status.ok else None), True
+
+    def _status_soon(self) -> None:
+        self._status_gap = FIRST_STATUS_GAP
+        self._next_status = time.monotonic() + FIRST_STATUS_GAP
+
+    def _mark_running(self, report: StatusReport) -> bool:
         changed = False
         for key, phase in report.phases.items():
             element = self.live.get(key)
@@ -278,9 +312,8 @@ class Monitor:
                 self._apply_journal(data, path)
             element = self.by_slot.get(wanted[path])
             if element is not None and not element.done:
-                self._retire(element)
-                self._fail_unfinished(element, FinalState("COMPLETED", "the element finished but its result "
-                                                          "file lacks these tasks"), "")
+                self._retire(element, FinalState("COMPLETED", "the element finished but its result file lacks "
+                                                 "these tasks"), "")
         return True
 
     def _apply_journal(self, data: bytes, source: str) -> None:
@@ -342,12 +375,17 @@ class Monitor:
         if journal:
             self._apply_journal(journal, result if files[result] else partial)
         tail = (files[stderr] or b"")[-LOG_TAIL_BYTES:].decode(errors="replace")
-        self._retire(element)
-        self._fail_unfinished(element, final, tail)
+        self._retire(element, final, tail)
 
-    def _retire(self, element: Element) -> None:
+    def _retire(self, element: Element, final: FinalState, log_tail: str) -> None:
+        """The element is over: fail what it did not deliver, then forget it and its tasks (a finished
+        future is the caller's to keep, not ours: holding it would hold its result)."""
+        self._fail_unfinished(element, final, log_tail)
         element.done = True
         self.live.pop((element.job_id, element.index), None)
+        self.by_slot.pop((element.batch, element.index), None)
+        for tid in element.task_ids:
+            self.tasks.pop(tid, None)
 
     def _fail_unfinished(self, element: Element, final: FinalState, log_tail: str) -> None:
         unfinished = [t for t in (self.tasks[tid] for tid in element.task_ids) if not t.future.done()]
@@ -382,11 +420,12 @@ class Monitor:
             if not result.ok:
                 log.warning("could not withdraw cancelled elements: %s", result.describe())
             for element in elements.values():
-                self._retire(element)
+                self._retire(element, FinalState("CANCELLED"), "")
 
     async def cancel_queued(self, futures: list[ClusterFuture]) -> None:
         """Cancel every future whose element has not started, as of a fresh status query."""
         await self._take_inbox()
+        self._next_status = 0.0
         await self._cycle()
         for future in futures:
             if future.cancel():

@@ -33,8 +33,10 @@ from clustrix_futures.errors import RemoteError
 
 Outcome = tuple[bool, Any, str, float]
 
-ARRAY_INDEX_VARIABLES = ("SLURM_ARRAY_TASK_ID", "SGE_TASK_ID", "PBS_ARRAY_INDEX", "PBS_ARRAYID",
-                         "JOB_COMPLETION_INDEX")
+# CLUSTRIX_ARRAY_INDEX (the ssh backend's supervisor) first: it wins over a scheduler's variable inherited
+# from an allocation the host process itself runs in.
+ARRAY_INDEX_VARIABLES = ("CLUSTRIX_ARRAY_INDEX", "SLURM_ARRAY_TASK_ID", "SGE_TASK_ID", "PBS_ARRAY_INDEX",
+                         "PBS_ARRAYID", "JOB_COMPLETION_INDEX")
 _HEADER = struct.Struct("<Q")
 
 
@@ -88,16 +90,40 @@ class ChunkResult:
     """The values of a map chunk, item by item, with the failures of the items that raised.
 
     ``failures`` maps an item's position to ``(exception, traceback text)``; its slot in ``values`` is None.
+    ``seconds`` is how long the items ran, for sizing later chunks. It travels as one pickled blob, decoded
+    only when ``values`` or ``failures`` is first read: a client holding many finished chunks the consumer
+    has not reached yet holds compact bytes, not millions of objects.
     """
 
-    __slots__ = ("failures", "values")
+    __slots__ = ("_blob", "_failures", "_values", "seconds")
 
-    def __init__(self, values: list[Any], failures: dict[int, tuple[BaseException, str]]) -> None:
-        self.values = values
-        self.failures = failures
+    def __init__(self, values: Optional[list[Any]], failures: Optional[dict[int, tuple[BaseException, str]]],
+                 seconds: float, blob: Optional[bytes] = None) -> None:
+        self._values = values
+        self._failures = failures
+        self.seconds = seconds
+        self._blob = blob
+
+    def _decode(self) -> None:
+        if self._blob is not None:
+            self._values, self._failures = pickle.loads(self._blob)
+            self._blob = None
+
+    @property
+    def values(self) -> list[Any]:
+        self._decode()
+        assert self._values is not None
+        return self._values
+
+    @property
+    def failures(self) -> dict[int, tuple[BaseException, str]]:
+        self._decode()
+        assert self._failures is not None
+        return self._failures
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (ChunkResult, (self.values, self.failures))
+        blob = self._blob or cloudpickle.dumps((self._values, self._failures), protocol=pickle.HIGHEST_PROTOCOL)
+        return (ChunkResult, (None, None, self.seconds, blob))
 
 
 def apply_chunk(fn: Callable[..., Any], items: Iterable[Any], star: bool) -> ChunkResult:
@@ -108,10 +134,11 @@ def apply_chunk(fn: Callable[..., Any], items: Iterable[Any], star: bool) -> Chu
     values: list[Any] = []
     failures: dict[int, tuple[BaseException, str]] = {}
     remaining = iter(items)
+    start = time.perf_counter()
     while True:
         try:
             values.extend(itertools.starmap(fn, remaining) if star else map(fn, remaining))
-            return ChunkResult(values, failures)
+            return ChunkResult(values, failures, time.perf_counter() - start)
         except BaseException as exc:
             failures[len(values)] = _failure(exc)
             values.append(None)
