@@ -5,8 +5,6 @@ Scheduler commands are counted with a PATH shim that logs each invocation, then 
 
 from __future__ import annotations
 
-import os
-import shutil
 import stat
 import subprocess
 import time
@@ -16,59 +14,10 @@ from pathlib import Path
 import pytest
 import workloads
 
-from clustrix_futures import ClusterPoolExecutor, JobFailedError
+from clustrix_futures import JobFailedError
 from clustrix_futures.batching import plan_arrays
 
 pytestmark = pytest.mark.slurm
-COMMANDS = ("sbatch", "squeue", "scancel", "scontrol", "sacct")
-
-
-class Shim:
-    """Logs ``epoch command args...`` for every scheduler command, then runs the real one."""
-
-    def __init__(self, directory: Path) -> None:
-        self.log = directory / "calls.log"
-        self.log.touch()
-        for command in COMMANDS:
-            real = shutil.which(command)
-            if real is None:
-                continue
-            script = directory / command
-            script.write_text(f'#!/bin/sh\necho "$(date +%s.%N) {command} $*" >> {self.log}\nexec {real} "$@"\n')
-            script.chmod(script.stat().st_mode | stat.S_IEXEC)
-
-    def calls(self, command: str) -> list[list[str]]:
-        lines = self.log.read_text().splitlines()
-        return [line.split()[2:] for line in lines if line.split()[1] == command]
-
-    def times(self, command: str) -> list[float]:
-        return [float(line.split()[0]) for line in self.log.read_text().splitlines() if line.split()[1] == command]
-
-
-@pytest.fixture
-def shim(slurm, tmp_path, monkeypatch) -> Shim:
-    directory = tmp_path / "shim"
-    directory.mkdir()
-    made = Shim(directory)
-    monkeypatch.setenv("PATH", f"{directory}{os.pathsep}{os.environ['PATH']}")
-    return made
-
-
-@pytest.fixture
-def executor(slurm, tmp_path):
-    made: list[ClusterPoolExecutor] = []
-
-    def make(max_workers=None, **options) -> ClusterPoolExecutor:
-        options.setdefault("work_dir", str(tmp_path / "runs"))
-        ex = ClusterPoolExecutor(max_workers, backend="slurm", **options)
-        made.append(ex)
-        return ex
-
-    yield make
-    for ex in made:
-        ex.shutdown(wait=True, cancel_futures=True)
-
-
 def squeue_ids(job_name: str) -> list[str]:
     out = subprocess.run(["squeue", "--noheader", "--array", f"--name={job_name}", "--format=%i"],
                          capture_output=True, text=True, check=True).stdout
@@ -79,23 +28,23 @@ def unique_name() -> str:
     return f"cf-{uuid.uuid4().hex[:8]}"
 
 
-def test_thousand_submits_make_a_handful_of_sbatch_calls(executor, shim):
-    ex = executor(tasks_per_element=25)
+def test_thousand_submits_make_a_handful_of_sbatch_calls(slurm_executor, shim):
+    ex = slurm_executor(tasks_per_element=25)
     futures = [ex.submit(workloads.square, i) for i in range(1000)]
     assert [f.result(300) for f in futures] == [i * i for i in range(1000)]
     assert 1 <= len(shim.calls("sbatch")) <= 5
 
 
-def test_max_workers_is_the_array_throttle(executor, shim):
-    ex = executor(3)
+def test_max_workers_is_the_array_throttle(slurm_executor, shim):
+    ex = slurm_executor(3)
     assert [f.result(120) for f in [ex.submit(workloads.square, i) for i in range(8)]] == [i * i for i in range(8)]
     arrays = [arg for call in shim.calls("sbatch") for arg in call if arg.startswith("--array=")]
     assert arrays and all(arg.endswith("%3") for arg in arrays)
 
 
-def _squeue_rate(executor, shim, tasks: int, per_element: int) -> float:
+def _squeue_rate(slurm_executor, shim, tasks: int, per_element: int) -> float:
     """squeue calls per minute while ``tasks`` tasks, packed into 8 elements of ~4 s, run."""
-    ex = executor(tasks_per_element=per_element)
+    ex = slurm_executor(tasks_per_element=per_element)
     before = len(shim.times("squeue"))
     start = time.time()
     futures = [ex.submit(workloads.sleep_then, 4.0 / per_element, i) for i in range(tasks)]
@@ -103,17 +52,17 @@ def _squeue_rate(executor, shim, tasks: int, per_element: int) -> float:
     return (len(shim.times("squeue")) - before) / (time.time() - start) * 60
 
 
-def test_squeue_calls_per_minute_do_not_grow_with_tasks(executor, shim):
-    small = _squeue_rate(executor, shim, tasks=8, per_element=1)
-    large = _squeue_rate(executor, shim, tasks=800, per_element=100)
+def test_squeue_calls_per_minute_do_not_grow_with_tasks(slurm_executor, shim):
+    small = _squeue_rate(slurm_executor, shim, tasks=8, per_element=1)
+    large = _squeue_rate(slurm_executor, shim, tasks=800, per_element=100)
     # one squeue per cycle, and a cycle at most every FASTEST_INTERVAL (0.2 s): 300 a minute at most
     assert small <= 300 and large <= 300
     assert large <= 1.5 * small + 30
 
 
-def test_external_scancel_fails_the_future_with_cancelled(executor, signals):
+def test_external_scancel_fails_the_future_with_cancelled(slurm_executor, signals):
     name = unique_name()
-    ex = executor(job_name=name)
+    ex = slurm_executor(job_name=name)
     started = signals / "started"
     future = ex.submit(workloads.touch_then_wait, str(started), str(signals / "never"))
     workloads.wait_for_file(str(started), 120)
@@ -126,9 +75,9 @@ def test_external_scancel_fails_the_future_with_cancelled(executor, signals):
     assert caught.value.job_id == ids[0]
 
 
-def test_time_limit_fails_the_future_with_timeout(executor):
+def test_time_limit_fails_the_future_with_timeout(slurm_executor):
     """SLURM rounds limits up to whole minutes and checks them every ~30 s: this takes 60-90 s."""
-    ex = executor(time="1")
+    ex = slurm_executor(time="1")
     future = ex.submit(workloads.sleep_then, 600)
     with pytest.raises(JobFailedError) as caught:
         future.result(240)
@@ -136,20 +85,20 @@ def test_time_limit_fails_the_future_with_timeout(executor):
     assert "TIME LIMIT" in caught.value.log_tail
 
 
-def test_nonexistent_partition_fails_with_sbatch_error(executor):
-    ex = executor(partition="nosuchpartition")
+def test_nonexistent_partition_fails_with_sbatch_error(slurm_executor):
+    ex = slurm_executor(partition="nosuchpartition")
     futures = [ex.submit(workloads.square, i) for i in range(3)]
     for future in futures:
         with pytest.raises(JobFailedError, match="invalid partition specified: nosuchpartition") as caught:
             future.result(60)
         assert caught.value.state == "SUBMIT_FAILED"
-    ok = ex.options(partition="debug").submit(workloads.square, 4)  # the executor still works
+    ok = ex.options(partition="debug").submit(workloads.square, 4)  # the slurm_executor still works
     assert ok.result(120) == 16
 
 
-def test_cancel_of_a_queued_task_removes_its_element(executor, signals):
+def test_cancel_of_a_queued_task_removes_its_element(slurm_executor, signals):
     name = unique_name()
-    ex = executor(1, job_name=name)
+    ex = slurm_executor(1, job_name=name)
     started = signals / "started"
     futures = [ex.submit(workloads.touch_then_wait, str(started), str(signals / "release")),
                ex.submit(workloads.square, 5)]
@@ -165,8 +114,8 @@ def test_cancel_of_a_queued_task_removes_its_element(executor, signals):
     assert futures[0].result(120)
 
 
-def test_options_view_submits_with_other_resources(executor, shim):
-    ex = executor(job_name=unique_name())
+def test_options_view_submits_with_other_resources(slurm_executor, shim):
+    ex = slurm_executor(job_name=unique_name())
     big = ex.options(cpus=2, job_name="cf-big").submit(workloads.square, 6)
     small = ex.submit(workloads.square, 7)
     assert big.result(120) == 36 and small.result(120) == 49
@@ -175,15 +124,15 @@ def test_options_view_submits_with_other_resources(executor, shim):
     assert any("--cpus-per-task=2" not in c for c in calls)
 
 
-def test_hostile_strings_reach_slurm_intact(executor, signals):
+def test_hostile_strings_reach_slurm_intact(slurm_executor, signals):
     name = "cf x'\";$(touch /tmp/cf-pwned)`touch /tmp/cf-pwned`"
-    ex = executor(job_name=name, work_dir=str(signals / "work dir; $(touch x) 'q'"))
+    ex = slurm_executor(job_name=name, work_dir=str(signals / "work dir; $(touch x) 'q'"))
     assert ex.submit(workloads.echo, "a b; $(rm -rf /)", "'\"").result(120) == (("a b; $(rm -rf /)", "'\""), {})
     assert not Path("/tmp/cf-pwned").exists()
 
 
-def test_run_directory_layout(executor, tmp_path):
-    ex = executor(keep_files=True, tasks_per_element=2)
+def test_run_directory_layout(slurm_executor, tmp_path):
+    ex = slurm_executor(keep_files=True, tasks_per_element=2)
     assert [f.result(120) for f in [ex.submit(workloads.square, i) for i in range(4)]] == [0, 1, 4, 9]
     ex.shutdown()
     run = Path(ex._engine.run_dir.root)
@@ -196,21 +145,21 @@ def test_run_directory_layout(executor, tmp_path):
     assert (run / "manifest.json").exists()
 
 
-def test_run_directory_removed_after_success_and_kept_after_failure(executor, tmp_path):
-    ok = executor()
+def test_run_directory_removed_after_success_and_kept_after_failure(slurm_executor, tmp_path):
+    ok = slurm_executor()
     ok.submit(workloads.square, 2).result(120)
     ok.shutdown()
     assert not Path(ok._engine.run_dir.root).exists()
-    bad = executor()
+    bad = slurm_executor()
     with pytest.raises(workloads.CustomError):
         bad.submit(workloads.raise_custom, "x").result(120)
     bad.shutdown()
     assert Path(bad._engine.run_dir.root).exists()
 
 
-def test_packed_element_that_dies_keeps_its_finished_tasks(executor):
+def test_packed_element_that_dies_keeps_its_finished_tasks(slurm_executor):
     """Tasks journalled before a worker dies keep their results; only the running one and later fail."""
-    ex = executor(tasks_per_element=3)
+    ex = slurm_executor(tasks_per_element=3)
     futures = [ex.submit(workloads.square, 2), ex.submit(workloads.die, 7), ex.submit(workloads.square, 3)]
     assert futures[0].result(120) == 4
     with pytest.raises(JobFailedError) as caught:
@@ -229,8 +178,8 @@ def test_plan_arrays_packs_evenly_and_respects_max_array_size(tasks, per_element
     assert plan_arrays(list(range(tasks)), per_element, limit) == expected
 
 
-def test_max_array_size_is_read_from_the_scheduler(executor):
-    ex = executor()
+def test_max_array_size_is_read_from_the_scheduler(slurm_executor):
+    ex = slurm_executor()
     expected = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True).stdout
     size: dict[str, int] = {}
     for line in expected.splitlines():

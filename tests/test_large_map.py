@@ -1,0 +1,99 @@
+"""Large maps on the real SLURM: ranges split arithmetically, chunks sized from measured durations."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import workloads
+
+from clustrix_futures import chunks
+from clustrix_futures.chunking import AdaptiveSizes, ItemRate
+
+pytestmark = pytest.mark.slurm
+
+
+def test_map_over_a_million_items_is_correct_in_order_with_few_arrays(slurm_executor, shim):
+    ex = slurm_executor()
+    results = ex.map(workloads.square, range(10**6))
+    for expected, value in enumerate(results):
+        assert value == expected * expected
+    assert expected == 10**6 - 1
+    assert len(shim.calls("sbatch")) <= 3
+    # a range travels as sub-range descriptors: no batch file holds anything like a million items
+    assert all("--array=" in " ".join(call) for call in shim.calls("sbatch"))
+
+
+def test_failing_item_in_the_middle_raises_exactly_there(slurm_executor):
+    ex = slurm_executor()
+    seen = 0
+    with pytest.raises(workloads.CustomError, match="item 500000 is bad"):
+        for value in ex.map(workloads.fail_at, range(10**6), [500_000] * 10**6):
+            assert value == seen
+            seen += 1
+    assert seen == 500_000
+
+
+def test_repeated_map_skips_the_probe_and_sizes_chunks_from_learned_durations(slurm_executor, shim):
+    ex = slurm_executor(2, element_seconds=0.5)
+    assert list(ex.map(workloads.sleep_then, [0.05] * 40, range(40))) == list(range(40))
+    first = len(shim.calls("sbatch"))
+    assert first >= 2  # a probe, then the rest
+    assert list(ex.map(workloads.sleep_then, [0.05] * 40, range(40))) == list(range(40))
+    second = shim.calls("sbatch")[first:]
+    assert len(second) == 1  # learned: no probe
+    # ~0.05 s per item and 0.5 s per element: chunks of about 10 items, so about 4 elements for 40 items
+    array = next(arg for arg in second[0] if arg.startswith("--array="))
+    elements = int(array.split("=")[1].split("-")[1].split("%")[0]) + 1
+    assert 3 <= elements <= 8
+
+
+def test_client_memory_stays_small_over_ten_million_items(slurm, tmp_path):
+    script = tmp_path / "rss.py"
+    script.write_text(textwrap.dedent(f"""
+        import resource
+        from clustrix_futures import ClusterPoolExecutor
+        with ClusterPoolExecutor(backend="slurm", work_dir={str(tmp_path / 'runs')!r}) as ex:
+            ex.submit(abs, 1).result()
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            total = sum(ex.map(abs, range(10**7)))
+            after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(total, (after - before) // 1024)
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    total, growth_mb = map(int, out.stdout.split())
+    assert total == sum(range(10**7))
+    assert growth_mb < 200
+
+
+def test_chunks_split_ranges_arithmetically_and_iterables_lazily():
+    assert list(chunks(range(10), 4)) == [range(0, 4), range(4, 8), range(8, 10)]
+    assert list(chunks([1, 2, 3], 2)) == [[1, 2], [3]]
+    read = []
+
+    def source():
+        for i in range(10**9):
+            read.append(i)
+            yield i
+
+    first = next(chunks(source(), 3))
+    assert first == [0, 1, 2] and read == [0, 1, 2]
+    with pytest.raises(ValueError):
+        chunks(range(3), 0)
+
+
+def test_adaptive_sizes_probe_then_target_duration_capped_for_parallelism():
+    rate = ItemRate()
+    sizes = AdaptiveSizes(10**6, target_seconds=5.0, min_chunks=16, rate=rate)
+    assert next(sizes) == 1000  # the probe
+    sizes.observe(1000, 0.001)  # 1 microsecond an item: the target alone would want 5e6 items
+    assert next(sizes) == -(-(10**6 - 1000) // 16)  # capped: 16 chunks for what is left
+    slow = AdaptiveSizes(10**6, target_seconds=5.0, min_chunks=16, rate=ItemRate())
+    next(slow)
+    slow.observe(1000, 1000.0)  # 1 s an item: 5 items make 5 s
+    assert next(slow) == 5
+    again = AdaptiveSizes(100, target_seconds=5.0, min_chunks=16, rate=rate)  # same function: learned
+    assert again.learned and next(again) == 7
