@@ -120,3 +120,58 @@ def make_executor(backend: str, request: pytest.FixtureRequest, tmp_path: Path,
     yield make
     for executor in created:
         executor.shutdown(wait=True, cancel_futures=True)
+
+
+# ---------------------------------------------------------------- scheduler command counting
+
+SCHEDULER_COMMANDS = ("sbatch", "squeue", "scancel", "scontrol", "sacct", "qsub", "qstat", "qdel", "qacct")
+
+
+class Shim:
+    """Logs ``epoch command args...`` for every scheduler command, then runs the real one."""
+
+    def __init__(self, directory: Path) -> None:
+        self.log = directory / "calls.log"
+        self.log.touch()
+        for command in SCHEDULER_COMMANDS:
+            real = shutil.which(command)
+            if real is None:
+                continue
+            script = directory / command
+            script.write_text(f'#!/bin/sh\necho "$(date +%s.%N) {command} $*" >> {self.log}\nexec {real} "$@"\n')
+            script.chmod(0o755)
+
+    def calls(self, command: str) -> list[list[str]]:
+        lines = self.log.read_text().splitlines()
+        return [line.split()[2:] for line in lines if line.split()[1] == command]
+
+    def times(self, command: str) -> list[float]:
+        return [float(line.split()[0]) for line in self.log.read_text().splitlines() if line.split()[1] == command]
+
+
+@pytest.fixture
+def shim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Shim:
+    """Counts scheduler commands run by this process (request the scheduler's fixture first)."""
+    directory = tmp_path / "shim"
+    directory.mkdir()
+    made = Shim(directory)
+    monkeypatch.setenv("PATH", f"{directory}{os.pathsep}{os.environ['PATH']}")
+    return made
+
+
+@pytest.fixture
+def slurm_executor(slurm: Infra, tmp_path: Path, signals: Path) -> Iterator[ExecutorFactory]:
+    """Builds SLURM executors (work_dir under tmp_path unless given); shuts them down after the test."""
+    from clustrix_futures import ClusterPoolExecutor
+
+    made: list[Any] = []
+
+    def make(max_workers: Any = None, **options: Any) -> Any:
+        options.setdefault("work_dir", str(tmp_path / "runs"))
+        ex = ClusterPoolExecutor(max_workers, backend="slurm", **options)
+        made.append(ex)
+        return ex
+
+    yield make
+    for ex in made:
+        ex.shutdown(wait=True, cancel_futures=True)
