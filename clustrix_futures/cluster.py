@@ -27,7 +27,7 @@ from clustrix_futures import config
 from clustrix_futures.backends import get_backend
 from clustrix_futures.backends.base import Backend, BackendContext
 from clustrix_futures.chunking import AdaptiveSizes, ItemRate
-from clustrix_futures.errors import ConfigError
+from clustrix_futures.errors import ConfigError, JobFailedError
 from clustrix_futures.future import ClusterFuture
 from clustrix_futures.monitor import Environment, Monitor
 from clustrix_futures.rundir import SUBDIRECTORIES, RunDir, encode_json, new_run_name
@@ -185,10 +185,20 @@ class ClusterEngine:
         return asyncio.ensure_future(self._run_monitor())
 
     async def _run_monitor(self) -> None:
+        """Run the monitor; whatever happens to it, no future is left waiting and the loop ends."""
         try:
             await self.monitor.run()
+        except BaseException as exc:
+            log.exception("the job monitor stopped")
+            self.monitor.fail_everything(JobFailedError(
+                f"the job monitor stopped: {exc!r}. The jobs keep running; their run directory is "
+                f"{self.run_dir.root}", state="MONITOR_FAILED"))
+            raise
         finally:
-            await self._cleanup()
+            try:
+                await self._cleanup()
+            except Exception:
+                log.exception("clean-up of %s failed", self.run_dir.root)
             self._finished.set()
             self._loop.call_soon(self._loop.stop)
 

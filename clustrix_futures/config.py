@@ -28,8 +28,9 @@ from typing import Any, Callable, Optional
 
 from clustrix_futures.errors import ConfigError
 
-BACKENDS = ("local", "slurm", "ssh")
-SCHEDULER_BACKENDS = ("slurm",)
+BACKENDS = ("local", "slurm", "ssh", "sge", "pbs")
+SCHEDULER_BACKENDS = ("slurm", "sge", "pbs")
+PBS_FLAVORS = ("pbspro", "torque")
 PROFILE_ENV = "CLUSTRIX_FUTURES_PROFILE"
 CONFIG_ENV = "CLUSTRIX_FUTURES_CONFIG"
 
@@ -42,10 +43,22 @@ def _positive_int(name: str, value: Any) -> int:
     return value
 
 
+def _count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"option {name!r} must be a non-negative integer, not {value!r}")
+    return value
+
+
 def _positive_number(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         raise ConfigError(f"option {name!r} must be a positive number, not {value!r}")
     return float(value)
+
+
+def _pbs_flavor(name: str, value: Any) -> str:
+    if value not in PBS_FLAVORS:
+        raise ConfigError(f"option {name!r} must be one of {', '.join(PBS_FLAVORS)}, not {value!r}")
+    return str(value)
 
 
 def _text(name: str, value: Any) -> str:
@@ -128,6 +141,10 @@ OPTIONS: dict[str, Option] = {
     "nodes": Option(_positive_int, "Nodes per task."),
     "job_name": Option(_text, "Job name shown by the scheduler.", "clustrix"),
     "scheduler_args": Option(_text_list, "Extra submission flags, passed as separate arguments."),
+    "pe": Option(_text, "Grid Engine parallel environment for 'cpus' (qsub -pe PE cpus), e.g. 'smp'; "
+                        "without it a Grid Engine task gets one slot."),
+    "flavor": Option(_pbs_flavor, "PBS flavour: 'pbspro' (PBS Professional, OpenPBS: qsub -J) or 'torque' "
+                                  "(qsub -t).", "pbspro"),
     "tasks_per_element": Option(_tasks_per_element, "Tasks packed into one array element: an integer, or "
                                 "'auto' to pack from measured task durations.", "auto"),
     "element_seconds": Option(_positive_number, "With tasks_per_element='auto', the run time to aim for "
@@ -137,6 +154,9 @@ OPTIONS: dict[str, Option] = {
     "poll_interval": Option(_positive_number, "Longest pause between two monitor cycles, seconds.", 2.0),
     "grace_period": Option(_positive_number, "Seconds to wait for a result file after its element left "
                            "the queue before failing its tasks (shared filesystems lag).", 5.0),
+    "retries": Option(_count, "How many times an element that ended in one of retry_states is run again.", 1),
+    "retry_states": Option(_text_list, "Scheduler states after which an element is run again (a task's own "
+                           "exception never is).", ["PREEMPTED", "NODE_FAIL", "BOOT_FAIL"]),
     "host": Option(_text, "SSH host (a ~/.ssh/config alias works); unset means this machine."),
     "port": Option(_port, "SSH port."),
     "username": Option(_text, "SSH user name."),

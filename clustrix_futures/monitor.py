@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 FASTEST_INTERVAL = 0.2
 FIRST_STATUS_GAP = 0.5
+MAX_FAILED_CYCLES = 20  # consecutive; with the back-off between them, about half a minute or more
 BATCH_CAP = 100_000
 BATCH_WINDOW_CAP = 1.0
 LOG_TAIL_BYTES = 4000
@@ -61,6 +62,7 @@ class Element:
     phase: str = QUEUED
     vanished_at: Optional[float] = None
     done: bool = False
+    attempts: int = 1
 
     @property
     def name(self) -> str:
@@ -132,6 +134,7 @@ class Monitor:
         self._seen_results: set[str] = set()
         self._accounting = True
         self._interval = FASTEST_INTERVAL
+        self._failed_cycles = 0
         self._status_gap = FIRST_STATUS_GAP
         self._next_status = 0.0
 
@@ -150,20 +153,29 @@ class Monitor:
                 busy = await self._take_inbox()
                 busy |= await self._cycle()
             except TransportLost as exc:
-                self._fail_everything(JobFailedError(
+                self.fail_everything(JobFailedError(
                     f"lost the connection to the cluster and could not reconnect: {exc}. The jobs keep running; "
                     f"their run directory is {self.env.run_dir.root}", state="CONNECTION_LOST"))
                 return
-            except Exception:
-                log.exception("monitor cycle failed; retrying")
+            except Exception as exc:
+                self._failed_cycles += 1
+                log.exception("monitor cycle failed (%d in a row); retrying", self._failed_cycles)
+                if self._failed_cycles >= MAX_FAILED_CYCLES:
+                    self.fail_everything(JobFailedError(
+                        f"the job monitor failed {self._failed_cycles} cycles in a row and gave up: {exc!r}. "
+                        f"The jobs keep running; their run directory is {self.env.run_dir.root}",
+                        state="MONITOR_FAILED"))
+                    return
                 busy = False
+            else:
+                self._failed_cycles = 0
             self._interval = FASTEST_INTERVAL if busy else min(self._interval * 1.5,
                                                                self.settings["poll_interval"])
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._interval)
             self._wake.clear()
 
-    def _fail_everything(self, error: JobFailedError) -> None:
+    def fail_everything(self, error: JobFailedError) -> None:
         for task in self.tasks.values():
             task.future.set_exception_if_pending(error)
         while self.inbox:
@@ -308,27 +320,28 @@ class Monitor:
             return False
         contents = await self.transport.read_many(list(wanted))
         for path, data in contents.items():
-            if data is not None:
-                self._apply_journal(data, path)
+            problem = self._apply_journal(data or b"", path)
             element = self.by_slot.get(wanted[path])
             if element is not None and not element.done:
-                self._retire(element, FinalState("COMPLETED", "the element finished but its result file lacks "
-                                                 "these tasks"), "")
+                final = FinalState("CORRUPTED_RESULT", problem) if problem else FinalState(
+                    "COMPLETED", "the element finished but its result file lacks these tasks")
+                self._retire(element, final, "")
         return True
 
-    def _apply_journal(self, data: bytes, source: str) -> None:
+    def _apply_journal(self, data: bytes, source: str) -> Optional[str]:
+        """Resolve the futures of a result journal's frames; describe the damage if it is corrupted (its
+        good frames still count; the tasks after the damage fail with their element, and nothing else)."""
         try:
-            frames = read_journal(data)
-        except Exception as exc:  # a corrupted file fails only its own tasks, later, with their element
+            for task_id, encoded in read_journal(data):
+                task = self.tasks.get(task_id)
+                if task is not None:
+                    outcome = loads_outcome(encoded)
+                    self.stats.add(outcome[3])
+                    resolve(task.future, outcome)
+        except ValueError as exc:
             log.error("result file %s is corrupted: %s", source, exc)
-            return
-        for task_id, encoded in frames:
-            task = self.tasks.get(task_id)
-            if task is None:
-                continue
-            outcome = loads_outcome(encoded)
-            self.stats.add(outcome[3])
-            resolve(task.future, outcome)
+            return f"result file {source} is corrupted: {exc}"
+        return None
 
     async def _settle_vanished(self, phases: Mapping[ElementKey, str]) -> None:
         now = time.monotonic()
@@ -343,10 +356,17 @@ class Monitor:
         if not vanished:
             return
         finals: dict[ElementKey, FinalState] = {}
+        unknown_jobs = set()
         for job_id in sorted({e.job_id for e in vanished}):
-            finals.update(await self._final_states(job_id))
+            states = await self._final_states(job_id)
+            if states is None:
+                unknown_jobs.add(job_id)
+            else:
+                finals.update(states)
         grace = self.settings["grace_period"]
         for element in vanished:
+            if element.job_id in unknown_jobs:
+                continue  # the scheduler could not be asked: ask again next cycle, conclude nothing
             final = finals.get((element.job_id, element.index))
             expected_result = final is None or final.state == "COMPLETED"
             if expected_result and now - (element.vanished_at or now) < grace:
@@ -354,8 +374,11 @@ class Monitor:
             await self._end_element(element, final or FinalState(
                 "LOST", "the element left the queue without a result and the scheduler no longer knows it"))
 
-    async def _final_states(self, job_id: str) -> dict[ElementKey, FinalState]:
+    async def _final_states(self, job_id: str) -> Optional[dict[ElementKey, FinalState]]:
+        """The ended elements' states; None when the scheduler could not be reached."""
         result = await self.run_command(self.backend.final_argv(job_id))
+        if not result.ok and self.backend.is_transient_error(result.stderr):
+            return None
         states = self.backend.parse_final(result.stdout) if result.ok else {}
         accounting = self.backend.accounting_argv(job_id) if self._accounting and not states else None
         if accounting:
@@ -372,10 +395,44 @@ class Monitor:
         stderr = run_dir.log(element.batch, str(element.index), "err")
         files = await self.transport.read_many([result, partial, stderr])
         journal = files[result] or files[partial]
-        if journal:
-            self._apply_journal(journal, result if files[result] else partial)
+        problem = self._apply_journal(journal, result if files[result] else partial) if journal else None
+        if problem:
+            final = FinalState("CORRUPTED_RESULT", problem)
+        retry = final.state in self.settings["retry_states"] and element.attempts <= self.settings["retries"]
+        if retry and await self._run_again(element, final):
+            return
         tail = (files[stderr] or b"")[-LOG_TAIL_BYTES:].decode(errors="replace")
         self._retire(element, final, tail)
+
+    async def _run_again(self, element: Element, final: FinalState) -> bool:
+        """Resubmit one element (same batch file and script) after a state in ``retry_states``; its tasks
+        that already finished are skipped. False if the scheduler refuses."""
+        run_dir, batch = self.env.run_dir, element.batch
+        for tid in element.task_ids:
+            task = self.tasks.get(tid)
+            if task is None or task.future.done():
+                await self.transport.write(run_dir.skip(tid), b"")
+        task = self.tasks[element.task_ids[0]]
+        placeholder = self.backend.index_placeholder
+        submission = ArraySubmission(batch, 1, run_dir.batch_script(batch), run_dir.log(batch, placeholder, "out"),
+                                     run_dir.log(batch, placeholder, "err"), None, task.resources,
+                                     start=element.index)
+        answer = await self.run_command(self.backend.submit_argv(submission, run_dir.batch_script(batch)))
+        try:
+            job_id = self.backend.parse_job_id(answer.stdout) if answer.ok else ""
+        except ValueError:
+            job_id = ""
+        if not job_id:
+            log.warning("could not run element %s again: %s", element.name, answer.describe())
+            return False
+        log.warning("element %s ended %s; running it again as job %s (attempt %d)", element.name, final.state,
+                    job_id, element.attempts + 1)
+        del self.live[(element.job_id, element.index)]
+        element.job_id, element.vanished_at, element.phase = job_id, None, QUEUED
+        element.attempts += 1
+        self.live[(job_id, element.index)] = element
+        self._status_soon()
+        return True
 
     def _retire(self, element: Element, final: FinalState, log_tail: str) -> None:
         """The element is over: fail what it did not deliver, then forget it and its tasks (a finished
@@ -412,7 +469,7 @@ class Monitor:
                 if element.phase == QUEUED:
                     elements[(element.job_id, element.index)] = element
             else:
-                markers.append(self.env.run_dir.cancelled(task.future.task_id))
+                markers.append(self.env.run_dir.skip(task.future.task_id))
         for marker in markers:
             await self.transport.write(marker, b"")
         if elements:

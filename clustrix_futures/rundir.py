@@ -8,7 +8,7 @@
     RUN/batches/B.json       batch B's job id and the task ids of each element
     RUN/results/B-I.res      outcomes of element I of batch B (journalled as B-I.part, then renamed)
     RUN/logs/B-I.out|.err    the element's stdout and stderr
-    RUN/cancelled/TASK       marker: skip this task if its element starts anyway
+    RUN/skip/TASK            marker: skip this task if its element runs (cancelled, or already done)
     RUN/code/                the worker's code, staged only when the remote interpreter lacks it
 
 Directories are created 0700 and files 0600.
@@ -27,7 +27,7 @@ from typing import Any, Optional
 
 from clustrix_futures.worker import PARTIAL_SUFFIX, RESULT_SUFFIX
 
-SUBDIRECTORIES = ("batches", "results", "logs", "cancelled")
+SUBDIRECTORIES = ("batches", "results", "logs", "skip")
 
 
 def new_run_name() -> str:
@@ -67,8 +67,8 @@ class RunDir:
     def log(self, batch: int, element: str, stream: str) -> str:
         return self.path("logs", f"{batch}-{element}.{stream}")
 
-    def cancelled(self, task_id: int) -> str:
-        return self.path("cancelled", str(task_id))
+    def skip(self, task_id: int) -> str:
+        return self.path("skip", str(task_id))
 
     @property
     def manifest(self) -> str:

@@ -24,7 +24,7 @@ import struct
 import sys
 import time
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Callable, Optional
 
 import cloudpickle
@@ -221,17 +221,24 @@ def encode_frame(task_id: int, outcome: bytes) -> bytes:
     return _FRAME.pack(len(body)) + body
 
 
-def read_journal(data: bytes) -> list[tuple[int, bytes]]:
-    """The ``(task_id, encoded outcome)`` frames of a result journal; a torn last frame is ignored."""
-    frames, position = [], 0
+def read_journal(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """The ``(task_id, encoded outcome)`` frames of a result journal, in order.
+
+    A torn last frame (a journal still being written, or cut by a crash) ends the iteration quietly; a frame
+    that does not unpickle raises ``ValueError``, after the good frames before it were yielded.
+    """
+    position = 0
     while position + _FRAME.size <= len(data):
         (size,) = _FRAME.unpack_from(data, position)
         body = data[position + _FRAME.size:position + _FRAME.size + size]
         if len(body) < size:
-            break
-        frames.append(pickle.loads(body))
+            return
+        try:
+            task_id, outcome = pickle.loads(body)
+        except Exception as exc:
+            raise ValueError(f"frame at byte {position} does not unpickle: {exc!r}") from exc
+        yield task_id, outcome
         position += _FRAME.size + size
-    return frames
 
 
 def element_main(run_dir: str, batch: int, element: Optional[int]) -> None:
@@ -239,8 +246,8 @@ def element_main(run_dir: str, batch: int, element: Optional[int]) -> None:
 
     Outcomes are appended to ``results/B-I.part``, which is renamed to ``results/B-I.res`` once complete:
     the monitor reads only complete files, and if the element dies, the journal still holds every task
-    that finished, so only the task that was running is lost. A task whose ``cancelled/TASK`` marker
-    exists is skipped.
+    that finished, so only the task that was running is lost. A task whose ``skip/TASK`` marker exists
+    (cancelled, or finished before the element was run again) is skipped.
     """
     if element is None:
         found = [os.environ[name] for name in ARRAY_INDEX_VARIABLES if os.environ.get(name, "").isdigit()]
@@ -254,7 +261,7 @@ def element_main(run_dir: str, batch: int, element: Optional[int]) -> None:
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as journal:
         for task_id, payload in tasks:
-            if os.path.exists(os.path.join(run_dir, "cancelled", str(task_id))):
+            if os.path.exists(os.path.join(run_dir, "skip", str(task_id))):
                 continue
             journal.write(encode_frame(task_id, run_payload(payload)))
             journal.flush()

@@ -20,7 +20,7 @@ import pytest
 INFRA = Path(__file__).parent / "infra"
 
 # The backends the conformance suite runs on; later backends add themselves here.
-BACKENDS = ["local", "slurm"]
+BACKENDS = ["local", "slurm", "slurm-ssh"]
 
 
 class Infra:
@@ -61,6 +61,33 @@ def sshd() -> Iterator[dict[str, str]]:
     infra.down_if_started()
 
 
+@pytest.fixture(scope="session")
+def sge() -> Iterator[Infra]:
+    """Son of Grid Engine, brought up by tests/infra/sge.sh."""
+    infra = Infra("sge")
+    infra.up()
+    yield infra
+    infra.down_if_started()
+
+
+@pytest.fixture(scope="session")
+def pbs(slurm: Infra) -> Iterator[dict[str, str]]:
+    """Debian's Torque-style PBS wrappers over SLURM (tests/infra/pbs.sh): a PBS command interface, not a PBS
+    server. The environment (PATH first of all) that selects them; see ``pbs_commands``."""
+    infra = Infra("pbs")
+    infra.up()
+    out = subprocess.run(["bash", str(infra.script), "env"], capture_output=True, text=True, check=True).stdout
+    yield dict(line.replace("export ", "", 1).split("=", 1) for line in out.splitlines() if "=" in line)
+    infra.down_if_started()
+
+
+@pytest.fixture
+def pbs_commands(pbs: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Put the PBS wrappers first on PATH for this test only (their qsub/qstat/qdel shadow Grid Engine's)."""
+    for name, value in pbs.items():
+        monkeypatch.setenv(name, os.path.expandvars(value))
+
+
 ExecutorFactory = Callable[..., Any]
 
 # Where the SSH test user (cfuser) keeps run directories on the "remote" side.
@@ -94,6 +121,12 @@ def backend_options(backend: str, request: pytest.FixtureRequest, tmp_path: Path
         return {"backend": "slurm", **ssh_options(request.getfixturevalue("sshd"))}
     if backend == "ssh":
         return {"backend": "ssh", **ssh_options(request.getfixturevalue("sshd"))}
+    if backend == "sge":
+        request.getfixturevalue("sge")
+        return {"backend": "sge", "work_dir": str(tmp_path / "runs")}
+    if backend == "pbs":
+        request.getfixturevalue("pbs_commands")
+        return {"backend": "pbs", "flavor": "torque", "work_dir": str(tmp_path / "runs")}
     raise ValueError(backend)
 
 

@@ -18,7 +18,8 @@ QUEUED, RUNNING, ENDED = "queued", "running", "ended"
 
 @dataclass(frozen=True)
 class ArraySubmission:
-    """One array job: ``size`` elements running ``script``, logs under ``log_pattern``."""
+    """One array job: elements ``start`` .. ``start + size - 1`` running ``script`` (a resubmitted element
+    has ``size`` 1 and its own ``start``), logs under the patterns."""
 
     batch: int
     size: int
@@ -27,6 +28,11 @@ class ArraySubmission:
     stderr_pattern: str
     throttle: Optional[int]
     resources: Mapping[str, Any]
+    start: int = 0
+
+    @property
+    def last(self) -> int:
+        return self.start + self.size - 1
 
 
 @dataclass(frozen=True)

@@ -6,15 +6,8 @@ import re
 from collections.abc import Sequence
 from typing import Optional
 
-from clustrix_futures.backends.base import (
-    ENDED,
-    QUEUED,
-    RUNNING,
-    ArraySubmission,
-    ElementKey,
-    FinalState,
-    StatusReport,
-)
+from clustrix_futures.backends.base import ArraySubmission, ElementKey, FinalState, StatusReport
+from clustrix_futures.backends.common import SchedulerBackend, expand_ranges, phase_of, report, scheduler_args
 
 _RESOURCE_FLAGS = {
     "cpus": "--cpus-per-task",
@@ -34,45 +27,23 @@ _TRANSIENT = ("Unable to contact slurm controller", "Socket timed out", "Connect
 _ELEMENT = re.compile(r"^(\d+)_(\d+|\[[^\]]*\])$")
 
 
-def phase_of(state: str) -> str:
-    if state in _QUEUED_STATES:
-        return QUEUED
-    if state in _RUNNING_STATES:
-        return RUNNING
-    return ENDED
-
-
-def _indices(spec: str) -> list[int]:
-    """``3`` or ``[1-3,7%2]`` (squeue's compressed form) to a list of indices."""
-    if spec.isdigit():
-        return [int(spec)]
-    indices: list[int] = []
-    for part in spec.strip("[]").split("%")[0].split(","):
-        low, _, high = part.partition("-")
-        indices.extend(range(int(low), int(high or low) + 1))
-    return indices
-
-
-class SlurmBackend:
+class SlurmBackend(SchedulerBackend):
     name = "slurm"
     index_placeholder = "%a"
+    transient_markers = _TRANSIENT
+    max_array_pattern = r"^MaxArraySize\s*=\s*(\d+)"
 
     def config_argv(self) -> Optional[list[str]]:
         return ["scontrol", "show", "config"]
 
-    def parse_max_array_size(self, stdout: str) -> Optional[int]:
-        found = re.search(r"^MaxArraySize\s*=\s*(\d+)", stdout, re.MULTILINE)
-        return int(found.group(1)) if found else None
-
     def submit_argv(self, job: ArraySubmission, script_path: str) -> list[str]:
-        array = f"0-{job.size - 1}" + (f"%{job.throttle}" if job.throttle else "")
+        array = f"{job.start}-{job.last}" + (f"%{job.throttle}" if job.throttle else "")
         argv = ["sbatch", "--parsable", f"--array={array}", f"--output={job.stdout_pattern}",
                 f"--error={job.stderr_pattern}", "--open-mode=append"]
         for option, flag in _RESOURCE_FLAGS.items():
             if job.resources.get(option) is not None:
                 argv.append(f"{flag}={job.resources[option]}")
-        argv += job.resources.get("scheduler_args") or []
-        return [*argv, script_path]
+        return [*argv, *scheduler_args(job.resources), script_path]
 
     def parse_job_id(self, stdout: str) -> str:
         job_id = stdout.strip().split(";")[0]
@@ -84,17 +55,14 @@ class SlurmBackend:
         return ["squeue", "--noheader", "--array", f"--jobs={','.join(job_ids)}", "--format=%i %T"]
 
     def parse_status(self, stdout: str) -> StatusReport:
-        report = StatusReport()
+        entries = []
         for line in stdout.splitlines():
             words = line.split()
             found = _ELEMENT.match(words[0]) if len(words) == 2 else None
-            if found is None:
-                continue
-            for index in _indices(found.group(2)):
-                key = (found.group(1), index)
-                report.states[key] = words[1]
-                report.phases[key] = phase_of(words[1])
-        return report
+            if found is not None:
+                phase = phase_of(words[1], _QUEUED_STATES, _RUNNING_STATES)
+                entries += [((found.group(1), index), words[1], phase) for index in expand_ranges(found.group(2))]
+        return report(entries)
 
     def final_argv(self, job_id: str) -> list[str]:
         return ["scontrol", "--oneliner", "show", "job", job_id]
@@ -125,6 +93,3 @@ class SlurmBackend:
 
     def cancel_argv(self, elements: Sequence[ElementKey]) -> list[str]:
         return ["scancel", *(f"{job}_{index}" for job, index in elements)]
-
-    def is_transient_error(self, stderr: str) -> bool:
-        return any(marker in stderr for marker in _TRANSIENT)

@@ -336,6 +336,17 @@ cmd_down() {
     log "SLURM down"
 }
 
+cmd_restart() {
+    # restart slurmctld|slurmd: stop one daemon by pid and start it again, leaving jobs alone (fault tests).
+    local name=$1
+    case "$name" in
+        slurmctld) stop_pid slurmctld; start_daemon slurmctld -D -i ;;
+        slurmd) stop_pid slurmd; start_daemon slurmd -D -N localhost ;;
+        *) echo "usage: $0 restart slurmctld|slurmd" >&2; return 2 ;;
+    esac
+    wait_idle
+}
+
 cmd_status() {
     local rc=0
     echo "== sinfo"
@@ -360,9 +371,10 @@ main() {
         up) cmd_up ;;
         down) cmd_down ;;
         status) cmd_status ;;
+        restart) cmd_restart "${2:-}" ;;
         ensure-user) ensure_user "${2:-$CF_SLURM_USER}" ;;
         *)
-            echo "usage: $0 up|down|status|ensure-user [NAME]" >&2
+            echo "usage: $0 up|down|status|restart slurmctld|slurmd|ensure-user [NAME]" >&2
             exit 2
             ;;
     esac
