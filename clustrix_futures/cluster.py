@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import itertools
+import json
 import logging
 import os
 import posixpath
@@ -55,7 +56,9 @@ class ClusterEngine:
 
     ships_code = True  # the compute nodes may lack the user's own modules: pickle those by value
 
-    def __init__(self, settings: config.Settings, initializer: Optional[bytes]) -> None:
+    def __init__(self, settings: config.Settings, initializer: Optional[bytes],
+                 attach_to: Optional[str] = None) -> None:
+        """Start a new run, or with ``attach_to`` take over an existing run directory (see ``futures``)."""
         if initializer is not None:
             raise ConfigError("initializer is supported only by the local backend; on a cluster, run "
                               "set-up code at the start of the task or with the 'setup' option")
@@ -73,7 +76,7 @@ class ClusterEngine:
         self._finished = threading.Event()
         try:
             self.transport = self._call(self._connect(), settings["connect_timeout"] + STARTUP_TIMEOUT)
-            environment = self._call(self._start(), STARTUP_TIMEOUT)
+            environment, adopted = self._call(self._start(attach_to), STARTUP_TIMEOUT)
         except BaseException:
             if hasattr(self, "transport"):  # started but refused (e.g. a wrong Python): close the connection
                 self._call(self.transport.close(), STARTUP_TIMEOUT)
@@ -81,6 +84,7 @@ class ClusterEngine:
             raise
         self.run_dir = environment.run_dir
         self.monitor = Monitor(settings, self.backend, self.transport, environment)
+        self.futures: list[ClusterFuture] = self._call(self._adopt(adopted), STARTUP_TIMEOUT)
         self._call(self._spawn_monitor(), STARTUP_TIMEOUT)
 
     # ------------------------------------------------------------ the executor's side
@@ -133,9 +137,11 @@ class ClusterEngine:
             await connect()
         return transport
 
-    async def _start(self) -> Environment:
+    async def _start(self, attach_to: Optional[str]) -> tuple[Environment, list[dict[str, Any]]]:
         transport, settings = self.transport, self.settings
-        python = settings["python"] or (sys.executable if settings["host"] is None else "python3")
+        manifest = await self._read_manifest(attach_to) if attach_to else {}
+        python = settings["python"] or manifest.get("python") or (
+            sys.executable if settings["host"] is None else "python3")
         probe = await transport.run([python, "-c", _PROBE])
         lines = probe.stdout.split()
         if not probe.ok or len(lines) != 2:
@@ -146,12 +152,15 @@ class ClusterEngine:
             raise ConfigError(f"{python!r} on {self._where()} is Python {lines[0]}, but this client runs Python "
                               f"{local}; cloudpickle needs the same version on both sides. Set the option "
                               f"'python' to a Python {local} interpreter there (e.g. python='/path/to/python{local}')")
-        work_dir = settings["work_dir"]
-        if work_dir.startswith("~"):
-            work_dir = (await transport.home()) + work_dir[1:]
-        run_dir = RunDir(posixpath.join(work_dir, new_run_name()))
-        for sub in ("", *SUBDIRECTORIES):
-            await transport.makedirs(run_dir.path(sub) if sub else run_dir.root)
+        if attach_to:
+            run_dir = RunDir(attach_to)
+        else:
+            work_dir = settings["work_dir"]
+            if work_dir.startswith("~"):
+                work_dir = (await transport.home()) + work_dir[1:]
+            run_dir = RunDir(posixpath.join(work_dir, new_run_name()))
+            for sub in ("", *SUBDIRECTORIES):
+                await transport.makedirs(run_dir.path(sub) if sub else run_dir.root)
         self.backend = get_backend(settings.backend, BackendContext(python, run_dir.root))
         staged = lines[1] != "True"
         if staged:
@@ -161,12 +170,42 @@ class ClusterEngine:
         if config_argv:
             answer = await transport.run(config_argv)
             max_array = self.backend.parse_max_array_size(answer.stdout) if answer.ok else None
-        await transport.write(run_dir.manifest, encode_json({
-            "backend": settings.backend, "options": settings.options, "max_workers": settings.max_workers,
-            "python": python, "staged": staged, "client": socket.gethostname(), "pid": os.getpid(),
-            "created": time.time()}))
+        if not attach_to:
+            await transport.write(run_dir.manifest, encode_json({
+                "backend": settings.backend, "options": settings.options, "max_workers": settings.max_workers,
+                "python": python, "staged": staged, "client": socket.gethostname(), "pid": os.getpid(),
+                "created": time.time()}))
         log.info("run directory %s on %s", run_dir.root, self._where())
-        return Environment(run_dir, python, staged, max_array)
+        adopted = await self._read_batches(run_dir) if attach_to else []
+        return Environment(run_dir, python, staged, max_array), adopted
+
+    async def _read_manifest(self, root: str) -> dict[str, Any]:
+        """Take the backend and options of the run being attached to; options given now override them."""
+        data = (await self.transport.read_many([RunDir(root).manifest]))[RunDir(root).manifest]
+        if data is None:
+            raise ConfigError(f"{root} on {self._where()} is not a clustrix-futures run directory (no manifest.json)")
+        manifest: dict[str, Any] = json.loads(data)
+        given = {k: v for k, v in self.settings.options.items() if v is not None}
+        self.settings.backend = manifest["backend"]
+        self.settings.options = {**config.validate_options(manifest["options"]), **given}
+        if self.settings.max_workers is None:
+            self.settings.max_workers = manifest["max_workers"]
+        return manifest
+
+    async def _read_batches(self, run_dir: RunDir) -> list[dict[str, Any]]:
+        names = [n for n in await self.transport.listdir(run_dir.path("batches")) if n.endswith(".json")]
+        contents = await self.transport.read_many([run_dir.path("batches", n) for n in sorted(names)])
+        return [json.loads(data) for data in contents.values() if data]
+
+    async def _adopt(self, documents: list[dict[str, Any]]) -> list[ClusterFuture]:
+        futures = self.monitor.adopt(documents, lambda task_id: ClusterFuture(task_id, on_cancel=self._on_cancel))
+        with self._lock:
+            self._ids = itertools.count(max((f.task_id for f in futures), default=-1) + 1)
+            self._outstanding.update(futures)
+            self._submitted += len(futures)
+        for future in futures:
+            future.add_done_callback(self._on_done)
+        return futures
 
     async def _stage_code(self, run_dir: RunDir) -> None:
         """Copy what the worker imports (pure Python) into RUN/code."""

@@ -64,10 +64,37 @@ class ClusterPoolExecutor(Executor):
     ) -> None:
         self.settings = config.resolve(profile, backend, max_workers, options)
         init_payload = None if initializer is None else dumps_task(initializer, initargs, {})
-        self._engine = _make_engine(self.settings, init_payload)
+        self._run_with(_make_engine(self.settings, init_payload))
+
+    def _run_with(self, engine: Engine) -> None:
+        self._engine = engine
+        self.futures: list[ClusterFuture] = getattr(engine, "futures", [])  # an attached run's, else empty
         self._shutdown_lock = threading.Lock()
         self._shut_down = False
         self._feeders = Feeders()
+
+    @classmethod
+    def attach(cls, run_dir: str, **options: Any) -> ClusterPoolExecutor:
+        """Take over the run directory of an executor in another process, which may have died.
+
+        The returned executor's ``futures`` are that run's futures in submission order; results already
+        written resolve at once, the others as their jobs end. Options given here (e.g. ``host`` and SSH
+        keys when attaching from another machine) override those recorded in the run's manifest. New work
+        may be submitted through it too.
+        """
+        from clustrix_futures.cluster import ClusterEngine
+
+        executor = cls.__new__(cls)
+        executor.settings = config.Settings(str(options.pop("backend", "slurm")), None,
+                                            config.validate_options(options))
+        executor._run_with(ClusterEngine(executor.settings, None, attach_to=run_dir))
+        return executor
+
+    @property
+    def run_dir(self) -> Optional[str]:
+        """The run directory on the cluster's filesystem (None for local processes): what ``attach`` takes."""
+        run = getattr(self._engine, "run_dir", None)
+        return None if run is None else str(run.root)
 
     @property
     def backend(self) -> str:

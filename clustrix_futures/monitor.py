@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from clustrix_futures.backends.base import (
     ENDED,
@@ -38,7 +38,7 @@ from clustrix_futures.batching import plan_arrays, resource_key, resources_of, t
 from clustrix_futures.config import Settings
 from clustrix_futures.errors import JobFailedError
 from clustrix_futures.future import ClusterFuture
-from clustrix_futures.rundir import RunDir, batch_document, job_script, parse_result_name
+from clustrix_futures.rundir import RunDir, batch_document, encode_json, job_script, parse_result_name
 from clustrix_futures.serialization import loads_outcome, resolve
 from clustrix_futures.transport import Transport, TransportLost
 from clustrix_futures.worker import encode_batch, read_journal
@@ -427,6 +427,8 @@ class Monitor:
             return False
         log.warning("element %s ended %s; running it again as job %s (attempt %d)", element.name, final.state,
                     job_id, element.attempts + 1)
+        await self.transport.write(run_dir.path("batches", f"{batch}-{element.index}.rerun.json"),
+                                   encode_json({"batch": batch, "index": element.index, "job_id": job_id}))
         del self.live[(element.job_id, element.index)]
         element.job_id, element.vanished_at, element.phase = job_id, None, QUEUED
         element.attempts += 1
@@ -454,6 +456,28 @@ class Monitor:
             state=final.state, job_id=element.name, log_tail=log_tail)
         for task in unfinished:
             task.future.set_exception_if_pending(error)
+
+    # ------------------------------------------------------------ reattaching
+
+    def adopt(self, documents: list[dict[str, Any]],
+              make_future: Callable[[int], ClusterFuture]) -> list[ClusterFuture]:
+        """Take over the batches recorded in a run directory (``batches/B.json``, and ``B-I.rerun.json`` for an
+        element run again): one future per task, in submission order, its element watched as live. Results
+        already written resolve in the first cycle."""
+        reruns = {(d["batch"], d["index"]): d["job_id"] for d in documents if "index" in d}
+        futures: dict[int, ClusterFuture] = {}
+        for document in (d for d in documents if "elements" in d):
+            batch = document["batch"]
+            for index, task_ids in enumerate(document["elements"]):
+                job_id = reruns.get((batch, index), document["job_id"])
+                element = Element(batch, index, list(task_ids), job_id)
+                self.live[(job_id, index)] = self.by_slot[(batch, index)] = element
+                for task_id in task_ids:
+                    futures[task_id] = make_future(task_id)
+                    self.tasks[task_id] = Task(futures[task_id], None, dict(document["resources"]), True, element)
+            self._batches = max(self._batches, batch + 1)
+        self._next_status = 0.0
+        return [futures[task_id] for task_id in sorted(futures)]
 
     # ------------------------------------------------------------ cancellation
 

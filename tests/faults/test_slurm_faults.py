@@ -1,0 +1,194 @@
+"""Fault injection on the real SLURM: every future ends with its result or a specific error, within a bound.
+
+Each test names its bound: the time within which every affected future must have ended.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import workloads
+
+from clustrix_futures import ClusterPoolExecutor, JobFailedError
+
+pytestmark = pytest.mark.slurm
+INFRA = Path(__file__).parent.parent / "infra"
+TESTS = Path(__file__).parent.parent
+
+
+def squeue_ids(job_name: str) -> list[str]:
+    out = subprocess.run(["squeue", "--noheader", "--array", f"--name={job_name}", "--format=%i"],
+                         capture_output=True, text=True, check=True).stdout
+    return out.split()
+
+
+def test_client_sigkill_then_attach_loses_nothing(slurm, tmp_path):
+    """Bound: 120 s after attaching, all 200 futures have their results."""
+    script = tmp_path / "client.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(TESTS)!r})
+        import workloads
+        from clustrix_futures import ClusterPoolExecutor
+        ex = ClusterPoolExecutor(backend="slurm", work_dir={str(tmp_path / 'runs')!r}, tasks_per_element=10)
+        futures = [ex.submit(workloads.sleep_then, 0.3, i) for i in range(200)]
+        futures[0].result()
+        print(ex.run_dir, flush=True)
+        time.sleep(600)
+    """))
+    client = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert client.stdout is not None
+    run_dir = client.stdout.readline().strip()
+    client.send_signal(signal.SIGKILL)
+    client.wait(10)
+    assert run_dir and Path(run_dir, "manifest.json").exists()
+    ex = ClusterPoolExecutor.attach(run_dir)
+    try:
+        assert len(ex.futures) == 200
+        assert [f.result(120) for f in ex.futures] == list(range(200))
+        assert ex.submit(workloads.square, 3).result(120) == 9  # the attached executor takes new work
+    finally:
+        ex.shutdown()
+
+
+@pytest.mark.parametrize("daemon", ["slurmctld", "slurmd"])
+def test_daemon_restart_mid_run_fails_nothing(slurm_executor, signals, daemon):
+    """Bound: 180 s after the restart, every future has its (correct) result."""
+    ex = slurm_executor(tasks_per_element=2)
+    started = signals / "started"
+    futures = [ex.submit(workloads.touch_then_wait, str(started), str(signals / "release"))]
+    futures += [ex.submit(workloads.sleep_then, 1.0, i) for i in range(20)]
+    workloads.wait_for_file(str(started), 120)
+    subprocess.run(["bash", str(INFRA / "slurm.sh"), "restart", daemon], check=True, capture_output=True)
+    futures += [ex.submit(workloads.square, i) for i in range(10)]  # submitted right after the restart
+    (signals / "release").touch()
+    assert futures[0].result(180) == str(signals / "release")
+    assert [f.result(180) for f in futures[1:21]] == list(range(20))
+    assert [f.result(180) for f in futures[21:]] == [i * i for i in range(10)]
+
+
+def test_requeued_element_counts_as_in_progress(slurm_executor, signals):
+    """``scontrol requeue`` of a running element: it runs again and its future gets the result.
+    Bound: 180 s."""
+    name = f"cf-requeue-{os.getpid()}"
+    ex = slurm_executor(job_name=name)
+    started = signals / "started"
+    future = ex.submit(workloads.touch_then_wait, str(started), str(signals / "release"))
+    workloads.wait_for_file(str(started), 120)
+    (element,) = squeue_ids(name)
+    started.unlink()
+    subprocess.run(["scontrol", "requeue", element], check=True)
+    # SLURM holds a requeued job ~2 minutes (Reason=BeginTime); release it as an administrator would
+    time.sleep(1)
+    subprocess.run(["scontrol", "update", f"JobId={element}", "StartTime=now"], check=True)
+    workloads.wait_for_file(str(started), 120)  # it ran again
+    assert not future.done()
+    (signals / "release").touch()
+    assert future.result(120) == str(signals / "release")
+
+
+def test_retry_states_run_an_element_again(slurm_executor, signals):
+    """An element ending in a state listed in ``retry_states`` runs again (here an external scancel,
+    standing for PREEMPTED or NODE_FAIL, which a one-node SLURM cannot produce). Bound: 120 s."""
+    name = f"cf-retry-{os.getpid()}"
+    ex = slurm_executor(job_name=name, retry_states=["CANCELLED"], retries=1, tasks_per_element=2)
+    first, release = signals / "first", signals / "release"
+    futures = [ex.submit(workloads.square, 6), ex.submit(workloads.touch_then_wait, str(first), str(release))]
+    workloads.wait_for_file(str(first), 120)
+    subprocess.run(["scancel", *squeue_ids(name)], check=True)
+    first.unlink()
+    workloads.wait_for_file(str(first), 120)  # the second task ran again...
+    release.touch()
+    assert futures[1].result(120) == str(release)
+    assert futures[0].result(120) == 36  # ...and the first, finished before the scancel, kept its result
+
+
+def test_retries_exhausted_fail_with_the_state(slurm_executor, signals):
+    name = f"cf-noretry-{os.getpid()}"
+    ex = slurm_executor(job_name=name, retry_states=["CANCELLED"], retries=0)
+    started = signals / "started"
+    future = ex.submit(workloads.touch_then_wait, str(started), str(signals / "never"))
+    workloads.wait_for_file(str(started), 120)
+    subprocess.run(["scancel", *squeue_ids(name)], check=True)
+    with pytest.raises(JobFailedError) as caught:
+        future.result(60)
+    assert caught.value.state == "CANCELLED"
+
+
+def test_corrupted_result_file_fails_only_its_tasks(slurm_executor, signals):
+    """Bound: 60 s. The monitor keeps going: other elements and later submissions succeed."""
+    ex = slurm_executor(keep_files=True)
+    started = signals / "started"
+    victim = ex.submit(workloads.touch_then_wait, str(started), str(signals / "release"))
+    workloads.wait_for_file(str(started), 120)
+    bystander = ex.submit(workloads.square, 4)
+    assert bystander.result(60) == 16
+    results = Path(ex.run_dir) / "results"
+    victim_result = results / "0-0.res"
+    victim_result.with_suffix(".tmp").write_bytes(b"\x10\x00\x00\x00this is not a pickle at all")
+    victim_result.with_suffix(".tmp").rename(victim_result)
+    with pytest.raises(JobFailedError, match="corrupted") as caught:
+        victim.result(60)
+    assert caught.value.state == "CORRUPTED_RESULT"
+    (signals / "release").touch()
+    assert ex.submit(workloads.square, 5).result(60) == 25
+
+
+def test_partial_journal_is_not_read_while_the_element_runs(slurm_executor, signals):
+    ex = slurm_executor(tasks_per_element=2)
+    started = signals / "started"
+    futures = [ex.submit(workloads.square, 3), ex.submit(workloads.touch_then_wait, str(started),
+                                                          str(signals / "release"))]
+    workloads.wait_for_file(str(started), 120)
+    results = Path(ex.run_dir) / "results"
+    assert [p.name for p in results.iterdir()] == ["0-0.part"]  # the first task's outcome is journalled...
+    time.sleep(1)
+    assert not futures[0].done()  # ...but not read before the element's file is complete
+    (signals / "release").touch()
+    assert futures[0].result(60) == 9 and futures[1].result(60)
+
+
+def test_monitor_survives_failing_cycles(slurm_executor, signals):
+    """The results directory turns into a file for a while: cycles fail, are logged and retried; once it
+    is back, the future resolves. Bound: 60 s."""
+    ex = slurm_executor()
+    started = signals / "started"
+    future = ex.submit(workloads.touch_then_wait, str(started), str(signals / "release"))
+    workloads.wait_for_file(str(started), 120)
+    results = Path(ex.run_dir) / "results"
+    results.rename(results.with_name("results.away"))
+    results.write_text("not a directory")
+    time.sleep(2)
+    results.unlink()
+    results.with_name("results.away").rename(results)
+    (signals / "release").touch()
+    assert future.result(60) == str(signals / "release")
+
+
+def test_monitor_that_cannot_continue_fails_every_future(slurm_executor, signals):
+    """If cycles keep failing, every live future fails with MONITOR_FAILED instead of hanging.
+    Bound: 60 s (20 failed cycles at poll_interval 0.2 s)."""
+    name = f"cf-giveup-{os.getpid()}"
+    ex = slurm_executor(poll_interval=0.2, job_name=name)
+    started = signals / "started"
+    futures = [ex.submit(workloads.touch_then_wait, str(started), str(signals / "never"))]
+    workloads.wait_for_file(str(started), 120)
+    results = Path(ex.run_dir) / "results"
+    results.rename(results.with_name("results.away"))
+    results.write_text("not a directory")
+    try:
+        with pytest.raises(JobFailedError) as caught:
+            futures[0].result(60)
+        assert caught.value.state == "MONITOR_FAILED"
+        assert ex.run_dir in str(caught.value)
+    finally:
+        results.unlink()
+        results.with_name("results.away").rename(results)
+        subprocess.run(["scancel", f"--name={name}"], check=False)
