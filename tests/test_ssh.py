@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +29,7 @@ import pytest
 import workloads
 from conftest import INFRA, REMOTE_WORK_DIR, ssh_options
 
-from clustrix_futures import ClusterPoolExecutor, ConfigError, JobFailedError, config
+from clustrix_futures import ClusterPoolExecutor, ConfigError, config
 from clustrix_futures.ssh import SSHTransport
 
 pytestmark = pytest.mark.ssh
@@ -168,43 +167,6 @@ def test_500_tasks_use_one_ssh_connection(remote, sshd, own_key, executors):
     assert accepted(sshd, fingerprint) - before == 1
 
 
-def test_sshd_restart_mid_run_loses_nothing(remote, executors, signals):
-    release, job_name = signals / "release", f"cf-restart-{secrets.token_hex(4)}"
-    ex = ClusterPoolExecutor(**remote, tasks_per_element=5, job_name=job_name)
-    executors.append(ex)
-    first = [ex.submit(square_after, str(release), x) for x in range(20)]
-    wait_until(lambda: any(f.running() for f in first))
-    try:
-        sshd_ctl("down")
-        second = [ex.submit(workloads.square, x) for x in range(20, 40)]  # submitted while sshd is down
-        release.touch()  # the first elements finish, and write their results, while sshd is down
-        time.sleep(1.5)
-    finally:
-        sshd_ctl("up")
-    assert [f.result(RESULT_WAIT) for f in first + second] == [x * x for x in range(40)]
-    assert ex._engine.transport._generation >= 2  # it did lose the connection and reconnect
-    assert len(arrays_named(job_name)) == ex._engine.command_counts["sbatch"]  # no submission ran twice
-
-
-def test_killed_connections_lose_nothing(remote, executors, signals):
-    release, job_name = signals / "release", f"cf-kill-{secrets.token_hex(4)}"
-    ex = ClusterPoolExecutor(**remote, tasks_per_element=4, job_name=job_name)
-    executors.append(ex)
-    transport = ex._engine.transport
-    futures = [ex.submit(square_after, str(release), x) for x in range(24)]
-    wait_until(lambda: any(f.running() for f in futures))
-    for round_ in range(4):
-        wait_until(lambda connections=round_ + 1: transport._generation >= connections)  # reconnected
-        assert kill_connection(transport) > 0
-        futures += [ex.submit(workloads.square, x) for x in range(24 + 4 * round_, 28 + 4 * round_)]
-        if round_ == 1:
-            release.touch()
-        time.sleep(0.4)
-    assert [f.result(RESULT_WAIT) for f in futures] == [x * x for x in range(40)]
-    assert transport._generation >= 5
-    assert len(arrays_named(job_name)) == ex._engine.command_counts["sbatch"]  # no submission ran twice
-
-
 def test_command_cut_off_by_a_drop_runs_once_and_its_answer_arrives(sshd, signals):
     """The retry of a command whose answer was lost replays the first run's outcome (sbatch never twice)."""
     count = signals / "runs"
@@ -335,23 +297,3 @@ def test_local_module_the_remote_lacks_runs_by_value(remote, executors, tmp_path
 
 
 # ------------------------------------------------------------------ a connection that stays down
-
-
-def test_connection_down_for_good_fails_live_futures(remote, sshd, signals):
-    started, release = signals / "started", signals / "release"
-    ex = ClusterPoolExecutor(**remote, reconnect_give_up=3)
-    try:
-        future = ex.submit(workloads.touch_then_wait, str(started), str(release))
-        workloads.wait_for_file(str(started), RESULT_WAIT)
-        sshd_ctl("down")
-        failed = threading.Event()
-        future.add_done_callback(lambda _: failed.set())
-        assert failed.wait(60), "the future did not fail after the connection gave up"
-        with pytest.raises(JobFailedError) as caught:
-            future.result(0)
-        assert caught.value.state == "CONNECTION_LOST"
-        assert ex._engine.run_dir.root in str(caught.value)
-    finally:
-        sshd_ctl("up")
-        release.touch()  # let the job end
-        ex.shutdown(wait=True)
