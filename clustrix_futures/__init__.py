@@ -13,6 +13,8 @@ _EXPORTS = {
     "ClusterPoolExecutor": "clustrix_futures.executor",
     "ClusterFuture": "clustrix_futures.future",
     "chunks": "clustrix_futures.chunking",
+    "cluster": "clustrix_futures.decorator",
+    "progress": "clustrix_futures.bars",
     "ClusterFuturesError": "clustrix_futures.errors",
     "ConfigError": "clustrix_futures.errors",
     "JobFailedError": "clustrix_futures.errors",
@@ -22,7 +24,9 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
+    from clustrix_futures.bars import progress
     from clustrix_futures.chunking import chunks
+    from clustrix_futures.decorator import cluster
     from clustrix_futures.errors import (
         ClusterFuturesError,
         ConfigError,

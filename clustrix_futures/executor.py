@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional, Protocol, Union
 
 from clustrix_futures import config
 from clustrix_futures.chunking import length_of
+from clustrix_futures.files import RemoteFiles, local_files
 from clustrix_futures.future import ClusterFuture
 from clustrix_futures.mapping import Feeders, map_in_chunks
 from clustrix_futures.serialization import dumps_task
@@ -97,6 +98,12 @@ class ClusterPoolExecutor(Executor):
         return None if run is None else str(run.root)
 
     @property
+    def files(self) -> RemoteFiles:
+        """``ls``, ``find``, ``stat``, ``exists``, ``glob`` on the cluster, over this executor's connection."""
+        files = getattr(self._engine, "files", None)
+        return files() if files is not None else local_files()
+
+    @property
     def backend(self) -> str:
         return self.settings.backend
 
@@ -115,8 +122,10 @@ class ClusterPoolExecutor(Executor):
         timeout: Optional[float] = None,
         chunksize: Union[int, str, None] = None,
         buffersize: Optional[int] = None,
+        progress: bool = False,
     ) -> Iterator[Any]:
-        return self._map(fn, iterables, timeout, chunksize, buffersize, None)
+        """As ``Executor.map``; ``progress=True`` shows a tqdm bar over the items (the ``progress`` extra)."""
+        return self._map(fn, iterables, timeout, chunksize, buffersize, None, progress)
 
     def options(self, **resources: Any) -> ResourceView:
         """A view that submits through this executor with other resources, e.g. ``ex.options(mem="64G")``."""
@@ -150,7 +159,7 @@ class ClusterPoolExecutor(Executor):
 
     def _map(self, fn: Callable[..., Any], iterables: tuple, timeout: Optional[float],
              chunksize: Union[int, str, None], buffersize: Optional[int],
-             resources: Optional[Mapping[str, Any]]) -> Iterator[Any]:
+             resources: Optional[Mapping[str, Any]], progress: bool = False) -> Iterator[Any]:
         if not iterables:
             raise TypeError("map() needs at least one iterable")
         if chunksize is None or chunksize == "auto":
@@ -168,7 +177,7 @@ class ClusterPoolExecutor(Executor):
             return self._engine.submit(payload, resources, packable=False)
 
         return map_in_chunks(submit_chunk, fn, iterables, sizes, timeout, buffersize, self._engine.ships_code,
-                             self._feeders)
+                             self._feeders, progress)
 
 
 class ResourceView:
@@ -182,5 +191,6 @@ class ResourceView:
         return self._executor._submit(fn, args, kwargs, self.resources)
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: Optional[float] = None,
-            chunksize: Union[int, str, None] = None, buffersize: Optional[int] = None) -> Iterator[Any]:
-        return self._executor._map(fn, iterables, timeout, chunksize, buffersize, self.resources)
+            chunksize: Union[int, str, None] = None, buffersize: Optional[int] = None,
+            progress: bool = False) -> Iterator[Any]:
+        return self._executor._map(fn, iterables, timeout, chunksize, buffersize, self.resources, progress)

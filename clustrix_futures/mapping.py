@@ -23,7 +23,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import TimeoutError as FuturesTimeoutError
 from typing import Any, Callable, Optional, Union
 
-from clustrix_futures.chunking import AdaptiveSizes, split
+from clustrix_futures.bars import Bar
+from clustrix_futures.chunking import AdaptiveSizes, length_of, split
 from clustrix_futures.future import ClusterFuture
 from clustrix_futures.serialization import dumps_task, unpack_items
 from clustrix_futures.worker import apply_chunk
@@ -145,6 +146,7 @@ def map_in_chunks(
     buffersize: Optional[int],
     ship_code: bool,
     feeders: Feeders,
+    progress: bool = False,
 ) -> Iterator[Any]:
     if buffersize is not None and (isinstance(buffersize, bool) or not isinstance(buffersize, int)
                                    or buffersize < 1):
@@ -187,6 +189,9 @@ def map_in_chunks(
     def remaining() -> Optional[float]:
         return None if deadline is None else deadline - time.monotonic()
 
+    bar = Bar(length_of(iterables[0]) if not star else None, "item", getattr(fn, "__name__", None)) \
+        if progress else None
+
     def results() -> Iterator[Any]:
         try:
             while True:
@@ -206,11 +211,18 @@ def map_in_chunks(
                     run.pending.popleft()
                 if adaptive is not None and head is not run.probe:
                     adaptive.observe(count, chunk.seconds)
-                yield from unpack_items(chunk)
+                if bar is None:
+                    yield from unpack_items(chunk)
+                else:
+                    for item in unpack_items(chunk):
+                        yield item
+                        bar.advance(1, [e for e, _ in run.pending if isinstance(e, ClusterFuture)])
                 if buffersize:
                     room[0] += count
                     fill()
         finally:
+            if bar is not None:
+                bar.close()
             run.stopped = True
             with run.condition:
                 for entry, _ in run.pending:

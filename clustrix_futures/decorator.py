@@ -1,0 +1,62 @@
+"""The seed project's decorator, as thin sugar over :class:`ClusterPoolExecutor`.
+
+::
+
+    @cluster(backend="slurm", cpus=4, time="01:00:00")
+    def simulate(seed): ...
+
+    simulate(3)                    # blocks and returns the result, as the original Clustrix decorator did
+    simulate.submit(3)             # a concurrent.futures.Future instead
+    list(simulate.map(range(10)))  # Executor.map over the function
+
+One executor per decorated function, made on first use (the arguments are those of ClusterPoolExecutor)
+and shut down at interpreter exit; ``simulate.executor`` is it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
+from typing import Any, Callable, Generic, Optional, TypeVar
+
+from clustrix_futures.executor import ClusterPoolExecutor
+
+R = TypeVar("R")
+
+
+class ClusterFunction(Generic[R]):
+    def __init__(self, fn: Callable[..., R], options: dict[str, Any]) -> None:
+        functools.update_wrapper(self, fn)
+        self._fn = fn
+        self._options = options
+        self._executor: Optional[ClusterPoolExecutor] = None
+        self._lock = threading.Lock()
+
+    @property
+    def executor(self) -> ClusterPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ClusterPoolExecutor(**self._options)
+                atexit.register(self._executor.shutdown)
+            return self._executor
+
+    def __call__(self, *args: Any, **kwargs: Any) -> R:
+        return self.submit(*args, **kwargs).result()
+
+    def submit(self, *args: Any, **kwargs: Any) -> Future:
+        return self.executor.submit(self._fn, *args, **kwargs)
+
+    def map(self, *iterables: Iterable[Any], **map_options: Any) -> Iterator[R]:
+        return self.executor.map(self._fn, *iterables, **map_options)
+
+
+def cluster(**options: Any) -> Callable[[Callable[..., R]], ClusterFunction[R]]:
+    """Run the decorated function through a ClusterPoolExecutor made with ``options``."""
+
+    def decorate(fn: Callable[..., R]) -> ClusterFunction[R]:
+        return ClusterFunction(fn, options)
+
+    return decorate
