@@ -12,7 +12,9 @@ from typing import Any, Optional
 from clustrix_futures.config import Settings
 
 MAX_TASKS_PER_ELEMENT = 10_000
-RESOURCE_OPTIONS = ("cpus", "mem", "time", "partition", "account", "gpus", "nodes", "job_name", "scheduler_args")
+# The options each array is submitted with; "pe" (Grid Engine) and "flavor" (PBS) are read by those backends.
+RESOURCE_OPTIONS = ("cpus", "mem", "time", "partition", "account", "gpus", "nodes", "job_name", "scheduler_args",
+                    "pe", "flavor")
 
 
 def resources_of(settings: Settings, overrides: Optional[Mapping[str, Any]]) -> dict[str, Any]:

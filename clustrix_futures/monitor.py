@@ -439,6 +439,8 @@ class Monitor:
     def _retire(self, element: Element, final: FinalState, log_tail: str) -> None:
         """The element is over: fail what it did not deliver, then forget it and its tasks (a finished
         future is the caller's to keep, not ours: holding it would hold its result)."""
+        if element.done:  # retired meanwhile by the other coroutine (cancel_queued runs beside run())
+            return
         self._fail_unfinished(element, final, log_tail)
         element.done = True
         self.live.pop((element.job_id, element.index), None)

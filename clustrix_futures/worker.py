@@ -33,10 +33,11 @@ from clustrix_futures.errors import RemoteError
 
 Outcome = tuple[bool, Any, str, float]
 
-# CLUSTRIX_ARRAY_INDEX (the ssh backend's supervisor) first: it wins over a scheduler's variable inherited
-# from an allocation the host process itself runs in.
-ARRAY_INDEX_VARIABLES = ("CLUSTRIX_ARRAY_INDEX", "SLURM_ARRAY_TASK_ID", "SGE_TASK_ID", "PBS_ARRAY_INDEX",
-                         "PBS_ARRAYID", "JOB_COMPLETION_INDEX")
+# CLUSTRIX_ARRAY_INDEX (the ssh backend's supervisor, the Grid Engine launcher, a one-element PBS job) first:
+# it wins over a scheduler's variable inherited from an allocation the host process itself runs in. Grid
+# Engine's SGE_TASK_ID is not here: it counts from 1, and would name the wrong element.
+ARRAY_INDEX_VARIABLES = ("CLUSTRIX_ARRAY_INDEX", "SLURM_ARRAY_TASK_ID", "PBS_ARRAY_INDEX", "PBS_ARRAYID",
+                         "JOB_COMPLETION_INDEX")
 _HEADER = struct.Struct("<Q")
 
 

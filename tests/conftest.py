@@ -20,7 +20,7 @@ import pytest
 INFRA = Path(__file__).parent / "infra"
 
 # The backends the conformance suite runs on; later backends add themselves here.
-BACKENDS = ["local", "slurm", "slurm-ssh"]
+BACKENDS = ["local", "slurm", "slurm-ssh", "ssh", "sge", "pbs"]
 
 
 class Infra:

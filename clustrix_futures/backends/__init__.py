@@ -10,4 +10,16 @@ def get_backend(name: str, context: BackendContext) -> Backend:
         from clustrix_futures.backends.slurm import SlurmBackend
 
         return SlurmBackend()
+    if name == "ssh":
+        from clustrix_futures.backends.host import HostBackend
+
+        return HostBackend(context)
+    if name == "sge":
+        from clustrix_futures.backends.sge import SgeBackend
+
+        return SgeBackend(context)
+    if name == "pbs":
+        from clustrix_futures.backends.pbs import PbsBackend
+
+        return PbsBackend()
     raise KeyError(name)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Optional
 
 from clustrix_futures.backends.base import ArraySubmission, ElementKey, FinalState, StatusReport
-from clustrix_futures.backends.common import SchedulerBackend, expand_ranges, phase_of, report, scheduler_args
+from clustrix_futures.backends.common import Resources, SchedulerBackend, expand_ranges, phase_of, report
 
 _RESOURCE_FLAGS = {
     "cpus": "--cpus-per-task",
@@ -43,7 +43,7 @@ class SlurmBackend(SchedulerBackend):
         for option, flag in _RESOURCE_FLAGS.items():
             if job.resources.get(option) is not None:
                 argv.append(f"{flag}={job.resources[option]}")
-        return [*argv, *scheduler_args(job.resources), script_path]
+        return [*argv, *Resources(job.resources).extra, script_path]
 
     def parse_job_id(self, stdout: str) -> str:
         job_id = stdout.strip().split(";")[0]

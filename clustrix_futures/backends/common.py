@@ -1,0 +1,133 @@
+"""What the scheduler backends (SLURM, Grid Engine, PBS) share, written once.
+
+:class:`SchedulerBackend` holds the defaults of the :class:`~clustrix_futures.backends.base.Backend` protocol
+that the three fill in the same way; the functions below read index ranges and convert our resource units
+(SLURM's time forms, sizes like ``8G``) into the numbers other schedulers want.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, Optional
+
+from clustrix_futures.backends.base import ENDED, QUEUED, RUNNING, ElementKey, FinalState, StatusReport
+
+_MEMORY_UNITS = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+
+
+class SchedulerBackend:
+    """Protocol defaults. A subclass sets ``name``, ``index_placeholder`` and, where it has them,
+    ``transient_markers`` (stderr fragments meaning "scheduler unreachable") and ``max_array_pattern``
+    (a regular expression whose group 1 is the largest array size in ``config_argv``'s output)."""
+
+    name = ""
+    index_placeholder = ""
+    transient_markers: tuple[str, ...] = ()
+    max_array_pattern: Optional[str] = None
+
+    def config_argv(self) -> Optional[list[str]]:
+        return None
+
+    def parse_max_array_size(self, stdout: str) -> Optional[int]:
+        found = re.search(self.max_array_pattern, stdout, re.MULTILINE) if self.max_array_pattern else None
+        return int(found.group(1)) if found else None
+
+    def accounting_argv(self, job_id: str) -> Optional[list[str]]:
+        return None
+
+    def parse_accounting(self, stdout: str) -> dict[ElementKey, FinalState]:
+        return {}
+
+    def is_transient_error(self, stderr: str) -> bool:
+        return any(marker in stderr for marker in self.transient_markers)
+
+
+def phase_of(state: str, queued: Iterable[str], running: Iterable[str]) -> str:
+    """A scheduler's state word to our phase: queued, running, or (anything else) ended."""
+    if state in queued:
+        return QUEUED
+    if state in running:
+        return RUNNING
+    return ENDED
+
+
+def report(entries: Iterable[tuple[ElementKey, str, str]]) -> StatusReport:
+    """A status report from ``(element, state word, phase)`` triples."""
+    made = StatusReport()
+    for key, state, phase in entries:
+        made.states[key] = state
+        made.phases[key] = phase
+    return made
+
+
+def expand_ranges(spec: str) -> list[int]:
+    """Array indices as schedulers print them, to a list: ``7``; squeue's ``[1-3,7%2]`` (``%`` is the
+    throttle); Grid Engine's ``2,3,8-10:1`` and ``1-9:2`` (``:`` is the step); PBS's ``[0-3]``."""
+    indices: list[int] = []
+    for part in spec.strip("[]").split("%")[0].split(","):
+        bounds, _, step = part.partition(":")
+        low, _, high = bounds.partition("-")
+        indices.extend(range(int(low), int(high or low) + 1, int(step or 1)))
+    return indices
+
+
+def walltime_seconds(value: Any) -> int:
+    """One of SLURM's time forms (minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS; what the ``time``
+    option accepts) to seconds."""
+    text = str(value)
+    days, _, clock = text.rpartition("-")
+    parts = [int(p) for p in clock.split(":")]
+    if days:  # D-HH[:MM[:SS]]
+        hours, minutes, seconds = [*parts, 0, 0][:3]
+        return ((int(days) * 24 + hours) * 60 + minutes) * 60 + seconds
+    if len(parts) == 1:  # minutes
+        return parts[0] * 60
+    if len(parts) == 2:  # MM:SS
+        return parts[0] * 60 + parts[1]
+    return (parts[0] * 60 + parts[1]) * 60 + parts[2]
+
+
+def hhmmss(seconds: int) -> str:
+    return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def megabytes(value: Any) -> int:
+    """A size as the ``mem`` option holds it (``512M``, ``8G``, ``1024`` = MB) to whole megabytes."""
+    found = re.fullmatch(r"(\d+)([KMGT]?)", str(value).upper())
+    if found is None:
+        raise ValueError(f"not a size: {value!r}")
+    return max(1, math.ceil(int(found.group(1)) * _MEMORY_UNITS[found.group(2) or "M"]))
+
+
+class Resources:
+    """The options an array is submitted with (``ArraySubmission.resources``), in the units schedulers want."""
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        self.options = options
+
+    def get(self, name: str) -> Any:
+        return self.options.get(name)
+
+    def name(self, unsafe: str) -> str:
+        """The ``job_name`` option with the characters the scheduler refuses in names replaced by ``_``."""
+        return re.sub(unsafe, "_", str(self.options.get("job_name") or "clustrix"))
+
+    @property
+    def megabytes(self) -> Optional[int]:
+        return None if self.options.get("mem") is None else megabytes(self.options["mem"])
+
+    @property
+    def seconds(self) -> Optional[int]:
+        return None if self.options.get("time") is None else walltime_seconds(self.options["time"])
+
+    def flags(self, flags: Mapping[str, str]) -> list[str]:
+        """``[flag, value]`` for each option in ``flags`` that is set, as separate words."""
+        return [word for option, flag in flags.items() if self.options.get(option) is not None
+                for word in (flag, str(self.options[option]))]
+
+    @property
+    def extra(self) -> list[str]:
+        """The ``scheduler_args`` option: extra submission words, passed as they are."""
+        return list(self.options.get("scheduler_args") or [])

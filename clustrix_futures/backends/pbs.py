@@ -1,0 +1,171 @@
+"""PBS, in two flavours (option ``flavor``): ``pbspro`` (PBS Professional, OpenPBS) and ``torque``.
+
+Arrays: PBS Pro ``qsub -J START-LAST`` (subjobs see ``PBS_ARRAY_INDEX``; throttle ``-W max_run_subjobs=N``;
+``-r y`` because sites that default to non-rerunnable jobs refuse arrays otherwise), Torque
+``qsub -t START-LAST[%N]`` (``PBS_ARRAYID``). PBS Pro refuses an array of one subjob, so a one-element
+submission (also a resubmitted element) is an ordinary job that names its element in
+``CLUSTRIX_ARRAY_INDEX`` (``-v``), in both flavours. Log paths: PBS Pro replaces ``^array_index^`` in
+``-o``/``-e``; Torque documents no index placeholder there, so its paths name ``$PBS_ARRAYID`` and leave it to
+the server (where it is not expanded, the subjobs of an array share one log file and failures carry no log
+tail).
+
+Job ids are kept as their sequence number, with ``[]`` for an array (``1234[]``, ``1234``): ``qstat``
+truncates long ids (``1234[5].serv*``), and every PBS command accepts the short form. Status is ONE
+``qstat -u USER`` per cycle (``-t`` expands arrays into subjobs), listing the user's jobs rather than ours by
+id, because PBS answers a list that names one purged job with an error for the whole call. Final states come
+from ``qstat -f`` (``-x`` on PBS Pro, whose finished jobs are history) and its ``exit_status``: 0 COMPLETED;
+a signal (PBS reports 256 + signal, some sites 128 + signal) TIMEOUT when the walltime used reached the
+limit, else KILLED (``qdel`` sends SIGTERM, so 271); a negative status (PBS could not run the job) or another
+exit status FAILED. A job reported finished with no exit status at all (a PBS command interface that does not
+report one) is FAILED: its element ended and wrote no result.
+
+Resources: PBS Pro ``-l select=NODES:ncpus=CPUS:mem=MEM:ngpus=GPUS``, Torque
+``-l nodes=NODES:ppn=CPUS:gpus=GPUS`` and ``-l mem=MEM``; both ``-l walltime=HH:MM:SS``, ``-q`` (partition),
+``-A`` (account).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Optional
+
+from clustrix_futures.backends.base import ArraySubmission, ElementKey, FinalState, StatusReport
+from clustrix_futures.backends.common import Resources, SchedulerBackend, hhmmss, phase_of, report, walltime_seconds
+
+_QUEUED_STATES = {"Q", "H", "W", "T", "S", "U", "M"}
+_RUNNING_STATES = {"R", "E", "B"}
+_FINISHED_STATES = {"C", "F", "X"}
+_TRANSIENT = ("cannot connect to server", "Cannot connect to", "Connection refused", "Communication failure",
+              "End of File", "pbs_iff")
+_NAME_UNSAFE = r"[^A-Za-z0-9_.+-]"
+_JOB = re.compile(r"^(\d+)(?:\[(\d*)\])?")  # 1234, 1234[], 1234[5], each maybe with .server after it
+_PLACEHOLDERS = {"pbspro": "^array_index^", "torque": "$PBS_ARRAYID"}
+
+
+def _seconds(clock: str) -> Optional[int]:
+    return walltime_seconds(clock) if re.fullmatch(r"\d+(:\d+){2}", clock) else None
+
+
+def _final(fields: Mapping[str, str]) -> FinalState:
+    status = fields.get("exit_status")
+    if status is None or not re.fullmatch(r"-?\d+", status):
+        return FinalState("FAILED", f"the job finished (state {fields.get('job_state')}) and the scheduler reports "
+                                    f"no exit status")
+    code = int(status)
+    detail = f"exit status {code}"
+    used, limit = (_seconds(fields.get(name, "")) for name in ("resources_used.walltime", "Resource_List.walltime"))
+    if code > 128 or code < 0:
+        if used is not None and limit is not None and used >= limit:
+            return FinalState("TIMEOUT", f"{detail}, walltime {fields['resources_used.walltime']} of "
+                                         f"{fields['Resource_List.walltime']}")
+        if code > 128:
+            signal = code - 256 if code > 256 else code - 128
+            return FinalState("KILLED", f"{detail}: killed by signal {signal} (qdel, a limit, or the system)")
+        return FinalState("FAILED", f"{detail}: PBS could not run the job")
+    return FinalState("COMPLETED" if code == 0 else "FAILED", detail)
+
+
+class PbsBackend(SchedulerBackend):
+    name = "pbs"
+    index_placeholder = "{index}"  # replaced in submit_argv by the flavour's own
+    transient_markers = _TRANSIENT
+    max_array_pattern = r"^set server max_(?:job_)?array_size\s*=\s*(\d+)"
+
+    def __init__(self) -> None:
+        # Learnt from the submissions: the flavour (the same for every array of an executor), and the element
+        # each plain job (a one-element submission) runs, which qstat cannot show. The monitor parses the job
+        # id of each submission right after building it.
+        self.flavor = "pbspro"
+        self._plain_start: Optional[int] = None
+        self._plain_jobs: dict[str, int] = {}
+
+    def _key(self, job_id: str) -> Optional[ElementKey]:
+        """A subjob or a plain job to its element; None for an array's summary line."""
+        found = _JOB.match(job_id)
+        if found is None or found.group(2) == "":
+            return None
+        if found.group(2) is None:
+            return found.group(1), self._plain_jobs.get(found.group(1), 0)
+        return f"{found.group(1)}[]", int(found.group(2))
+
+    def config_argv(self) -> Optional[list[str]]:
+        return ["qmgr", "-c", "print server"]
+
+    def submit_argv(self, job: ArraySubmission, script_path: str) -> list[str]:
+        self.flavor = str(job.resources.get("flavor") or self.flavor)
+        self._plain_start = job.start if job.size == 1 else None
+        if job.size == 1:
+            array, index = ["-v", f"CLUSTRIX_ARRAY_INDEX={job.start}"], str(job.start)
+        elif self.flavor == "torque":
+            array = ["-t", f"{job.start}-{job.last}" + (f"%{job.throttle}" if job.throttle else "")]
+            index = _PLACEHOLDERS["torque"]
+        else:
+            array = ["-J", f"{job.start}-{job.last}", "-r", "y",
+                     *(["-W", f"max_run_subjobs={job.throttle}"] if job.throttle else [])]
+            index = _PLACEHOLDERS["pbspro"]
+        logs = ["-o", job.stdout_pattern.replace(self.index_placeholder, index),
+                "-e", job.stderr_pattern.replace(self.index_placeholder, index)]
+        resources = Resources(job.resources)
+        return ["qsub", "-N", resources.name(_NAME_UNSAFE), *array, *logs,
+                *_resource_args(resources, self.flavor), *resources.extra, script_path]
+
+    def parse_job_id(self, stdout: str) -> str:
+        found = _JOB.match(stdout.strip())
+        if found is None:
+            raise ValueError(f"qsub printed no job id: {stdout!r}")
+        if found.group(2) is not None:
+            return f"{found.group(1)}[]"
+        if self._plain_start is not None:
+            self._plain_jobs[found.group(1)] = self._plain_start
+        return found.group(1)
+
+    def status_argv(self, job_ids: Sequence[str]) -> list[str]:
+        expand = ["-t"] if any("[" in job for job in job_ids) else []
+        return ["sh", "-c", 'exec qstat "$@" -u "$(id -un)"', "qstat", *expand]
+
+    def parse_status(self, stdout: str) -> StatusReport:
+        entries = []
+        for line in stdout.splitlines():
+            words = line.split()
+            key = self._key(words[0]) if len(words) >= 3 else None
+            if key is not None:
+                entries.append((key, words[-2], phase_of(words[-2], _QUEUED_STATES, _RUNNING_STATES)))
+        return report(entries)
+
+    def final_argv(self, job_id: str) -> list[str]:
+        history = ["-x"] if self.flavor == "pbspro" else []
+        return ["qstat", *history, "-f", *(["-t"] if "[" in job_id else []), job_id]
+
+    def parse_final(self, stdout: str) -> dict[ElementKey, FinalState]:
+        states = {}
+        for block in re.split(r"^Job Id:\s*", stdout, flags=re.MULTILINE)[1:]:
+            key = self._key(block.split()[0]) if block.split() else None
+            fields = {name.lower() if name.lower() in ("exit_status", "job_state") else name: value
+                      for name, value in re.findall(r"^\s+([\w.]+) = (.*?)\s*$", block, re.MULTILINE)}
+            if key is not None and fields.get("job_state") in _FINISHED_STATES:
+                states[key] = _final(fields)
+        return states
+
+    def cancel_argv(self, elements: Sequence[ElementKey]) -> list[str]:
+        """Subjobs as ``1234[5]``; a plain job by its id."""
+        return ["qdel", *(job if job in self._plain_jobs else f"{job.rstrip('[]')}[{index}]"
+                          for job, index in elements)]
+
+
+def _resource_args(resources: Resources, flavor: str) -> list[str]:
+    nodes, cpus, gpus = (resources.get(name) for name in ("nodes", "cpus", "gpus"))
+    mem = resources.megabytes
+    args: list[str] = []
+    if flavor == "torque":
+        if nodes or cpus or gpus:
+            args += ["-l", f"nodes={nodes or 1}:ppn={cpus or 1}" + (f":gpus={gpus}" if gpus else "")]
+        if mem is not None:
+            args += ["-l", f"mem={mem}mb"]
+    elif nodes or cpus or gpus or mem is not None:
+        chunk = [f"select={nodes or 1}", f"ncpus={cpus or 1}", *([f"mem={mem}mb"] if mem else []),
+                 *([f"ngpus={gpus}"] if gpus else [])]
+        args += ["-l", ":".join(chunk)]
+    if resources.seconds is not None:
+        args += ["-l", f"walltime={hhmmss(resources.seconds)}"]
+    return args + resources.flags({"partition": "-q", "account": "-A"})
