@@ -67,7 +67,7 @@ class ClusterEngine:
         self._ids = itertools.count()
         self._outstanding: set[ClusterFuture] = set()
         self._submitted = self._unsuccessful = 0
-        self._rates: dict[str, ItemRate] = {}
+        self._rates: dict[Any, ItemRate] = {}
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="clustrix-futures-monitor",
@@ -103,7 +103,7 @@ class ClusterEngine:
 
     def chunk_sizes(self, total: Optional[int], fn: Callable[..., Any]) -> Iterator[int]:
         """Map chunks sized so each array element runs about ``element_seconds``, learned per function."""
-        key = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
+        key = getattr(fn, "__code__", None) or id(fn)  # one function (however often re-created), not one name
         with self._lock:
             rate = self._rates.setdefault(key, ItemRate())
         width = self.settings.max_workers or MIN_MAP_CHUNKS

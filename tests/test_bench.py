@@ -1,0 +1,152 @@
+"""``clustrix-futures bench`` and the API behind it: real runs on local processes and on the real SLURM.
+
+Wall times are measured, never asserted: only their sanity (positive, consistent with the task counts).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from clustrix_futures import bench
+from clustrix_futures.bench import Row
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "CLUSTRIX_FUTURES_PROFILE"}
+    return subprocess.run([sys.executable, "-m", "clustrix_futures.cli", "bench", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def assert_sane(result: bench.BenchResult, durations: list[float]) -> None:
+    assert [r.task_seconds for r in result.rows] == sorted(durations)
+    for row in result.rows:
+        assert row.tasks > 0 and row.local_seconds > 0 and row.cluster_seconds > 0
+        assert row.local_rate > 0 and row.cluster_rate > 0
+        # no run can beat perfectly parallel work
+        assert row.overhead(row.local_seconds, row.local_slots) > 0
+        assert row.overhead(row.cluster_seconds, row.cluster_slots) > 0
+    if result.crossover is None:
+        assert "never" in result.crossover_note or "always" in result.crossover_note
+    else:
+        assert min(durations) <= result.crossover <= max(durations)
+
+
+@pytest.mark.slurm
+def test_api_on_local_and_slurm_returns_sane_rows(slurm, tmp_path):
+    durations = [0.001, 0.05]
+    workloads = bench.synthetic_workloads(durations, tasks=24, local_workers=2)
+    result = bench.run_bench(workloads, {"backend": "slurm", "work_dir": str(tmp_path / "runs")}, local_workers=2)
+    assert result.cluster_label == "slurm"
+    assert [r.tasks for r in result.rows] == [24, 24]
+    assert {(r.local_slots, r.cluster_slots) for r in result.rows} == {(2, 16)}
+    assert_sane(result, durations)
+    table = bench.format_table(result)
+    assert "sleep 0.001 s" in table and "crossover:" in table and "overhead/task =" in table
+
+
+@pytest.mark.slurm
+def test_cli_on_slurm_prints_the_table_and_writes_a_readable_png(slurm, tmp_path):
+    out = tmp_path / "plot.png"
+    done = cli("--synthetic", "--task-seconds", "0.001,0.02", "--tasks", "16", "--backend", "slurm",
+               "--work-dir", str(tmp_path / "runs"), "--option", "element_seconds=1", "--plot", str(out))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split()[:4] == ["workload", "task", "s", "tasks"]
+    assert "local tasks/s" in lines[0] and "cluster tasks/s" in lines[0]
+    assert sum(line.startswith("sleep ") for line in lines) == 2
+    assert any(line.startswith("crossover: ") for line in lines)
+    assert "16 tasks on cluster" in done.stderr  # progress lines
+    width, height = png_size(out)
+    assert width >= 600 and height >= 400 and out.stat().st_size > 10_000
+    image = pytest.importorskip("matplotlib.image").imread(out)
+    assert image.shape[:2] == (height, width)
+
+
+def test_cli_with_a_function_and_a_range_against_the_local_backend():
+    done = cli("--function", "operator:neg", "--range", "10:5010", "--backend", "local", "--quiet")
+    assert done.returncode == 0, done.stderr
+    row = next(line for line in done.stdout.splitlines() if line.startswith("operator:neg"))
+    assert row.split()[2] == "5,000"
+    assert "needs at least two task durations" in done.stdout
+    assert done.stderr == ""
+
+
+def test_cli_plot_writes_a_png_for_a_local_sweep(tmp_path):
+    out = tmp_path / "sweep.png"
+    done = cli("--synthetic", "--task-seconds", "0.002,0.001", "--tasks", "8", "--backend", "local",
+               "--local-workers", "1", "--quiet", "--plot", str(out))
+    assert done.returncode == 0, done.stderr
+    assert png_size(out) >= (600, 400)
+
+
+def test_cli_errors_are_clear():
+    no_cluster = cli("--synthetic")
+    assert no_cluster.returncode == 2 and "--profile P, or --backend B" in no_cluster.stderr
+    no_range = cli("--function", "operator:neg", "--backend", "local")
+    assert no_range.returncode == 2 and "--range" in no_range.stderr
+    bad_function = cli("--function", "operator:no_such", "--range", "3", "--backend", "local")
+    assert bad_function.returncode == 2 and "no attribute 'no_such'" in bad_function.stderr
+    bad_option = cli("--synthetic", "--backend", "slurm", "--option", "colour=blue")
+    assert bad_option.returncode == 2 and "unknown option 'colour'" in bad_option.stderr
+    bad_durations = cli("--synthetic", "--backend", "local", "--task-seconds", "0.1,-1")
+    assert bad_durations.returncode == 2 and "positive seconds" in bad_durations.stderr
+
+
+def test_plot_without_matplotlib_names_the_extra(tmp_path):
+    script = ("import sys; sys.modules['matplotlib'] = None\n"  # as if it were not installed
+              "from clustrix_futures.cli import main\n"
+              f"sys.exit(main(['bench', '--synthetic', '--backend', 'local', '--plot', {str(tmp_path / 'x.png')!r}]))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "pip install 'clustrix-futures[plot]'" in done.stderr
+    assert not (tmp_path / "x.png").exists()
+
+
+def rows(*points: tuple[float, float, float]) -> list[Row]:
+    """Rows of 100 tasks from (task seconds, local seconds, cluster seconds)."""
+    return [Row("w", d, 100, local, cluster, 2, 16) for d, local, cluster in points]
+
+
+def test_crossover_is_interpolated_on_log_axes_or_explained():
+    # cluster/local throughput ratio: 0.5 at 0.01 s, 2 at 0.1 s -> log-midpoint, 10**-1.5
+    crossover, note = bench.find_crossover(rows((0.001, 1, 10), (0.01, 1, 2), (0.1, 2, 1)))
+    assert crossover is not None and math.isclose(crossover, 10**-1.5)
+    assert "between 0.01 s and 0.1 s" in note
+    assert bench.find_crossover(rows((0.01, 1, 2), (0.1, 1, 3))) == (
+        None, "the cluster never wins in the measured range (0.01 to 0.1 s per task)")
+    assert bench.find_crossover(rows((0.01, 2, 1), (0.1, 3, 1)))[1].startswith("the cluster always wins")
+    # a win at a short duration that does not last: the crossover is above the last loss
+    crossover, note = bench.find_crossover(rows((0.001, 2, 1), (0.01, 1, 2), (0.1, 2, 1)))
+    assert crossover is not None and 0.01 < crossover < 0.1 and "non-monotonic" in note
+    assert bench.find_crossover(rows((0.01, 1, 2)))[0] is None
+
+
+def test_ranges_and_synthetic_task_counts():
+    assert bench.parse_range("5") == range(5)
+    assert bench.parse_range("2:10:4") == range(2, 10, 4)
+    with pytest.raises(ValueError):
+        bench.parse_range("3:1")
+    counts = [len(w.items) for w in bench.synthetic_workloads([1.0, 0.001, 10**-7], run_seconds=1,
+                                                              local_workers=2)]
+    assert counts == [bench.MAX_TASKS, 2000, bench.MIN_TASKS]  # sorted by duration, clamped
+    assert {len(w.items) for w in bench.synthetic_workloads([0.1, 0.2])} == {bench.DEFAULT_TASKS}
+    start = time.perf_counter()
+    assert bench.synthetic_task(7, 0.01) == 7
+    assert time.perf_counter() - start >= 0.01
