@@ -1,9 +1,15 @@
 """The engine for scheduler backends: a monitor on its own event loop, fed by ``submit`` from any thread.
 
-Start-up happens in the constructor, before any submission, so a bad interpreter, host or scheduler fails
-there with :class:`~clustrix_futures.errors.ConfigError`: the run directory is made, the interpreter is
-probed (its Python major.minor must equal ours, since cloudpickle needs that), the worker's code is staged
-into the run directory if that interpreter cannot import it, and the scheduler's array limit is read.
+Start-up happens in the constructor, before any submission, so a bad interpreter, host, bucket or scheduler
+fails there with :class:`~clustrix_futures.errors.ConfigError`: the run directory is made, the interpreter is
+probed (its Python major.minor must equal ours, since cloudpickle needs that; with S3 storage it must import
+boto3), the worker's code is staged into the run directory if that interpreter cannot import it, and the
+scheduler's array limit is read. Kubernetes has no interpreter to probe before a pod runs: the image must
+hold the same Python major.minor, cloudpickle, boto3 and clustrix-futures.
+
+Three parts, chosen from the options: the transport (this machine, or ``host`` over SSH), the storage of
+payloads and results (the transport's filesystem, or S3 with ``storage``; :mod:`clustrix_futures.storage`),
+and the scheduler (:mod:`clustrix_futures.scheduler`).
 """
 
 from __future__ import annotations
@@ -25,20 +31,24 @@ from typing import Any, Callable, Optional, TypeVar
 import cloudpickle
 
 from clustrix_futures import config
-from clustrix_futures.backends import get_backend
-from clustrix_futures.backends.base import Backend, BackendContext
+from clustrix_futures.backends.base import BackendContext
 from clustrix_futures.chunking import AdaptiveSizes, ItemRate
 from clustrix_futures.errors import ConfigError, JobFailedError
+from clustrix_futures.files import RemoteFiles
 from clustrix_futures.future import ClusterFuture
 from clustrix_futures.monitor import Environment, Monitor
 from clustrix_futures.rundir import SUBDIRECTORIES, RunDir, encode_json, new_run_name
+from clustrix_futures.scheduler import Scheduler, make_scheduler
+from clustrix_futures.storage import ENDPOINT_VARIABLE, S3Storage, Storage, is_s3
 from clustrix_futures.transport import LocalTransport, Transport
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _PROBE = ("import sys; print('%d.%d' % sys.version_info[:2]); "
-          "import importlib.util as u; print(all(u.find_spec(m) for m in ('cloudpickle', 'clustrix_futures')))")
+          "import importlib.util as u; print(all(u.find_spec(m) for m in ('cloudpickle', 'clustrix_futures'))); "
+          "print(bool(u.find_spec('boto3')))")
+API_BACKENDS = ("kubernetes",)  # no interpreter to probe, no files on a transport: scripts and logs are the API's
 STARTUP_TIMEOUT = 120.0
 MIN_MAP_CHUNKS = 16  # without max_workers, a map keeps at least this many elements in parallel
 
@@ -49,6 +59,11 @@ def make_transport(settings: config.Settings) -> Transport:
     from clustrix_futures.ssh import SSHTransport
 
     return SSHTransport(settings)
+
+
+def make_storage(location: Optional[str], settings: config.Settings, transport: Transport) -> Storage:
+    """S3 for an ``s3://`` location; otherwise the transport's own filesystem."""
+    return S3Storage(settings["endpoint_url"]) if is_s3(location) else transport
 
 
 class ClusterEngine:
@@ -63,7 +78,8 @@ class ClusterEngine:
             raise ConfigError("initializer is supported only by the local backend; on a cluster, run "
                               "set-up code at the start of the task or with the 'setup' option")
         self.settings = settings
-        self.backend: Backend
+        self.scheduler: Scheduler
+        self.storage: Storage
         self._ids = itertools.count()
         self._outstanding: set[ClusterFuture] = set()
         self._submitted = self._unsuccessful = 0
@@ -79,11 +95,11 @@ class ClusterEngine:
             environment, adopted = self._call(self._start(attach_to), STARTUP_TIMEOUT)
         except BaseException:
             if hasattr(self, "transport"):  # started but refused (e.g. a wrong Python): close the connection
-                self._call(self.transport.close(), STARTUP_TIMEOUT)
+                self._call(self._close_connections(), STARTUP_TIMEOUT)
             self._stop_loop()
             raise
         self.run_dir = environment.run_dir
-        self.monitor = Monitor(settings, self.backend, self.transport, environment)
+        self.monitor = Monitor(settings, self.scheduler, self.storage, environment)
         self.futures: list[ClusterFuture] = self._call(self._adopt(adopted), STARTUP_TIMEOUT)
         self._call(self._spawn_monitor(), STARTUP_TIMEOUT)
 
@@ -121,9 +137,13 @@ class ClusterEngine:
             concurrent.futures.wait(futures)
             self._finished.wait()
 
+    def files(self) -> RemoteFiles:
+        """Filesystem helpers running on the cluster through this engine's transport."""
+        return RemoteFiles(lambda argv: self._call(self.transport.run(argv), STARTUP_TIMEOUT), self.monitor.env.python)
+
     @property
     def command_counts(self) -> dict[str, int]:
-        return dict(self.monitor.counters.commands)
+        return dict(self.scheduler.commands)
 
     # ------------------------------------------------------------ on the loop
 
@@ -139,12 +159,40 @@ class ClusterEngine:
 
     async def _start(self, attach_to: Optional[str]) -> tuple[Environment, list[dict[str, Any]]]:
         transport, settings = self.transport, self.settings
+        self.storage = make_storage(attach_to or settings["storage"], settings, transport)
         manifest = await self._read_manifest(attach_to) if attach_to else {}
-        python = settings["python"] or manifest.get("python") or (
-            sys.executable if settings["host"] is None else "python3")
-        probe = await transport.run([python, "-c", _PROBE])
+        s3, api = isinstance(self.storage, S3Storage), settings.backend in API_BACKENDS
+        if api and not s3:
+            raise ConfigError(f"the {settings.backend} backend needs S3 storage (its pods do not see this machine's "
+                              f"files): set the option 'storage' to 's3://BUCKET/PREFIX'")
+        if api:
+            python, staged = settings["python"] or manifest.get("python") or "python3", False
+        else:
+            python, staged = await self._probe(settings["python"] or manifest.get("python") or (
+                sys.executable if settings["host"] is None else "python3"), s3)
+        if attach_to:
+            run_dir = RunDir(attach_to, manifest.get("host_dir"))
+        else:
+            run_dir = await self._make_run_dir(new_run_name(), s3, api)
+        self.scheduler = make_scheduler(settings, BackendContext(python, run_dir.host), transport, run_dir.log)
+        if staged:
+            await self._stage_code(run_dir)
+        max_array = await self.scheduler.max_array_size()
+        if not attach_to:
+            await self.storage.write(run_dir.manifest, encode_json({
+                "backend": settings.backend, "options": settings.options, "max_workers": settings.max_workers,
+                "python": python, "staged": staged, "host_dir": run_dir.host_root, "client": socket.gethostname(),
+                "pid": os.getpid(), "created": time.time()}))
+        log.info("run directory %s on %s", run_dir.root, self._where())
+        adopted = await self._read_batches(run_dir) if attach_to else []
+        script_env = {ENDPOINT_VARIABLE: settings["endpoint_url"]} if s3 and settings["endpoint_url"] else {}
+        return Environment(run_dir, python, staged, max_array, script_env), adopted
+
+    async def _probe(self, python: str, s3: bool) -> tuple[str, bool]:
+        """Check the interpreter; whether the worker's code must be staged for it."""
+        probe = await self.transport.run([python, "-c", _PROBE])
         lines = probe.stdout.split()
-        if not probe.ok or len(lines) != 2:
+        if not probe.ok or len(lines) not in (2, 3):
             raise ConfigError(f"the interpreter {python!r} cannot be run on {self._where()}: {probe.describe()}; "
                               f"set the option 'python' to an absolute interpreter path there")
         local = "{}.{}".format(*sys.version_info[:2])
@@ -152,36 +200,40 @@ class ClusterEngine:
             raise ConfigError(f"{python!r} on {self._where()} is Python {lines[0]}, but this client runs Python "
                               f"{local}; cloudpickle needs the same version on both sides. Set the option "
                               f"'python' to a Python {local} interpreter there (e.g. python='/path/to/python{local}')")
-        if attach_to:
-            run_dir = RunDir(attach_to)
-        else:
-            work_dir = settings["work_dir"]
+        if s3 and lines[2:] != ["True"]:
+            raise ConfigError(f"{python!r} on {self._where()} cannot import boto3, which the workers of a run with "
+                              f"S3 storage need: install it there (pip install boto3)")
+        return python, lines[1] != "True"
+
+    async def _make_run_dir(self, name: str, s3: bool, api: bool) -> RunDir:
+        """A new run's directories: in the storage, and (for S3 runs of command schedulers) its scripts and logs
+        under work_dir on the transport's filesystem."""
+        host = None
+        if not api:
+            work_dir = self.settings["work_dir"]
             if work_dir.startswith("~"):
-                work_dir = (await transport.home()) + work_dir[1:]
-            run_dir = RunDir(posixpath.join(work_dir, new_run_name()))
+                work_dir = (await self.transport.home()) + work_dir[1:]
+            host = posixpath.join(work_dir, name)
+        if not s3:
+            assert host is not None
             for sub in ("", *SUBDIRECTORIES):
-                await transport.makedirs(run_dir.path(sub) if sub else run_dir.root)
-        self.backend = get_backend(settings.backend, BackendContext(python, run_dir.root))
-        staged = lines[1] != "True"
-        if staged:
-            await self._stage_code(run_dir)
-        max_array = None
-        config_argv = self.backend.config_argv()
-        if config_argv:
-            answer = await transport.run(config_argv)
-            max_array = self.backend.parse_max_array_size(answer.stdout) if answer.ok else None
-        if not attach_to:
-            await transport.write(run_dir.manifest, encode_json({
-                "backend": settings.backend, "options": settings.options, "max_workers": settings.max_workers,
-                "python": python, "staged": staged, "client": socket.gethostname(), "pid": os.getpid(),
-                "created": time.time()}))
-        log.info("run directory %s on %s", run_dir.root, self._where())
-        adopted = await self._read_batches(run_dir) if attach_to else []
-        return Environment(run_dir, python, staged, max_array), adopted
+                await self.transport.makedirs(posixpath.join(host, sub) if sub else host)
+            return RunDir(host)
+        root = posixpath.join(self.settings["storage"], name)
+        assert isinstance(self.storage, S3Storage)
+        try:
+            await self.storage.check(root)
+        except Exception as exc:
+            raise ConfigError(f"cannot use the S3 storage {self.settings['storage']}: {exc}; check the bucket, "
+                              f"the credentials (boto3's chain) and 'endpoint_url'") from exc
+        if host is not None:
+            for sub in ("", "batches", "logs"):
+                await self.transport.makedirs(posixpath.join(host, sub) if sub else host)
+        return RunDir(root, host)
 
     async def _read_manifest(self, root: str) -> dict[str, Any]:
         """Take the backend and options of the run being attached to; options given now override them."""
-        data = (await self.transport.read_many([RunDir(root).manifest]))[RunDir(root).manifest]
+        data = (await self.storage.read_many([RunDir(root).manifest]))[RunDir(root).manifest]
         if data is None:
             raise ConfigError(f"{root} on {self._where()} is not a clustrix-futures run directory (no manifest.json)")
         manifest: dict[str, Any] = json.loads(data)
@@ -193,8 +245,8 @@ class ClusterEngine:
         return manifest
 
     async def _read_batches(self, run_dir: RunDir) -> list[dict[str, Any]]:
-        names = [n for n in await self.transport.listdir(run_dir.path("batches")) if n.endswith(".json")]
-        contents = await self.transport.read_many([run_dir.path("batches", n) for n in sorted(names)])
+        names = [n for n in await self.storage.listdir(run_dir.path("batches")) if n.endswith(".json")]
+        contents = await self.storage.read_many([run_dir.path("batches", n) for n in sorted(names)])
         return [json.loads(data) for data in contents.values() if data]
 
     async def _adopt(self, documents: list[dict[str, Any]]) -> list[ClusterFuture]:
@@ -242,11 +294,21 @@ class ClusterEngine:
             self._loop.call_soon(self._loop.stop)
 
     async def _cleanup(self) -> None:
-        if self.settings["keep_files"] or self._unsuccessful or self._outstanding:
+        keep = bool(self.settings["keep_files"] or self._unsuccessful or self._outstanding)
+        if keep:
             log.info("keeping run directory %s (%d of %d tasks did not succeed)", self.run_dir.root,
                      self._unsuccessful + len(self._outstanding), self._submitted)
         else:
-            await self.transport.remove_tree(self.run_dir.root)
+            await self.storage.remove_tree(self.run_dir.root)
+            if self.run_dir.host_root:
+                await self.transport.remove_tree(self.run_dir.host_root)
+        await self.scheduler.close(remove=not keep)
+        await self._close_connections()
+
+    async def _close_connections(self) -> None:
+        storage = getattr(self, "storage", None)
+        if isinstance(storage, S3Storage):
+            await storage.close()
         await self.transport.close()
 
     def _begin_stopping(self) -> None:

@@ -28,7 +28,7 @@ from typing import Any, Callable, Optional
 
 from clustrix_futures.errors import ConfigError
 
-BACKENDS = ("local", "slurm", "ssh", "sge", "pbs")
+BACKENDS = ("local", "slurm", "ssh", "sge", "pbs", "kubernetes")
 SCHEDULER_BACKENDS = ("slurm", "sge", "pbs")
 PBS_FLAVORS = ("pbspro", "torque")
 PROFILE_ENV = "CLUSTRIX_FUTURES_PROFILE"
@@ -117,6 +117,32 @@ def _known_hosts(name: str, value: Any) -> Any:
                       f"verified), not {value!r}")
 
 
+def _storage(name: str, value: Any) -> str:
+    if isinstance(value, str) and re.fullmatch(r"s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?", value):
+        return value.rstrip("/")
+    raise ConfigError(f"option {name!r} must be an S3 location like 's3://bucket/prefix' (leave it unset for "
+                      f"the filesystem of work_dir), not {value!r}")
+
+
+def _env(name: str, value: Any) -> dict[str, Any]:
+    """NAME -> a string, or NAME -> {"secret": SECRET, "key": KEY} (a Kubernetes secret reference)."""
+    if isinstance(value, Mapping) and all(isinstance(k, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k)
+                                          for k in value):
+        checked: dict[str, Any] = {}
+        for key, item in value.items():
+            if isinstance(item, str):
+                checked[key] = item
+            elif isinstance(item, Mapping) and set(item) == {"secret", "key"} and all(
+                    isinstance(v, str) and v for v in item.values()):
+                checked[key] = {"secret": item["secret"], "key": item["key"]}
+            else:
+                break
+        else:
+            return checked
+    raise ConfigError(f"option {name!r} must map variable names to strings or to {{'secret': NAME, 'key': KEY}}, "
+                      f"not {value!r}")
+
+
 @dataclass(frozen=True)
 class Option:
     check: Check
@@ -166,6 +192,19 @@ OPTIONS: dict[str, Option] = {
     "connect_timeout": Option(_positive_number, "Seconds to wait for the SSH connection.", 20.0),
     "reconnect_give_up": Option(_positive_number, "Seconds of failed reconnection after which live "
                                 "futures fail with CONNECTION_LOST.", 300.0),
+    "storage": Option(_storage, "Where payloads and results live: unset for the filesystem of work_dir, or "
+                                "'s3://bucket/prefix' for S3 (boto3's credential chain, here and on the nodes)."),
+    "endpoint_url": Option(_text, "S3 endpoint of an S3-compatible store (MinIO, Ceph...), used here and by "
+                                  "the workers."),
+    "image": Option(_text, "Kubernetes: the container image the tasks run in (with this client's Python "
+                           "major.minor, cloudpickle, boto3 and clustrix-futures)."),
+    "namespace": Option(_text, "Kubernetes namespace (default: the kubeconfig context's, else 'default')."),
+    "service_account": Option(_text, "Kubernetes service account of the pods (e.g. one bound to an IAM role "
+                                     "for S3)."),
+    "env": Option(_env, "Kubernetes: environment of the pods, NAME: value or NAME: {secret: S, key: K} (a "
+                        "reference to a key of a Secret, e.g. for S3 credentials)."),
+    "kubeconfig": Option(_text, "Kubernetes: kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the "
+                                "in-cluster service account)."),
 }
 
 

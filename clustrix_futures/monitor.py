@@ -1,10 +1,11 @@
 """The job monitor: one asyncio task that submits arrays and resolves futures.
 
-Each cycle costs O(1) scheduler commands and O(1) listings, whatever the number of tasks:
+Each cycle costs O(1) scheduler queries and O(1) listings, whatever the number of tasks:
 
 1. withdraw cancelled work: one ``scancel`` for elements whose every task was cancelled;
 2. ONE status query (``squeue``) for every live job; elements seen running mark their futures running;
-3. ONE listing of ``results/``; new result files are read in one batch and resolve their futures;
+3. ONE listing of ``results/`` in the run's storage (a directory, or one paginated S3 ``list_objects_v2``);
+   new result files are read in one batch and resolve their futures;
 4. elements that left the queue without a result: their final state comes from the scheduler (one query per
    job, only then), the tasks that finished are read from the element's journal, and the rest fail with
    :class:`~clustrix_futures.errors.JobFailedError` carrying the state and the end of the element's stderr.
@@ -29,7 +30,6 @@ from clustrix_futures.backends.base import (
     QUEUED,
     RUNNING,
     ArraySubmission,
-    Backend,
     ElementKey,
     FinalState,
     StatusReport,
@@ -39,8 +39,10 @@ from clustrix_futures.config import Settings
 from clustrix_futures.errors import JobFailedError
 from clustrix_futures.future import ClusterFuture
 from clustrix_futures.rundir import RunDir, batch_document, encode_json, job_script, parse_result_name
+from clustrix_futures.scheduler import Scheduler, SubmitRefused
 from clustrix_futures.serialization import loads_outcome, resolve
-from clustrix_futures.transport import Transport, TransportLost
+from clustrix_futures.storage import Storage
+from clustrix_futures.transport import TransportLost
 from clustrix_futures.worker import encode_batch, read_journal
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,7 @@ class Environment:
     python: str
     staged: bool
     max_array_size: Optional[int]
+    script_env: dict[str, str] = field(default_factory=dict)  # exported by every job script
 
 
 @dataclass
@@ -104,27 +107,17 @@ class DurationStats:
         return self.total / self.count if self.count else None
 
 
-@dataclass
-class Counters:
-    """Scheduler commands issued, by kind (reported by benchmarks and tests)."""
-
-    commands: dict[str, int] = field(default_factory=dict)
-
-    def count(self, argv: list[str]) -> None:
-        self.commands[argv[0]] = self.commands.get(argv[0], 0) + 1
-
-
 class Monitor:
-    def __init__(self, settings: Settings, backend: Backend, transport: Transport, env: Environment) -> None:
+    def __init__(self, settings: Settings, scheduler: Scheduler, storage: Storage, env: Environment) -> None:
         self.settings = settings
-        self.backend = backend
-        self.transport = transport
+        self.scheduler = scheduler
+        self.storage = storage
         self.env = env
         self.tasks: dict[int, Task] = {}
         self.live: dict[ElementKey, Element] = {}
         self.by_slot: dict[tuple[int, int], Element] = {}  # (batch, index): where its result file points
         self.stats = DurationStats()
-        self.counters = Counters()
+        self.cycles = 0
         self.inbox: deque[tuple[int, ClusterFuture, bytes, Optional[Mapping[str, Any]], bool]] = deque()
         self.cancelled: deque[int] = deque()
         self.backlog: list[int] = []  # registered, not yet submitted
@@ -132,7 +125,6 @@ class Monitor:
         self._wake = asyncio.Event()
         self._batches = 0
         self._seen_results: set[str] = set()
-        self._accounting = True
         self._interval = FASTEST_INTERVAL
         self._failed_cycles = 0
         self._status_gap = FIRST_STATUS_GAP
@@ -180,10 +172,6 @@ class Monitor:
             task.future.set_exception_if_pending(error)
         while self.inbox:
             self.inbox.popleft()[1].set_exception_if_pending(error)
-
-    async def run_command(self, argv: list[str]) -> Any:
-        self.counters.count(argv)
-        return await self.transport.run(argv)
 
     # ------------------------------------------------------------ submission
 
@@ -235,21 +223,11 @@ class Monitor:
         self._batches += 1
         run_dir, resources = self.env.run_dir, self.tasks[elements[0][0]].resources
         payloads = [[(tid, self.tasks[tid].payload or b"") for tid in element] for element in elements]
-        await self.transport.write(run_dir.batch_file(batch), encode_batch(payloads))
-        await self.transport.write(run_dir.batch_script(batch), job_script(
-            run_dir, batch, self.env.python, self.settings["setup"] or [], self.env.staged).encode(), 0o700)
-        placeholder = self.backend.index_placeholder
-        submission = ArraySubmission(batch, len(elements), run_dir.batch_script(batch),
-                                     run_dir.log(batch, placeholder, "out"), run_dir.log(batch, placeholder, "err"),
-                                     throttle, resources)
-        result = await self.run_command(self.backend.submit_argv(submission, run_dir.batch_script(batch)))
+        await self.storage.write(run_dir.batch_file(batch), encode_batch(payloads))
         try:
-            job_id = self.backend.parse_job_id(result.stdout) if result.ok else ""
-        except ValueError:
-            job_id = ""
-        if not job_id:
-            error = JobFailedError(f"the scheduler rejected the submission: {result.describe()}",
-                                   state="SUBMIT_FAILED")
+            job_id = await self._submit(batch, len(elements), throttle, resources)
+        except SubmitRefused as refused:
+            error = JobFailedError(f"the scheduler rejected the submission: {refused}", state="SUBMIT_FAILED")
             for element in elements:
                 for tid in element:
                     self.tasks[tid].future.set_exception_if_pending(error)
@@ -262,12 +240,22 @@ class Monitor:
             for tid in task_ids:
                 self.tasks[tid].element = record
                 self.tasks[tid].payload = None
-        await self.transport.write(run_dir.batch_meta(batch),
-                                   batch_document(batch, job_id, elements, resources))
+        await self.storage.write(run_dir.batch_meta(batch), batch_document(batch, job_id, elements, resources))
+
+    async def _submit(self, batch: int, size: int, throttle: Optional[int], resources: dict[str, Any],
+                      start: int = 0) -> str:
+        """Submit elements ``start`` .. ``start + size - 1`` of a batch (its payloads are written); the job id."""
+        run_dir, placeholder = self.env.run_dir, self.scheduler.index_placeholder
+        script = job_script(run_dir, batch, self.env.python, self.settings["setup"] or [], self.env.staged,
+                            self.env.script_env)
+        return await self.scheduler.submit(ArraySubmission(
+            batch, size, run_dir.batch_script(batch), run_dir.log(batch, placeholder, "out"),
+            run_dir.log(batch, placeholder, "err"), throttle, resources, start=start), script)
 
     # ------------------------------------------------------------ one cycle
 
     async def _cycle(self) -> bool:
+        self.cycles += 1
         await self._withdraw_cancelled()
         if not self.live:
             return await self._submit_backlog()
@@ -283,13 +271,10 @@ class Monitor:
     async def _query_status(self) -> tuple[Optional[StatusReport], bool]:
         """ONE status query for every live job. Results are found by listing files, so the scheduler is
         asked less often: soon after a submission, then backing off to ``poll_interval``."""
-        status = await self.run_command(self.backend.status_argv(sorted({k[0] for k in self.live})))
+        report = await self.scheduler.status(sorted({k[0] for k in self.live}))
         self._status_gap = min(self._status_gap * 1.5, self.settings["poll_interval"])
         self._next_status = time.monotonic() + self._status_gap
-        if not status.ok and self.backend.is_transient_error(status.stderr):
-            log.warning("status query failed, will retry: %s", status.describe())
-            return None, False
-        return (self.backend.parse_status(status.stdout) if status.ok else None), True
+        return report, report is not None
 
     def _status_soon(self) -> None:
         self._status_gap = FIRST_STATUS_GAP
@@ -308,7 +293,7 @@ class Monitor:
         return changed
 
     async def _collect_results(self) -> bool:
-        names = [n for n in await self.transport.listdir(self.env.run_dir.results) if n not in self._seen_results]
+        names = [n for n in await self.storage.listdir(self.env.run_dir.results) if n not in self._seen_results]
         wanted = {}
         for name in names:
             parsed = parse_result_name(name)
@@ -318,7 +303,7 @@ class Monitor:
             wanted[self.env.run_dir.result(*parsed)] = parsed
         if not wanted:
             return False
-        contents = await self.transport.read_many(list(wanted))
+        contents = await self.storage.read_many(list(wanted))
         for path, data in contents.items():
             problem = self._apply_journal(data or b"", path)
             element = self.by_slot.get(wanted[path])
@@ -358,7 +343,7 @@ class Monitor:
         finals: dict[ElementKey, FinalState] = {}
         unknown_jobs = set()
         for job_id in sorted({e.job_id for e in vanished}):
-            states = await self._final_states(job_id)
+            states = await self.scheduler.final(job_id)
             if states is None:
                 unknown_jobs.add(job_id)
             else:
@@ -374,26 +359,12 @@ class Monitor:
             await self._end_element(element, final or FinalState(
                 "LOST", "the element left the queue without a result and the scheduler no longer knows it"))
 
-    async def _final_states(self, job_id: str) -> Optional[dict[ElementKey, FinalState]]:
-        """The ended elements' states; None when the scheduler could not be reached."""
-        result = await self.run_command(self.backend.final_argv(job_id))
-        if not result.ok and self.backend.is_transient_error(result.stderr):
-            return None
-        states = self.backend.parse_final(result.stdout) if result.ok else {}
-        accounting = self.backend.accounting_argv(job_id) if self._accounting and not states else None
-        if accounting:
-            answer = await self.run_command(accounting)
-            if answer.ok:
-                states = self.backend.parse_accounting(answer.stdout)
-            else:
-                self._accounting = False  # no accounting on this cluster: never required, not asked again
-        return {k: v for k, v in states.items() if v.state not in ("PENDING", "RUNNING", "REQUEUED")}
-
     async def _end_element(self, element: Element, final: FinalState) -> None:
         run_dir = self.env.run_dir
         result, partial = run_dir.result(element.batch, element.index), run_dir.partial(element.batch, element.index)
-        stderr = run_dir.log(element.batch, str(element.index), "err")
-        files = await self.transport.read_many([result, partial, stderr])
+        files, stderr = await asyncio.gather(
+            self.storage.read_many([result, partial]),
+            self.scheduler.log_tail((element.job_id, element.index), element.batch, LOG_TAIL_BYTES))
         journal = files[result] or files[partial]
         problem = self._apply_journal(journal, result if files[result] else partial) if journal else None
         if problem:
@@ -401,34 +372,24 @@ class Monitor:
         retry = final.state in self.settings["retry_states"] and element.attempts <= self.settings["retries"]
         if retry and await self._run_again(element, final):
             return
-        tail = (files[stderr] or b"")[-LOG_TAIL_BYTES:].decode(errors="replace")
+        tail = stderr[-LOG_TAIL_BYTES:].decode(errors="replace")
         self._retire(element, final, tail)
 
     async def _run_again(self, element: Element, final: FinalState) -> bool:
         """Resubmit one element (same batch file and script) after a state in ``retry_states``; its tasks
         that already finished are skipped. False if the scheduler refuses."""
         run_dir, batch = self.env.run_dir, element.batch
-        for tid in element.task_ids:
-            task = self.tasks.get(tid)
-            if task is None or task.future.done():
-                await self.transport.write(run_dir.skip(tid), b"")
-        task = self.tasks[element.task_ids[0]]
-        placeholder = self.backend.index_placeholder
-        submission = ArraySubmission(batch, 1, run_dir.batch_script(batch), run_dir.log(batch, placeholder, "out"),
-                                     run_dir.log(batch, placeholder, "err"), None, task.resources,
-                                     start=element.index)
-        answer = await self.run_command(self.backend.submit_argv(submission, run_dir.batch_script(batch)))
+        await self._skip([tid for tid in element.task_ids
+                          if tid not in self.tasks or self.tasks[tid].future.done()])
         try:
-            job_id = self.backend.parse_job_id(answer.stdout) if answer.ok else ""
-        except ValueError:
-            job_id = ""
-        if not job_id:
-            log.warning("could not run element %s again: %s", element.name, answer.describe())
+            job_id = await self._submit(batch, 1, None, self.tasks[element.task_ids[0]].resources, element.index)
+        except SubmitRefused as refused:
+            log.warning("could not run element %s again: %s", element.name, refused)
             return False
         log.warning("element %s ended %s; running it again as job %s (attempt %d)", element.name, final.state,
                     job_id, element.attempts + 1)
-        await self.transport.write(run_dir.path("batches", f"{batch}-{element.index}.rerun.json"),
-                                   encode_json({"batch": batch, "index": element.index, "job_id": job_id}))
+        await self.storage.write(run_dir.path("batches", f"{batch}-{element.index}.rerun.json"),
+                                 encode_json({"batch": batch, "index": element.index, "job_id": job_id}))
         del self.live[(element.job_id, element.index)]
         element.job_id, element.vanished_at, element.phase = job_id, None, QUEUED
         element.attempts += 1
@@ -483,6 +444,11 @@ class Monitor:
 
     # ------------------------------------------------------------ cancellation
 
+    async def _skip(self, task_ids: list[int]) -> None:
+        """Write the skip markers of tasks whose element may still run."""
+        for task_id in task_ids:
+            await self.storage.write(self.env.run_dir.skip(task_id), b"")
+
     async def _withdraw_cancelled(self) -> None:
         elements: dict[ElementKey, Element] = {}
         markers = []
@@ -495,13 +461,11 @@ class Monitor:
                 if element.phase == QUEUED:
                     elements[(element.job_id, element.index)] = element
             else:
-                markers.append(self.env.run_dir.skip(task.future.task_id))
-        for marker in markers:
-            await self.transport.write(marker, b"")
+                markers.append(task.future.task_id)
+        await self._skip(markers)
         if elements:
-            result = await self.run_command(self.backend.cancel_argv(sorted(elements)))
-            if not result.ok:
-                log.warning("could not withdraw cancelled elements: %s", result.describe())
+            still_running = await self.scheduler.cancel(sorted(elements))
+            await self._skip([tid for key in sorted(still_running) for tid in elements[key].task_ids])
             for element in elements.values():
                 self._retire(element, FinalState("CANCELLED"), "")
 

@@ -12,6 +12,11 @@
     RUN/code/                the worker's code, staged only when the remote interpreter lacks it
 
 Directories are created 0700 and files 0600.
+
+With S3 storage (``storage="s3://bucket/prefix"``) the run's root is ``s3://bucket/prefix/RUN`` and holds
+everything above but the job scripts, the logs and the staged code: those stay where the scheduler reads
+and writes them, in ``host`` (``WORK_DIR/RUN`` on the transport's filesystem; unused by Kubernetes, where
+scripts travel in the Job and logs are the pods'). Without S3 storage ``host`` is the root itself.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import posixpath
 import secrets
 import shlex
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -36,10 +41,15 @@ def new_run_name() -> str:
 
 @dataclass(frozen=True)
 class RunDir:
-    root: str
+    root: str  # the run's storage: a directory, or an s3:// URL
+    host_root: Optional[str] = None  # job scripts, logs and staged code, when not under root (S3 storage)
 
     def path(self, *parts: str) -> str:
         return posixpath.join(self.root, *parts)
+
+    @property
+    def host(self) -> str:
+        return self.host_root or self.root
 
     @property
     def results(self) -> str:
@@ -47,13 +57,13 @@ class RunDir:
 
     @property
     def code(self) -> str:
-        return self.path("code")
+        return posixpath.join(self.host, "code")
 
     def batch_file(self, batch: int) -> str:
         return self.path("batches", f"{batch}.pkl")
 
     def batch_script(self, batch: int) -> str:
-        return self.path("batches", f"{batch}.sh")
+        return posixpath.join(self.host, "batches", f"{batch}.sh")
 
     def batch_meta(self, batch: int) -> str:
         return self.path("batches", f"{batch}.json")
@@ -65,7 +75,7 @@ class RunDir:
         return self.path("results", f"{batch}-{element}{PARTIAL_SUFFIX}")
 
     def log(self, batch: int, element: str, stream: str) -> str:
-        return self.path("logs", f"{batch}-{element}.{stream}")
+        return posixpath.join(self.host, "logs", f"{batch}-{element}.{stream}")
 
     def skip(self, task_id: int) -> str:
         return self.path("skip", str(task_id))
@@ -83,10 +93,12 @@ def parse_result_name(name: str) -> Optional[tuple[int, int]]:
     return (int(batch), int(element)) if batch.isdigit() and element.isdigit() else None
 
 
-def job_script(run_dir: RunDir, batch: int, python: str, setup: Sequence[str], staged: bool) -> str:
-    """A bash script for one array element. ``setup`` lines are the user's shell code, run as written;
-    every path we insert is quoted."""
-    lines = ["#!/bin/bash", f"# clustrix-futures: batch {batch} of {run_dir.root}", "set -e", *setup]
+def job_script(run_dir: RunDir, batch: int, python: str, setup: Sequence[str], staged: bool,
+               env: Optional[Mapping[str, str]] = None) -> str:
+    """A bash script for one array element (POSIX sh too, as Kubernetes runs it). ``setup`` lines are the
+    user's shell code, run as written; ``env`` is exported first; every path and value we insert is quoted."""
+    exports = [f"export {name}={shlex.quote(value)}" for name, value in sorted((env or {}).items())]
+    lines = ["#!/bin/bash", f"# clustrix-futures: batch {batch} of {run_dir.root}", "set -e", *exports, *setup]
     if staged:
         lines.append(f"export PYTHONPATH={shlex.quote(run_dir.code)}${{PYTHONPATH:+:$PYTHONPATH}}")
     lines.append(" ".join(shlex.quote(word) for word in

@@ -1,7 +1,8 @@
 """The code that runs tasks, in a local pool process or on a compute node.
 
 This module imports only the standard library, cloudpickle and ``clustrix_futures.errors`` (itself
-standard library only), so a compute node needs nothing else, and a job starts fast.
+standard library only), so a compute node needs nothing else, and a job starts fast. Only a run whose
+storage is S3 also imports :mod:`clustrix_futures.storage` and boto3, lazily, on the node.
 
 A *task payload* is ``cloudpickle.dumps((fn, args, kwargs))``. Running it gives an *outcome*, always
 encoded by :func:`encode_outcome` as ``(ok, value_or_exception, traceback_text, seconds)``. An outcome
@@ -202,14 +203,21 @@ def encode_batch(elements: Sequence[Sequence[tuple[int, bytes]]]) -> bytes:
     return b"".join([_HEADER.pack(len(index)), index, *blobs])
 
 
+def element_tasks(read: Callable[[int, int], bytes], element: int) -> list[tuple[int, bytes]]:
+    """An element's tasks from a batch file, given ``read(start, size)`` of its bytes: three reads."""
+    (index_size,) = _HEADER.unpack(read(0, _HEADER.size))
+    offset, size = pickle.loads(read(_HEADER.size, index_size))[element]
+    tasks: list[tuple[int, bytes]] = pickle.loads(read(_HEADER.size + index_size + offset, size))
+    return tasks
+
+
 def read_element(path: str, element: int) -> list[tuple[int, bytes]]:
     with open(path, "rb") as batch:
-        (index_size,) = _HEADER.unpack(batch.read(_HEADER.size))
-        offsets = pickle.loads(batch.read(index_size))
-        offset, size = offsets[element]
-        batch.seek(_HEADER.size + index_size + offset)
-        tasks: list[tuple[int, bytes]] = pickle.loads(batch.read(size))
-    return tasks
+        def read(start: int, size: int) -> bytes:
+            batch.seek(start)
+            return batch.read(size)
+
+        return element_tasks(read, element)
 
 
 RESULT_SUFFIX = ".res"
@@ -249,6 +257,9 @@ def element_main(run_dir: str, batch: int, element: Optional[int]) -> None:
     the monitor reads only complete files, and if the element dies, the journal still holds every task
     that finished, so only the task that was running is lost. A task whose ``skip/TASK`` marker exists
     (cancelled, or finished before the element was run again) is skipped.
+
+    A run directory that is an ``s3://`` URL is an S3 run: :func:`clustrix_futures.storage.run_element` does
+    the same through boto3, imported only then.
     """
     if element is None:
         found = [os.environ[name] for name in ARRAY_INDEX_VARIABLES if os.environ.get(name, "").isdigit()]
@@ -256,6 +267,11 @@ def element_main(run_dir: str, batch: int, element: Optional[int]) -> None:
             sys.exit("clustrix_futures.worker: no array index given and none of "
                      + ", ".join(ARRAY_INDEX_VARIABLES) + " is set")
         element = int(found[0])
+    if run_dir.startswith("s3://"):
+        from clustrix_futures.storage import run_element
+
+        run_element(run_dir, batch, element)
+        return
     tasks = read_element(os.path.join(run_dir, "batches", f"{batch}.pkl"), element)
     results = os.path.join(run_dir, "results")
     partial = os.path.join(results, f"{batch}-{element}{PARTIAL_SUFFIX}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 INFRA = Path(__file__).parent / "infra"
 
 # The backends the conformance suite runs on; later backends add themselves here.
-BACKENDS = ["local", "slurm", "slurm-ssh", "ssh", "sge", "pbs"]
+BACKENDS = ["local", "slurm", "slurm-ssh", "ssh", "sge", "pbs", "slurm-s3", "kubernetes-s3"]
 
 
 class Infra:
@@ -81,6 +82,94 @@ def pbs(slurm: Infra) -> Iterator[dict[str, str]]:
     infra.down_if_started()
 
 
+@pytest.fixture(scope="session")
+def s3() -> Iterator[dict[str, str]]:
+    """A real S3-compatible server (moto in server mode, tests/infra/s3.sh) with the test bucket made. Its
+    dummy credentials are in this process's environment for the session (boto3's chain finds them here, and
+    SLURM jobs inherit them from sbatch)."""
+    import boto3
+
+    infra = Infra("s3")
+    infra.up()
+    out = subprocess.run(["bash", str(infra.script), "env"], capture_output=True, text=True, check=True).stdout
+    env = dict(line.replace("export ", "", 1).split("=", 1) for line in out.splitlines() if "=" in line)
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+            patch.setenv(name, env[name])
+        client = boto3.client("s3", endpoint_url=env["CF_S3_ENDPOINT"])
+        if env["CF_S3_BUCKET"] not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
+            client.create_bucket(Bucket=env["CF_S3_BUCKET"])
+        yield env
+    infra.down_if_started()
+
+
+@pytest.fixture
+def s3_options(s3: dict[str, str], request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Executor options for S3 storage under a prefix of this test's own."""
+    prefix = f"{request.node.name.replace('[', '-').replace(']', '')[:60]}-{os.urandom(3).hex()}"
+    return {"storage": f"s3://{s3['CF_S3_BUCKET']}/{prefix}", "endpoint_url": s3["CF_S3_ENDPOINT"]}
+
+
+@pytest.fixture(scope="session")
+def k8s_standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The Kubernetes API stand-in (tests/k8s_standin.py: Jobs and pods, each pod's command run as a local
+    process), in a subprocess; a kubeconfig for it (bearer token, namespace ``clustrix``)."""
+    directory = tmp_path_factory.mktemp("k8s")
+    token = os.urandom(16).hex()
+    server = subprocess.Popen([sys.executable, str(Path(__file__).parent / "k8s_standin.py"), "--token", token,
+                               "--state", str(directory / "pods")], stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None
+    port = server.stdout.readline().strip()
+    if not port.isdigit():
+        server.kill()
+        pytest.fail("the Kubernetes stand-in did not start")
+    kubeconfig = directory / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: standin\n"
+        f"clusters:\n- name: standin\n  cluster:\n    server: http://127.0.0.1:{port}\n"
+        f"users:\n- name: standin\n  user:\n    token: {token}\n"
+        "contexts:\n- name: standin\n  context:\n    cluster: standin\n    user: standin\n"
+        "    namespace: clustrix\n")
+    yield {"kubeconfig": str(kubeconfig), "url": f"http://127.0.0.1:{port}", "token": token,
+           "namespace": "clustrix"}
+    server.terminate()
+    try:
+        server.wait(10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+@pytest.fixture(scope="session")
+def k8s_s3_secret(k8s_standin: dict[str, str], s3: dict[str, str]) -> str:
+    """A Secret holding the S3 credentials, made through the real client: the pods get them as references."""
+    from kubernetes import client, config
+
+    api = client.CoreV1Api(config.new_client_from_config(config_file=k8s_standin["kubeconfig"]))
+    api.create_namespaced_secret(k8s_standin["namespace"], client.V1Secret(
+        metadata=client.V1ObjectMeta(name="s3-credentials"),
+        data={"access-key": _b64(s3["AWS_ACCESS_KEY_ID"]),
+                                "secret-key": _b64(s3["AWS_SECRET_ACCESS_KEY"])}))
+    return "s3-credentials"
+
+
+def _b64(text: str) -> str:
+    import base64
+
+    return base64.b64encode(text.encode()).decode()
+
+
+@pytest.fixture
+def kubernetes_options(k8s_standin: dict[str, str], k8s_s3_secret: str) -> dict[str, Any]:
+    """Executor options for the kubernetes backend on the stand-in (add S3 storage: ``s3_options``). The
+    "image" is this machine: pods run this interpreter, with only the environment the pod spec gives them."""
+    return {"kubeconfig": k8s_standin["kubeconfig"], "image": "clustrix-futures-test:standin",
+            "python": sys.executable, "env": {
+                "AWS_ACCESS_KEY_ID": {"secret": k8s_s3_secret, "key": "access-key"},
+                "AWS_SECRET_ACCESS_KEY": {"secret": k8s_s3_secret, "key": "secret-key"},
+                "AWS_DEFAULT_REGION": "us-east-1"}}
+
+
 @pytest.fixture
 def pbs_commands(pbs: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     """Put the PBS wrappers first on PATH for this test only (their qsub/qstat/qdel shadow Grid Engine's)."""
@@ -127,6 +216,12 @@ def backend_options(backend: str, request: pytest.FixtureRequest, tmp_path: Path
     if backend == "pbs":
         request.getfixturevalue("pbs_commands")
         return {"backend": "pbs", "flavor": "torque", "work_dir": str(tmp_path / "runs")}
+    if backend == "slurm-s3":
+        request.getfixturevalue("slurm")
+        return {"backend": "slurm", "work_dir": str(tmp_path / "runs"), **request.getfixturevalue("s3_options")}
+    if backend == "kubernetes-s3":
+        return {"backend": "kubernetes", **request.getfixturevalue("kubernetes_options"),
+                **request.getfixturevalue("s3_options")}
     raise ValueError(backend)
 
 

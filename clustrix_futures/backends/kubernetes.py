@@ -1,0 +1,404 @@
+"""Kubernetes: one Indexed Job per batch, through the ``kubernetes`` Python client (``pip install
+'clustrix-futures[kubernetes]'``). An API scheduler: it implements :class:`~clustrix_futures.scheduler.Scheduler`
+itself, since there are no commands to build (see that module).
+
+* A batch of N elements is a Job with ``completionMode: Indexed``, ``completions: N``, ``parallelism:
+  max_workers`` (the throttle) and ``backoffLimitPerIndex: 0`` (an element runs once; ``retries`` and
+  ``retry_states`` decide reruns, as on every backend). Its one container runs the job script with
+  ``/bin/sh -c``; the worker reads its element from ``JOB_COMPLETION_INDEX``. An element run again is a
+  one-element Job of its own with ``CLUSTRIX_ARRAY_INDEX`` set. Options: ``image``, ``namespace``, ``cpus``
+  (CPU request), ``mem`` (memory request and limit), ``gpus`` (``nvidia.com/gpu`` limit), ``time`` (the pod's
+  ``activeDeadlineSeconds``), ``service_account``, ``env`` (values, or ``{secret, key}`` references).
+  Payloads and results travel through S3 storage, which this backend requires.
+* Status: per monitor cycle, ONE list of the run's Jobs and ONE list of its pods, both by the label
+  ``clustrix-futures/run`` (two calls whatever the number of tasks, elements or Jobs). An index with a
+  running pod is running; without a pod, it is queued while its Job lives. Final states come from those
+  same lists, never from further calls: ``COMPLETED``; ``FAILED`` (with the exit code); ``OOMKilled``;
+  ``DeadlineExceeded`` (``time``); ``Evicted``; ``PREEMPTED`` (a pod with a ``DisruptionTarget`` condition,
+  so the default ``retry_states`` apply); ``ImagePullBackOff``, ``InvalidImageName``,
+  ``CreateContainerConfigError`` (for these a pod would wait forever: the Job is deleted, and every element
+  it had not finished ends so); ``CANCELLED`` (the Job was deleted by someone else).
+* Cancel: a Job whose every unfinished element is cancelled is deleted (background propagation); single
+  elements of a Job that goes on cannot be withdrawn from it, so their tasks get skip markers instead.
+* The log tail of a failed element is the end of its pod's log. A Job is deleted once the monitor is done
+  with all its elements, unless one failed (kept for its pods' logs, like the run's files); what is left is
+  deleted with the run's files, else by Kubernetes one day after it finished (``ttlSecondsAfterFinished``).
+
+Verified only against the stand-in API server in ``tests/k8s_standin.py``, which runs each pod's command
+as a local process: no real cluster has run this code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import posixpath
+import re
+import secrets
+import sys
+from collections.abc import Sequence
+from typing import Any, Callable, Optional
+
+from clustrix_futures.backends.base import (
+    ENDED,
+    QUEUED,
+    RUNNING,
+    ArraySubmission,
+    BackendContext,
+    ElementKey,
+    FinalState,
+    StatusReport,
+)
+from clustrix_futures.backends.common import expand_ranges, megabytes, walltime_seconds
+from clustrix_futures.config import Settings
+from clustrix_futures.errors import ConfigError
+from clustrix_futures.scheduler import SubmitRefused
+
+log = logging.getLogger(__name__)
+
+RUN_LABEL = "clustrix-futures/run"
+BATCH_LABEL = "clustrix-futures/batch"
+START_ANNOTATION = "clustrix-futures/start"
+INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
+MAX_COMPLETIONS = 100_000  # the API's limit for an Indexed Job
+TTL_SECONDS = 24 * 3600
+STUCK = ("ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError")
+TRANSIENT_STATUS = (0, 408, 429, 500, 502, 503, 504)
+SUBMIT_ATTEMPTS = 3
+_IN_CLUSTER_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def _client() -> Any:
+    try:
+        import kubernetes
+    except ImportError as exc:
+        raise ConfigError("the kubernetes backend needs the kubernetes client: pip install "
+                          "'clustrix-futures[kubernetes]'") from exc
+    return kubernetes
+
+
+class KubernetesScheduler:
+    name = "kubernetes"
+    index_placeholder = "%a"  # unused: pods' logs are read through the API
+
+    def __init__(self, settings: Settings, context: BackendContext) -> None:
+        kubernetes = _client()
+        self.k8s = kubernetes.client
+        if not settings["image"]:
+            version = "{}.{}".format(*sys.version_info[:2])
+            raise ConfigError(f"the kubernetes backend needs the option 'image': a container image with Python "
+                              f"{version}, cloudpickle, boto3 and clustrix-futures")
+        self.settings = settings
+        self.image = settings["image"]
+        api, context_namespace = self._connect(kubernetes, settings["kubeconfig"])
+        self.namespace = settings["namespace"] or context_namespace or "default"
+        self.batch_api, self.core_api = kubernetes.client.BatchV1Api(api), kubernetes.client.CoreV1Api(api)
+        self.run = posixpath.basename(context.run_dir.rstrip("/"))
+        self.prefix = re.sub(r"[^a-z0-9-]+", "-", str(settings["job_name"]).lower()).strip("-")[:20] or "clustrix"
+        self.selector = f"{RUN_LABEL}={self.run}"
+        self.commands: dict[str, int] = {}
+        self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="clustrix-k8s")
+        self._jobs: dict[str, tuple[int, int]] = {}  # job name -> (first element, element count)
+        self._named: set[str] = set()  # the batches' first Job names, taken
+        self._finals: dict[ElementKey, FinalState] = {}
+        self._pods: dict[ElementKey, str] = {}  # the latest pod of each element
+        self._unfinished: dict[str, set[int]] = {}  # per job, as of the last status
+
+    @staticmethod
+    def _connect(kubernetes: Any, kubeconfig: Optional[str]) -> tuple[Any, Optional[str]]:
+        """An API client (its own configuration, not the client library's global one) and the namespace the
+        configuration names, if any."""
+        try:
+            if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+                configuration = kubernetes.client.Configuration()
+                kubernetes.config.load_incluster_config(client_configuration=configuration)
+                with open(_IN_CLUSTER_NAMESPACE) as source:
+                    return kubernetes.client.ApiClient(configuration), source.read().strip()
+            api = kubernetes.config.new_client_from_config(config_file=kubeconfig)
+            _, active = kubernetes.config.list_kube_config_contexts(config_file=kubeconfig)
+            return api, (active or {}).get("context", {}).get("namespace")
+        except (kubernetes.config.ConfigException, OSError) as exc:
+            where = kubeconfig or "$KUBECONFIG or ~/.kube/config"
+            raise ConfigError(f"cannot load the Kubernetes configuration ({where}): {exc}; set the option "
+                              f"'kubeconfig'") from exc
+
+    async def _api(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        self.commands[function.__name__] = self.commands.get(function.__name__, 0) + 1
+        return await asyncio.get_running_loop().run_in_executor(self._pool, lambda: function(*args, **kwargs))
+
+    def _transient(self, exc: BaseException) -> bool:
+        if isinstance(exc, self.k8s.exceptions.ApiException):
+            return exc.status in TRANSIENT_STATUS
+        return isinstance(exc, OSError) or type(exc).__module__.startswith("urllib3")
+
+    # ------------------------------------------------------------ the Scheduler protocol
+
+    async def max_array_size(self) -> Optional[int]:
+        try:
+            await self._api(self.batch_api.list_namespaced_job, self.namespace, label_selector=self.selector,
+                            limit=1)
+        except Exception as exc:
+            raise ConfigError(f"cannot list Jobs in the Kubernetes namespace {self.namespace!r} at "
+                              f"{self.batch_api.api_client.configuration.host}: {_describe(exc)}") from exc
+        return MAX_COMPLETIONS
+
+    async def submit(self, job: ArraySubmission, script: str) -> str:
+        name = f"{self.prefix}-{self.run}-{job.batch}"
+        if name in self._named:  # an element run again: a Job of its own
+            name += f"-{job.start}-{secrets.token_hex(2)}"
+        body, retried = self._job(name, job, script), False
+        for attempt in range(SUBMIT_ATTEMPTS):
+            try:
+                await self._api(self.batch_api.create_namespaced_job, self.namespace, body)
+                break
+            except Exception as exc:
+                if getattr(exc, "status", None) == 409:
+                    if retried:  # our earlier attempt did create it
+                        break
+                    name = f"{self.prefix}-{self.run}-{job.batch}-{job.start}-{secrets.token_hex(2)}"
+                    body.metadata.name = name  # the name was taken (a run attached to): another one
+                    continue
+                retried = self._transient(exc)
+                if attempt + 1 == SUBMIT_ATTEMPTS or not retried:
+                    raise SubmitRefused(f"creating Job {name} failed: {_describe(exc)}") from exc
+                await asyncio.sleep(1.0 + attempt)
+        self._named.add(f"{self.prefix}-{self.run}-{job.batch}")
+        self._jobs[name] = (job.start, job.size)
+        self._unfinished[name] = set(range(job.start, job.start + job.size))
+        return name
+
+    def _job(self, name: str, job: ArraySubmission, script: str) -> Any:
+        k8s, resources = self.k8s, job.resources
+        env = [k8s.V1EnvVar(name=key, value=value) if isinstance(value, str) else k8s.V1EnvVar(
+            name=key, value_from=k8s.V1EnvVarSource(secret_key_ref=k8s.V1SecretKeySelector(
+                name=value["secret"], key=value["key"])))
+            for key, value in sorted((self.settings["env"] or {}).items())]
+        if job.start:
+            assert job.size == 1, "only single elements are submitted with an offset"
+            env.append(k8s.V1EnvVar(name="CLUSTRIX_ARRAY_INDEX", value=str(job.start)))
+        requests, limits = {}, {}
+        if resources.get("cpus"):
+            requests["cpu"] = str(resources["cpus"])
+        if resources.get("mem"):
+            requests["memory"] = limits["memory"] = f"{megabytes(resources['mem'])}Mi"
+        if resources.get("gpus"):
+            limits["nvidia.com/gpu"] = str(resources["gpus"])
+        container = k8s.V1Container(name="worker", image=self.image, command=["/bin/sh", "-c", script], env=env,
+                                    resources=k8s.V1ResourceRequirements(requests=requests or None,
+                                                                         limits=limits or None))
+        deadline = walltime_seconds(resources["time"]) if resources.get("time") else None
+        labels = {RUN_LABEL: self.run, BATCH_LABEL: str(job.batch)}
+        pod = k8s.V1PodSpec(restart_policy="Never", containers=[container], active_deadline_seconds=deadline,
+                            service_account_name=self.settings["service_account"])
+        spec = k8s.V1JobSpec(completion_mode="Indexed", completions=job.size,
+                             parallelism=min(job.throttle or job.size, job.size), backoff_limit_per_index=0,
+                             ttl_seconds_after_finished=TTL_SECONDS,
+                             template=k8s.V1PodTemplateSpec(metadata=k8s.V1ObjectMeta(labels=labels), spec=pod))
+        return k8s.V1Job(api_version="batch/v1", kind="Job", spec=spec, metadata=k8s.V1ObjectMeta(
+            name=name, labels=labels, annotations={START_ANNOTATION: str(job.start)}))
+
+    async def status(self, job_ids: Sequence[str]) -> Optional[StatusReport]:
+        try:
+            jobs, pods = await asyncio.gather(
+                self._api(self.batch_api.list_namespaced_job, self.namespace, label_selector=self.selector),
+                self._api(self.core_api.list_namespaced_pod, self.namespace, label_selector=self.selector))
+        except Exception as exc:
+            if not self._transient(exc):
+                raise
+            log.warning("listing Jobs and pods failed, will retry: %s", _describe(exc))
+            return None
+        for name in set(self._jobs) - set(job_ids):  # the monitor is done with it: its pods would fill listings
+            if all(self._finals.get((name, i), FinalState("COMPLETED")).state == "COMPLETED"
+                   for i in self._indices(name)):
+                await self._delete(name)  # a Job with failures is kept, for its pods' logs
+            for index in self._indices(name):
+                self._finals.pop((name, index), None)
+                self._pods.pop((name, index), None)
+            self._forget(name)
+        report, watched = StatusReport(), set(job_ids)  # with Jobs adopted on attach
+        listed = [job for job in jobs.items if job.metadata.name in watched]
+        for name in set(self._jobs) - {job.metadata.name for job in listed}:  # deleted by someone else
+            for index in self._unfinished.get(name, set()):
+                self._finals.setdefault((name, index), FinalState("CANCELLED", f"the Job {name} was deleted"))
+            self._forget(name)
+        for job in listed:  # (Jobs adopted on attach are learnt here)
+            start = int((job.metadata.annotations or {}).get(START_ANNOTATION, "0"))
+            self._jobs[job.metadata.name] = (start, job.spec.completions)
+        latest: dict[ElementKey, Any] = {}
+        for pod in pods.items:
+            key = self._element_of(pod)
+            if key is not None and (key not in latest or _created(pod) >= _created(latest[key])):
+                latest[key] = pod
+        for job in listed:
+            name = job.metadata.name
+            stuck = self._read_job(job, latest, report)
+            unfinished = self._unfinished[name]
+            if stuck is not None and not any(report.phases[(name, i)] == RUNNING for i in unfinished):
+                await self._delete_stuck(name, stuck, report)
+        return report
+
+    def _indices(self, name: str) -> range:
+        start, size = self._jobs[name]
+        return range(start, start + size)
+
+    def _forget(self, name: str) -> None:
+        self._jobs.pop(name, None)
+        self._unfinished.pop(name, None)
+
+    def _element_of(self, pod: Any) -> Optional[ElementKey]:
+        labels, annotations = pod.metadata.labels or {}, pod.metadata.annotations or {}
+        job = next((labels[label] for label in JOB_NAME_LABELS if label in labels), None)
+        index = annotations.get(INDEX_ANNOTATION, labels.get(INDEX_ANNOTATION, ""))
+        if job is None or job not in self._jobs or not str(index).isdigit():
+            return None
+        return job, self._jobs[job][0] + int(index)
+
+    def _read_job(self, job: Any, pods: dict[ElementKey, Any], report: StatusReport) -> Optional[FinalState]:
+        """Put one Job's elements in the report; the state of a pod that cannot start, if one is stuck."""
+        name, status = job.metadata.name, job.status
+        start = self._jobs[name][0]
+        completed = _indices(status.completed_indexes if status else None)
+        failed = _indices(getattr(status, "failed_indexes", None) if status else None)
+        job_failure = next((FinalState(c.reason or "FAILED", c.message or "") for c in (status.conditions or [])
+                            if status and c.type == "Failed" and c.status == "True"), None) if status else None
+        unfinished, stuck = set(), None
+        for offset in range(job.spec.completions):
+            key = (name, start + offset)
+            pod = pods.get(key)
+            if pod is not None:
+                self._pods[key] = pod.metadata.name
+                phase, word, final = _pod_phase(pod)
+                stuck = stuck or (final if phase == ENDED and final.state in STUCK else None)
+            elif offset in completed:
+                phase, word, final = ENDED, "Succeeded", FinalState("COMPLETED")
+            elif offset in failed:
+                phase, word, final = ENDED, "Failed", FinalState("FAILED", "the index failed; its pod is gone")
+            elif job_failure is not None:
+                phase, word, final = ENDED, "Failed", job_failure
+            else:
+                phase, word, final = QUEUED, "Pending", FinalState("PENDING")
+            report.phases[key], report.states[key] = phase, word
+            if phase == ENDED:
+                self._finals[key] = final
+            else:
+                unfinished.add(key[1])
+        self._unfinished[name] = unfinished
+        return stuck
+
+    async def _delete_stuck(self, name: str, stuck: FinalState, report: StatusReport) -> None:
+        """A pod of this Job cannot start (its image, or a missing secret) and none runs: delete the Job, and
+        end its unfinished elements in that state."""
+        log.error("Job %s cannot start its pods (%s: %s); deleting it", name, stuck.state, stuck.detail)
+        await self._delete(name)
+        for index in self._unfinished[name]:
+            self._finals[(name, index)] = stuck
+            report.phases[(name, index)] = ENDED
+        self._forget(name)
+
+    async def final(self, job_id: str) -> Optional[dict[ElementKey, FinalState]]:
+        return {key: state for key, state in self._finals.items() if key[0] == job_id}
+
+    async def cancel(self, elements: Sequence[ElementKey]) -> set[ElementKey]:
+        wanted: dict[str, set[int]] = {}
+        for job, index in elements:
+            wanted.setdefault(job, set()).add(index)
+        running_anyway: set[ElementKey] = set()
+        for job, indices in wanted.items():
+            if self._unfinished.get(job, set()) <= indices:
+                await self._delete(job)
+                for index in self._unfinished.get(job, set()):
+                    self._finals.setdefault((job, index), FinalState("CANCELLED"))
+                self._forget(job)
+            else:
+                running_anyway.update((job, index) for index in indices)
+        return running_anyway
+
+    async def _delete(self, name: str) -> None:
+        try:
+            await self._api(self.batch_api.delete_namespaced_job, name, self.namespace,
+                            propagation_policy="Background")
+        except Exception as exc:
+            if getattr(exc, "status", None) != 404:
+                log.warning("could not delete Job %s: %s", name, _describe(exc))
+
+    async def log_tail(self, key: ElementKey, batch: int, size: int) -> bytes:
+        pod = self._pods.get(key)
+        if pod is None:
+            return b""
+        try:
+            text = await self._api(self.core_api.read_namespaced_pod_log, pod, self.namespace, tail_lines=100)
+        except Exception as exc:
+            log.debug("no log for pod %s: %s", pod, _describe(exc))
+            return b""
+        return str(text).encode()[-size:]
+
+    async def close(self, remove: bool) -> None:
+        try:
+            if remove:
+                await self._api(self.batch_api.delete_collection_namespaced_job, self.namespace,
+                                label_selector=self.selector, propagation_policy="Background")
+        except Exception as exc:
+            log.warning("could not delete the run's Jobs: %s", _describe(exc))
+        finally:
+            self._pool.shutdown(wait=False)
+
+
+# ---------------------------------------------------------------- reading pods
+
+def _pod_phase(pod: Any) -> tuple[str, str, FinalState]:
+    """A pod's (phase, state word, final state if it ended)."""
+    status = pod.status
+    phase = (status.phase if status else None) or "Pending"
+    containers = (status.container_statuses or []) if status else []
+    if phase == "Pending":
+        waiting = next((c.state.waiting for c in containers if c.state and c.state.waiting), None)
+        if waiting is not None and waiting.reason in STUCK:
+            return ENDED, waiting.reason, FinalState(waiting.reason, waiting.message or "")
+        return QUEUED, phase, FinalState("PENDING")
+    if phase == "Succeeded":
+        return ENDED, phase, FinalState("COMPLETED")
+    if phase == "Failed":
+        return ENDED, phase, _failure(pod)
+    return RUNNING, phase, FinalState("RUNNING")  # Running, or Unknown (node lost: Kubernetes decides)
+
+
+def _failure(pod: Any) -> FinalState:
+    status = pod.status
+    disruption = next((c for c in (status.conditions or []) if c.type == "DisruptionTarget" and c.status == "True"),
+                      None)
+    if disruption is not None:
+        return FinalState("PREEMPTED", f"{disruption.reason}: {disruption.message or ''}".strip())
+    if status.reason in ("DeadlineExceeded", "Evicted"):
+        return FinalState(status.reason, status.message or "")
+    terminated = next((c.state.terminated for c in (status.container_statuses or [])
+                       if c.state and c.state.terminated), None)
+    if terminated is None:
+        return FinalState("FAILED", status.message or status.reason or "")
+    if terminated.reason == "OOMKilled":
+        return FinalState("OOMKilled", f"exit code {terminated.exit_code}")
+    return FinalState("FAILED", f"exit code {terminated.exit_code}" + (
+        f", {terminated.reason}" if terminated.reason not in (None, "Error") else ""))
+
+
+def _indices(ranges: Optional[str]) -> set[int]:
+    return set(expand_ranges(ranges)) if ranges else set()
+
+
+def _created(pod: Any) -> Any:
+    return pod.metadata.creation_timestamp or ""
+
+
+def _describe(exc: BaseException) -> str:
+    """An API error in the server's words (its Status message), else the exception."""
+    body = getattr(exc, "body", None)
+    if body:
+        import json
+
+        try:
+            return f"{exc.status} {json.loads(body).get('message', body)}"  # type: ignore[attr-defined]
+        except (ValueError, AttributeError):
+            return f"{getattr(exc, 'status', '')} {body}"
+    return str(exc) or type(exc).__name__
