@@ -16,7 +16,10 @@ Run: ``python benchmarks/bench_slurm.py`` (add ``--tasks N`` to change the 1000)
     with the client's peak RSS during the map (the peak is reset at the map's start through
     /proc/self/clear_refs, then read with resource.getrusage);
 (e) submitit's ``map_array`` over the same 16 slices (``AutoExecutor``, ``slurm_array_parallelism=16``),
-    results collected, when submitit is installed.
+    results collected, when submitit is installed;
+(f) N trivial tasks submitted over SSH (the test sshd of tests/infra/sshd.sh, user cfuser, its bare
+    /usr/bin/python3) against the same tasks submitted here to the same SLURM, packed after a warm-up
+    (``--ssh-only`` runs just this).
 
 (d) also runs ours with ``poll_interval=0.25``: while it waits, the monitor backs its result listing off
 towards ``poll_interval`` (2 s by default); this shows how much of the gap to the floor that back-off accounts
@@ -230,6 +233,40 @@ def map_section(scratch: Path, work_dir: str, repeat: int) -> None:
               f"{'MET' if ratio < 1 else 'NOT MET'}")
 
 
+def ssh_options() -> Optional[dict[str, object]]:
+    """Options for SLURM over the test sshd (tests/infra/sshd.sh), or None if it is not up."""
+    script = Path(__file__).parent.parent / "tests" / "infra" / "sshd.sh"
+    if subprocess.run(["bash", str(script), "status"], capture_output=True).returncode != 0:
+        return None
+    out = subprocess.run(["bash", str(script), "env"], capture_output=True, text=True, check=True).stdout
+    env = dict(line.replace("export ", "", 1).split("=", 1) for line in out.splitlines() if "=" in line)
+    return {"host": env["CF_SSH_HOST"], "port": int(env["CF_SSH_PORT"]), "username": env["CF_SSH_USER"],
+            "client_keys": [env["CF_SSH_KEY"]], "known_hosts": env["CF_SSH_KNOWN_HOSTS"],
+            "python": "/usr/bin/python3", "work_dir": "/home/cfuser/cf-bench-runs"}
+
+
+def packed_run(tasks: int, **options: object) -> float:
+    """``tasks`` trivial tasks end to end, packed from durations measured by a 16-task warm-up."""
+    with ClusterPoolExecutor(backend="slurm", **options) as ex:  # type: ignore[arg-type]
+        [f.result() for f in [ex.submit(trivial, i) for i in range(16)]]
+        return timed(lambda: [f.result() for f in [ex.submit(trivial, i) for i in range(tasks)]])
+
+
+def ssh_section(work_dir: str, tasks: int, rounds: int) -> None:
+    options = ssh_options()
+    print(f"\n(f) {tasks} trivial tasks over SSH (cfuser@127.0.0.1:2222, one asyncssh connection) against the "
+          f"same tasks submitted here, to the same SLURM; packed, {rounds} rounds, medians")
+    if options is None:
+        print("    skipped: the test sshd is not up (bash tests/infra/sshd.sh up)")
+        return
+    here = [packed_run(tasks, work_dir=work_dir) for _ in range(rounds)]
+    remote = [packed_run(tasks, **options) for _ in range(rounds)]
+    ratio = statistics.median(remote) / statistics.median(here)
+    print(f"    submitted here   {statistics.median(here):8.3f} s   (rounds {', '.join(f'{x:.2f}' for x in here)})")
+    print(f"    over SSH         {statistics.median(remote):8.3f} s   (rounds {', '.join(f'{x:.2f}' for x in remote)})"
+          f"   ratio {ratio:.2f}x   (target <= 1.3x: {'MET' if ratio <= 1.3 else 'NOT MET'})")
+
+
 def timed(action: Callable[[], object]) -> float:
     start = time.perf_counter()
     action()
@@ -242,6 +279,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5, help="latency samples (median is reported)")
     parser.add_argument("--map-only", action="store_true", help="run only (d) and (e)")
     parser.add_argument("--map-repeat", type=int, default=3, help="rounds of (d) and (e)")
+    parser.add_argument("--ssh-only", action="store_true", help="run only (f)")
+    parser.add_argument("--ssh-repeat", type=int, default=3, help="rounds of (f)")
     args = parser.parse_args()
     if shutil.which("sbatch") is None:
         sys.exit("no sbatch on PATH: run `bash tests/infra/slurm.sh up` first")
@@ -250,6 +289,10 @@ def main() -> None:
     n = args.tasks
     print(f"SLURM on {os.uname().nodename}, Python {sys.version.split()[0]}, {os.cpu_count()} cores, "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the start")
+    if args.ssh_only:
+        ssh_section(work_dir, n, args.ssh_repeat)
+        shutil.rmtree(scratch, ignore_errors=True)
+        return
     if args.map_only:
         map_section(scratch, work_dir, args.map_repeat)
         print(f"\nload average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end")
@@ -285,6 +328,7 @@ def main() -> None:
     print(f"    1 task per element: {one_commands}")
     print(f"    packed:             {packed_commands}")
     map_section(scratch, work_dir, args.map_repeat)
+    ssh_section(work_dir, n, args.ssh_repeat)
     print(f"\nload average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end")
     shutil.rmtree(scratch, ignore_errors=True)
 

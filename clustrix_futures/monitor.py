@@ -39,7 +39,7 @@ from clustrix_futures.config import Settings
 from clustrix_futures.errors import JobFailedError
 from clustrix_futures.future import ClusterFuture
 from clustrix_futures.rundir import RunDir, batch_document, encode_json, job_script, parse_result_name
-from clustrix_futures.scheduler import Scheduler, SubmitRefused
+from clustrix_futures.scheduler import Scheduler, SchedulerUnreachable, SubmitRefused
 from clustrix_futures.serialization import loads_outcome, resolve
 from clustrix_futures.storage import Storage
 from clustrix_futures.transport import TransportLost
@@ -127,6 +127,7 @@ class Monitor:
         self._seen_results: set[str] = set()
         self._interval = FASTEST_INTERVAL
         self._failed_cycles = 0
+        self._unreachable_since: Optional[float] = None  # since when submissions could not reach the scheduler
         self._status_gap = FIRST_STATUS_GAP
         self._next_status = 0.0
 
@@ -226,12 +227,25 @@ class Monitor:
         await self.storage.write(run_dir.batch_file(batch), encode_batch(payloads))
         try:
             job_id = await self._submit(batch, len(elements), throttle, resources)
+        except SchedulerUnreachable as unreachable:
+            since = self._unreachable_since = self._unreachable_since or time.monotonic()
+            if time.monotonic() - since < self.settings["reconnect_give_up"]:
+                log.warning("scheduler unreachable; these tasks will be submitted again: %s", unreachable)
+                self.backlog[:0] = [tid for element in elements for tid in element]
+                return
+            error = JobFailedError(f"the scheduler could not be reached for {self.settings['reconnect_give_up']:.0f}"
+                                   f" s: {unreachable}", state="SUBMIT_FAILED")
+            for element in elements:
+                for tid in element:
+                    self.tasks[tid].future.set_exception_if_pending(error)
+            return
         except SubmitRefused as refused:
             error = JobFailedError(f"the scheduler rejected the submission: {refused}", state="SUBMIT_FAILED")
             for element in elements:
                 for tid in element:
                     self.tasks[tid].future.set_exception_if_pending(error)
             return
+        self._unreachable_since = None
         log.debug("batch %d: job %s, %d elements", batch, job_id, len(elements))
         self._status_soon()
         for index, task_ids in enumerate(elements):
@@ -383,7 +397,7 @@ class Monitor:
                           if tid not in self.tasks or self.tasks[tid].future.done()])
         try:
             job_id = await self._submit(batch, 1, None, self.tasks[element.task_ids[0]].resources, element.index)
-        except SubmitRefused as refused:
+        except (SubmitRefused, SchedulerUnreachable) as refused:
             log.warning("could not run element %s again: %s", element.name, refused)
             return False
         log.warning("element %s ended %s; running it again as job %s (attempt %d)", element.name, final.state,

@@ -40,6 +40,10 @@ class SubmitRefused(Exception):
     """The scheduler refused a submission; the message says why, in its words."""
 
 
+class SchedulerUnreachable(Exception):
+    """A submission did not reach the scheduler (it could not be contacted): submit it again later."""
+
+
 class Scheduler(Protocol):
     name: str
     index_placeholder: str  # how the scheduler names the array index in log paths
@@ -102,6 +106,8 @@ class CommandScheduler:
         except ValueError:
             job_id = ""
         if not job_id:
+            if not result.ok and self.backend.is_transient_error(result.stderr):
+                raise SchedulerUnreachable(result.describe())
             raise SubmitRefused(result.describe())
         return job_id
 

@@ -42,8 +42,17 @@ def test_thousand_submits_make_a_handful_of_qsub_calls(make_executor, shim):
     ex = make_executor(tasks_per_element=250)
     futures = [ex.submit(workloads.square, i) for i in range(1000)]
     assert [f.result(300) for f in futures] == [i * i for i in range(1000)]
-    assert 1 <= len(shim.calls("qsub")) <= 5
-    assert all(call[call.index("-t") + 1] == "0-3" for call in shim.calls("qsub"))
+    calls = shim.calls("qsub")
+    assert 1 <= len(calls) <= 5
+
+    def elements(call: list[str]) -> int:  # a one-element submission is a plain job, without -t
+        if "-t" not in call:
+            return 1
+        first, last = call[call.index("-t") + 1].split("%")[0].split("-")
+        return int(last) - int(first) + 1
+
+    # 250 tasks per element: 4 elements, or a few more if the batch window split the submissions
+    assert 4 <= sum(elements(call) for call in calls) <= 4 + len(calls)
 
 
 def test_array_elements_find_their_index_without_pbs_arrayid(make_executor):

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,10 @@ from clustrix_futures import ClusterPoolExecutor, JobFailedError
 pytestmark = pytest.mark.slurm
 INFRA = Path(__file__).parent.parent / "infra"
 TESTS = Path(__file__).parent.parent
+
+
+def unique_name() -> str:
+    return f"cf-{uuid.uuid4().hex[:8]}"
 
 
 def squeue_ids(job_name: str) -> list[str]:
@@ -72,6 +77,26 @@ def test_daemon_restart_mid_run_fails_nothing(slurm_executor, signals, daemon):
     assert futures[0].result(180) == str(signals / "release")
     assert [f.result(180) for f in futures[1:21]] == list(range(20))
     assert [f.result(180) for f in futures[21:]] == [i * i for i in range(10)]
+
+
+def test_submissions_while_slurmctld_is_down_are_sent_when_it_is_back(slurm_executor):
+    """sbatch cannot reach the controller: the tasks wait on the client and are submitted once it is back.
+    Bound: 120 s after the controller is back."""
+    ex = slurm_executor()
+    assert ex.submit(workloads.square, 1).result(120) == 1
+    pid = int(Path("/var/run/clustrix-slurm/slurmctld.pid").read_text())
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while subprocess.run(["scontrol", "ping"], capture_output=True, text=True).stdout.count("UP") and \
+            time.monotonic() < deadline:
+        time.sleep(0.2)
+    try:
+        futures = [ex.submit(workloads.square, i) for i in range(5)]
+        time.sleep(3)  # several cycles with an unreachable controller
+        assert not any(f.done() for f in futures)
+    finally:
+        subprocess.run(["bash", str(INFRA / "slurm.sh"), "restart", "slurmctld"], check=True, capture_output=True)
+    assert [f.result(120) for f in futures] == [i * i for i in range(5)]
 
 
 def test_requeued_element_counts_as_in_progress(slurm_executor, signals):
@@ -192,3 +217,58 @@ def test_monitor_that_cannot_continue_fails_every_future(slurm_executor, signals
         results.unlink()
         results.with_name("results.away").rename(results)
         subprocess.run(["scancel", f"--name={name}"], check=False)
+
+
+def test_external_scancel_fails_the_future_with_cancelled(slurm_executor, signals):
+    name = unique_name()
+    ex = slurm_executor(job_name=name)
+    started = signals / "started"
+    future = ex.submit(workloads.touch_then_wait, str(started), str(signals / "never"))
+    workloads.wait_for_file(str(started), 120)
+    ids = squeue_ids(name)
+    assert len(ids) == 1
+    subprocess.run(["scancel", ids[0]], check=True)
+    with pytest.raises(JobFailedError) as caught:
+        future.result(60)
+    assert caught.value.state == "CANCELLED"
+    assert caught.value.job_id == ids[0]
+
+
+def test_time_limit_fails_the_future_with_timeout(slurm_executor):
+    """SLURM rounds limits up to whole minutes and checks them every ~30 s: this takes 60-90 s."""
+    ex = slurm_executor(time="1")
+    future = ex.submit(workloads.sleep_then, 600)
+    with pytest.raises(JobFailedError) as caught:
+        future.result(240)
+    assert caught.value.state == "TIMEOUT"
+    assert "TIME LIMIT" in caught.value.log_tail
+
+
+def test_nonexistent_partition_fails_with_sbatch_error(slurm_executor):
+    ex = slurm_executor(partition="nosuchpartition")
+    futures = [ex.submit(workloads.square, i) for i in range(3)]
+    for future in futures:
+        with pytest.raises(JobFailedError, match="invalid partition specified: nosuchpartition") as caught:
+            future.result(60)
+        assert caught.value.state == "SUBMIT_FAILED"
+    ok = ex.options(partition="debug").submit(workloads.square, 4)  # the slurm_executor still works
+    assert ok.result(120) == 16
+
+
+def test_hostile_strings_reach_slurm_intact(slurm_executor, signals):
+    name = "cf x'\";$(touch /tmp/cf-pwned)`touch /tmp/cf-pwned`"
+    ex = slurm_executor(job_name=name, work_dir=str(signals / "work dir; $(touch x) 'q'"))
+    assert ex.submit(workloads.echo, "a b; $(rm -rf /)", "'\"").result(120) == (("a b; $(rm -rf /)", "'\""), {})
+    assert not Path("/tmp/cf-pwned").exists()
+
+
+def test_packed_element_that_dies_keeps_its_finished_tasks(slurm_executor):
+    """Tasks journalled before a worker dies keep their results; only the running one and later fail."""
+    ex = slurm_executor(tasks_per_element=3)
+    futures = [ex.submit(workloads.square, 2), ex.submit(workloads.die, 7), ex.submit(workloads.square, 3)]
+    assert futures[0].result(120) == 4
+    with pytest.raises(JobFailedError) as caught:
+        futures[1].result(120)
+    assert caught.value.state == "FAILED" and "exit code 7" in str(caught.value)
+    with pytest.raises(JobFailedError):
+        futures[2].result(120)
