@@ -303,3 +303,31 @@ def slurm_executor(slurm: Infra, tmp_path: Path, signals: Path) -> Iterator[Exec
     yield make
     for ex in made:
         ex.shutdown(wait=True, cancel_futures=True)
+
+
+def killed_client(tmp_path: Path, options: dict[str, Any], tasks: int, seconds: float) -> str:
+    """Run a client process that submits ``tasks`` calls of ``workloads.sleep_then(seconds, i)`` through
+    ``ClusterPoolExecutor(**options)``, waits for the first result, prints its run directory, and is then
+    killed with SIGKILL. Returns that run directory, for a test to attach to."""
+    import signal
+    import sys
+    import textwrap
+
+    script = tmp_path / "client.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import workloads
+        from clustrix_futures import ClusterPoolExecutor
+        ex = ClusterPoolExecutor(**{options!r})
+        futures = [ex.submit(workloads.sleep_then, {seconds!r}, i) for i in range({tasks!r})]
+        futures[0].result()
+        print(ex.run_dir, flush=True)
+        time.sleep(600)
+    """))
+    client = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert client.stdout is not None
+    run_dir = client.stdout.readline().strip()
+    client.send_signal(signal.SIGKILL)
+    client.wait(10)
+    return run_dir

@@ -12,6 +12,7 @@ import time
 
 import pytest
 import workloads
+from conftest import killed_client
 
 from clustrix_futures import ClusterPoolExecutor, ConfigError, JobFailedError
 
@@ -238,29 +239,8 @@ def test_unreachable_api_is_a_config_error(kubernetes_options, s3_options, tmp_p
 
 
 def test_attach_after_the_client_was_killed(kubernetes_options, s3_options, tmp_path):
-    import signal
-    import subprocess
-    import textwrap
-    from pathlib import Path
-
     options = {**kubernetes_options, **s3_options, "tasks_per_element": 2}
-    script = tmp_path / "client.py"
-    script.write_text(textwrap.dedent(f"""
-        import sys, time
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
-        import workloads
-        from clustrix_futures import ClusterPoolExecutor
-        ex = ClusterPoolExecutor(3, backend="kubernetes", **{options!r})
-        futures = [ex.submit(workloads.sleep_then, 0.3, i) for i in range(20)]
-        futures[0].result()
-        print(ex.run_dir, flush=True)
-        time.sleep(600)
-    """))
-    client = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
-    assert client.stdout is not None
-    run_dir = client.stdout.readline().strip()
-    client.send_signal(signal.SIGKILL)
-    client.wait(10)
+    run_dir = killed_client(tmp_path, {"max_workers": 3, "backend": "kubernetes", **options}, tasks=20, seconds=0.3)
     assert run_dir.startswith("s3://")
     ex = ClusterPoolExecutor.attach(run_dir, endpoint_url=s3_options["endpoint_url"])
     try:

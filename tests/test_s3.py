@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import boto3
 import pytest
 import workloads
+from conftest import killed_client
 
 from clustrix_futures import ClusterPoolExecutor, ConfigError, JobFailedError
 from clustrix_futures.storage import S3Storage
@@ -137,24 +136,8 @@ def test_worker_skips_marked_tasks_at_start_and_at_checkpoints(s3, s3_options):
 
 
 def test_attach_to_an_s3_run_after_the_client_was_killed(slurm, s3, s3_options, tmp_path):
-    script = tmp_path / "client.py"
-    script.write_text(textwrap.dedent(f"""
-        import sys, time
-        sys.path.insert(0, {str(TESTS)!r})
-        import workloads
-        from clustrix_futures import ClusterPoolExecutor
-        ex = ClusterPoolExecutor(backend="slurm", work_dir={str(tmp_path / 'runs')!r}, tasks_per_element=5,
-                                 storage={s3_options['storage']!r}, endpoint_url={s3_options['endpoint_url']!r})
-        futures = [ex.submit(workloads.sleep_then, 0.2, i) for i in range(40)]
-        futures[0].result()
-        print(ex.run_dir, flush=True)
-        time.sleep(600)
-    """))
-    client = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
-    assert client.stdout is not None
-    run_dir = client.stdout.readline().strip()
-    client.send_signal(signal.SIGKILL)
-    client.wait(10)
+    run_dir = killed_client(tmp_path, {"backend": "slurm", "work_dir": str(tmp_path / "runs"), "tasks_per_element": 5,
+                                       **s3_options}, tasks=40, seconds=0.2)
     assert run_dir.startswith("s3://")
     ex = ClusterPoolExecutor.attach(run_dir, endpoint_url=s3_options["endpoint_url"])
     try:

@@ -8,14 +8,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import textwrap
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 import workloads
+from conftest import killed_client
 
 from clustrix_futures import ClusterPoolExecutor, JobFailedError
 
@@ -36,23 +35,8 @@ def squeue_ids(job_name: str) -> list[str]:
 
 def test_client_sigkill_then_attach_loses_nothing(slurm, tmp_path):
     """Bound: 120 s after attaching, all 200 futures have their results."""
-    script = tmp_path / "client.py"
-    script.write_text(textwrap.dedent(f"""
-        import sys, time
-        sys.path.insert(0, {str(TESTS)!r})
-        import workloads
-        from clustrix_futures import ClusterPoolExecutor
-        ex = ClusterPoolExecutor(backend="slurm", work_dir={str(tmp_path / 'runs')!r}, tasks_per_element=10)
-        futures = [ex.submit(workloads.sleep_then, 0.3, i) for i in range(200)]
-        futures[0].result()
-        print(ex.run_dir, flush=True)
-        time.sleep(600)
-    """))
-    client = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
-    assert client.stdout is not None
-    run_dir = client.stdout.readline().strip()
-    client.send_signal(signal.SIGKILL)
-    client.wait(10)
+    run_dir = killed_client(tmp_path, {"backend": "slurm", "work_dir": str(tmp_path / "runs"),
+                                       "tasks_per_element": 10}, tasks=200, seconds=0.3)
     assert run_dir and Path(run_dir, "manifest.json").exists()
     ex = ClusterPoolExecutor.attach(run_dir)
     try:

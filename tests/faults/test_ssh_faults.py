@@ -7,16 +7,13 @@ that stays down fails the live futures with CONNECTION_LOST within 60 s.
 from __future__ import annotations
 
 import secrets
-import signal
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
 
 import pytest
 import workloads
+from conftest import killed_client
 from test_ssh import (
     RESULT_WAIT,
     arrays_named,
@@ -95,23 +92,7 @@ def test_connection_down_for_good_fails_live_futures(remote, sshd, signals):
 def test_client_sigkill_then_attach_over_ssh_loses_nothing(remote, sshd, tmp_path):
     """Bound: 120 s after attaching, all 100 futures have their results."""
     options = {k: v for k, v in remote.items()}
-    script = tmp_path / "client.py"
-    script.write_text(textwrap.dedent(f"""
-        import sys, time
-        sys.path.insert(0, {str(TESTS)!r})
-        import workloads
-        from clustrix_futures import ClusterPoolExecutor
-        ex = ClusterPoolExecutor(tasks_per_element=10, **{options!r})
-        futures = [ex.submit(workloads.sleep_then, 0.3, i) for i in range(100)]
-        futures[0].result()
-        print(ex.run_dir, flush=True)
-        time.sleep(600)
-    """))
-    client = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
-    assert client.stdout is not None
-    run_dir = client.stdout.readline().strip()
-    client.send_signal(signal.SIGKILL)
-    client.wait(10)
+    run_dir = killed_client(tmp_path, {"tasks_per_element": 10, **options}, tasks=100, seconds=0.3)
     assert run_dir.startswith("/home/cfuser/")
     attach_options = {k: v for k, v in options.items() if k != "backend"}
     ex = ClusterPoolExecutor.attach(run_dir, **attach_options)
