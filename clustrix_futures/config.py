@@ -29,7 +29,6 @@ from typing import Any, Callable, Optional
 from clustrix_futures.errors import ConfigError
 
 BACKENDS = ("local", "slurm", "ssh", "sge", "pbs", "kubernetes")
-SCHEDULER_BACKENDS = ("slurm", "sge", "pbs")
 PBS_FLAVORS = ("pbspro", "torque")
 PROFILE_ENV = "CLUSTRIX_FUTURES_PROFILE"
 CONFIG_ENV = "CLUSTRIX_FUTURES_CONFIG"
