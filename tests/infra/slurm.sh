@@ -213,15 +213,26 @@ SlurmdLogFile=$CF_SLURM_LOG/slurmd.log
 SlurmctldDebug=info
 SlurmdDebug=info
 SlurmdParameters=config_overrides
-NodeName=localhost NodeAddr=127.0.0.1 CPUs=16 RealMemory=16000 State=UNKNOWN
+GresTypes=gpu
+NodeName=localhost NodeAddr=127.0.0.1 CPUs=16 RealMemory=16000 Gres=gpu:tesla:2 State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+PartitionName=gpu Nodes=localhost Default=NO MaxTime=INFINITE State=UP
 EOF
+    # Two fake GPUs, so that `clustrix-futures nodes` has a GPU board to show and --gpus requests are scheduled:
+    # gres/gpu needs a device file per GPU (count-only GPUs register as 0 and drain the node), and these are
+    # character devices 1:3, i.e. /dev/null. Nothing here touches a real GPU.
+    local i
+    for i in 0 1; do
+        [[ -e /dev/cf-fakegpu$i ]] || mknod -m 666 "/dev/cf-fakegpu$i" c 1 3
+    done
+    printf 'AutoDetect=off\nNodeName=localhost Name=gpu Type=tesla File=/dev/cf-fakegpu[0-1]\n' >"$tmp.gres"
     mkdir -p /etc/slurm
-    if ! cmp -s "$tmp" "$CF_SLURM_CONF"; then
+    if ! cmp -s "$tmp" "$CF_SLURM_CONF" || ! cmp -s "$tmp.gres" /etc/slurm/gres.conf; then
         install -m 644 "$tmp" "$CF_SLURM_CONF"
+        install -m 644 "$tmp.gres" /etc/slurm/gres.conf
         echo changed
     fi
-    rm -f "$tmp"
+    rm -f "$tmp" "$tmp.gres"
 }
 
 # ---------------------------------------------------------------------------------------------- daemons
