@@ -20,6 +20,7 @@ _EXPORTS = {
     "JobFailedError": "clustrix_futures.errors",
     "RemoteError": "clustrix_futures.errors",
     "ExecutorBrokenError": "clustrix_futures.errors",
+    "HostKeyError": "clustrix_futures.errors",
 }
 __all__ = sorted(_EXPORTS)
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
         ClusterFuturesError,
         ConfigError,
         ExecutorBrokenError,
+        HostKeyError,
         JobFailedError,
         RemoteError,
     )

@@ -21,16 +21,18 @@ import json
 import logging
 import os
 import posixpath
+import re
 import socket
 import sys
 import threading
 import time
 from collections.abc import Coroutine, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, TypeVar
 
 import cloudpickle
 
-from clustrix_futures import config
+from clustrix_futures import __version__, config
 from clustrix_futures.backends.base import BackendContext
 from clustrix_futures.chunking import AdaptiveSizes, ItemRate
 from clustrix_futures.errors import ConfigError, JobFailedError
@@ -45,12 +47,61 @@ from clustrix_futures.transport import LocalTransport, Transport
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_PROBE = ("import sys; print('%d.%d' % sys.version_info[:2]); "
-          "import importlib.util as u; print(all(u.find_spec(m) for m in ('cloudpickle', 'clustrix_futures'))); "
-          "print(bool(u.find_spec('boto3')))")
+# One line (any login shell passes it on): Python major.minor; whether cloudpickle, boto3 and clustrix_futures
+# import; the version of the latter.
+_PROBE = ("import sys, importlib.util as u; print('%d.%d' % sys.version_info[:2]); "
+          "print(bool(u.find_spec('cloudpickle')), bool(u.find_spec('boto3'))); "
+          "print(__import__('clustrix_futures').__version__ if u.find_spec('clustrix_futures') else '-')")
 API_BACKENDS = ("kubernetes",)  # no interpreter to probe, no files on a transport: scripts and logs are the API's
 STARTUP_TIMEOUT = 120.0
 MIN_MAP_CHUNKS = 16  # without max_workers, a map keeps at least this many elements in parallel
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    """What :func:`probe_interpreter` found: ``version`` is None when the interpreter could not be run."""
+
+    python: str
+    version: Optional[str]
+    cloudpickle: bool = False
+    boto3: bool = False
+    package_version: Optional[str] = None  # clustrix-futures there, if it has it
+    failure: str = ""
+
+    @property
+    def needs_staging(self) -> bool:
+        """Whether the worker's code (ours, and cloudpickle) must be copied into the run directory: the
+        interpreter lacks it, or has another version of clustrix-futures, whose worker may not read our files."""
+        return not self.cloudpickle or self.package_version != __version__
+
+
+async def probe_interpreter(transport: Transport, python: str) -> Interpreter:
+    """Run :data:`_PROBE`. Only its first line (the version) is required: a probe that fails after it (a broken
+    clustrix-futures there, say) still tells the version, and what it did not tell counts as missing."""
+    probe = await transport.run([python, "-c", _PROBE])
+    lines = [line.strip() for line in probe.stdout.split("\n")] + ["", ""]
+    if not re.fullmatch(r"\d+\.\d+", lines[0]):
+        said = (probe.stderr.strip() or probe.stdout.strip()).replace("\n", " ")
+        return Interpreter(python, None, failure=f"exit status {probe.returncode}" + (f": {said}" if said else ""))
+    found = lines[1].split()
+    return Interpreter(python, lines[0], found[:1] == ["True"], found[1:2] == ["True"],
+                       lines[2] if lines[2] not in ("", "-") else None)
+
+
+def interpreter_problem(found: Interpreter, where: str, s3: bool) -> Optional[tuple[str, str]]:
+    """Why the workers cannot use this interpreter, and the fix; None if they can."""
+    local = "{}.{}".format(*sys.version_info[:2])
+    if found.version is None:
+        return (f"the interpreter {found.python!r} cannot be run on {where}: {found.failure}",
+                f"set the option 'python' to the absolute path of a Python {local} interpreter there")
+    if found.version != local:
+        return (f"{found.python!r} on {where} is Python {found.version}, but this client runs Python {local}; "
+                f"cloudpickle needs the same version on both sides",
+                f"set the option 'python' to a Python {local} interpreter there (e.g. python='/path/to/python{local}')")
+    if s3 and not found.boto3:
+        return (f"{found.python!r} on {where} cannot import boto3, which the workers of a run with S3 storage need",
+                "install it there (pip install boto3)")
+    return None
 
 
 def make_transport(settings: config.Settings) -> Transport:
@@ -190,20 +241,11 @@ class ClusterEngine:
 
     async def _probe(self, python: str, s3: bool) -> tuple[str, bool]:
         """Check the interpreter; whether the worker's code must be staged for it."""
-        probe = await self.transport.run([python, "-c", _PROBE])
-        lines = probe.stdout.split()
-        if not probe.ok or len(lines) not in (2, 3):
-            raise ConfigError(f"the interpreter {python!r} cannot be run on {self._where()}: {probe.describe()}; "
-                              f"set the option 'python' to an absolute interpreter path there")
-        local = "{}.{}".format(*sys.version_info[:2])
-        if lines[0] != local:
-            raise ConfigError(f"{python!r} on {self._where()} is Python {lines[0]}, but this client runs Python "
-                              f"{local}; cloudpickle needs the same version on both sides. Set the option "
-                              f"'python' to a Python {local} interpreter there (e.g. python='/path/to/python{local}')")
-        if s3 and lines[2:] != ["True"]:
-            raise ConfigError(f"{python!r} on {self._where()} cannot import boto3, which the workers of a run with "
-                              f"S3 storage need: install it there (pip install boto3)")
-        return python, lines[1] != "True"
+        found = await probe_interpreter(self.transport, python)
+        problem = interpreter_problem(found, self._where(), s3)
+        if problem is not None:
+            raise ConfigError("; ".join(problem))
+        return python, found.needs_staging
 
     async def _make_run_dir(self, name: str, s3: bool, api: bool) -> RunDir:
         """A new run's directories: in the storage, and (for S3 runs of command schedulers) its scripts and logs

@@ -20,6 +20,10 @@ class ConfigError(ClusterFuturesError, ValueError):
     """
 
 
+class HostKeyError(ConfigError):
+    """The SSH host key of the cluster is unknown or changed: the connection was refused before logging in."""
+
+
 class JobFailedError(ClusterFuturesError):
     """The job or worker that was running a task ended without delivering the task's outcome.
 

@@ -34,7 +34,7 @@ from typing import Any, Callable, Optional, TypeVar
 import asyncssh
 
 from clustrix_futures.config import Settings
-from clustrix_futures.errors import ConfigError
+from clustrix_futures.errors import ConfigError, HostKeyError
 from clustrix_futures.transport import Completed, TransportLost
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ class SSHTransport:
         except asyncssh.HostKeyNotVerifiable as exc:
             host, _, port = self._target.rpartition(":")
             entry = host if port == "22" else f"[{host}]:{port}"
-            raise ConfigError(
+            raise HostKeyError(
                 f"the SSH host key of {self._target} is not trusted: it is unknown, or it changed ({exc.reason}). "
                 f"Host keys are always verified. If you expect this host, compare its key's fingerprint "
                 f"(`ssh-keyscan -p {port} {host} | ssh-keygen -lf -`) with the one your administrators publish, "

@@ -1,0 +1,323 @@
+"""Run directories after the fact: what ``clustrix-futures status``, ``logs``, ``cancel`` and ``clean`` do.
+
+A run directory (:mod:`clustrix_futures.rundir`) can be understood without the client that made it: the
+manifest names the backend, options and interpreter; ``batches/B.json`` the job id and task ids of each array
+element (``B-I.rerun.json`` an element run again); ``results/`` the outcomes, including the journals of
+elements still running; ``skip/`` the cancelled tasks. :class:`OpenRun` reads them together with ONE status
+query to the scheduler. Unlike ``ClusterPoolExecutor.attach`` it takes nothing over: no monitor runs, and
+nothing is resubmitted.
+
+What a run directory cannot tell: tasks the client still held when it died (not yet in any batch file).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import socket
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import cloudpickle
+
+from clustrix_futures import config
+from clustrix_futures.backends.base import QUEUED, RUNNING, BackendContext, ElementKey, FinalState
+from clustrix_futures.cluster import API_BACKENDS, make_storage, make_transport
+from clustrix_futures.errors import ConfigError
+from clustrix_futures.rundir import RunDir
+from clustrix_futures.scheduler import Scheduler, make_scheduler
+from clustrix_futures.storage import S3Storage, Storage, is_s3
+from clustrix_futures.transport import Transport
+from clustrix_futures.worker import PARTIAL_SUFFIX, RESULT_SUFFIX, ChunkResult, read_journal
+
+# A task's state, as `status` reports it.
+SUCCEEDED, RAISED, CANCELLED, FAILED, UNREADABLE = "succeeded", "raised", "cancelled", "failed", "unreadable"
+STATES = (SUCCEEDED, RAISED, RUNNING, QUEUED, CANCELLED, FAILED, UNREADABLE)
+LOG_LIMIT = 1 << 20  # bytes of each log `logs` shows (the end of it)
+
+
+@dataclass
+class TaskState:
+    task_id: int
+    batch: int
+    index: int
+    job_id: str
+    state: str
+    detail: str = ""
+    traceback: str = ""
+
+    @property
+    def element(self) -> str:
+        return f"{self.job_id}_{self.index}"
+
+
+@dataclass
+class Snapshot:
+    """Every task of a run, and whether any of its elements is still queued or running."""
+
+    run: OpenRun
+    tasks: list[TaskState] = field(default_factory=list)
+    live: dict[ElementKey, str] = field(default_factory=dict)  # element -> queued | running
+
+    def counts(self) -> dict[str, int]:
+        found = Counter(task.state for task in self.tasks)
+        return {state: found[state] for state in STATES if found[state]}
+
+    def task(self, task_id: int) -> TaskState:
+        for task in self.tasks:
+            if task.task_id == task_id:
+                return task
+        known = f"tasks 0-{max(t.task_id for t in self.tasks)}" if self.tasks else "no tasks"
+        raise ConfigError(f"{self.run.root} has no task {task_id} ({known})")
+
+    def as_json(self) -> dict[str, Any]:
+        return {"run_dir": self.run.root, "backend": self.run.backend, "created": self.run.manifest.get("created"),
+                "counts": self.counts(), "live_elements": len(self.live),
+                "tasks": [{"task": t.task_id, "element": t.element, "state": t.state, "detail": t.detail}
+                          for t in self.tasks]}
+
+
+class OpenRun:
+    """An existing run directory, opened through its transport and storage; see the module docstring."""
+
+    def __init__(self, root: str, settings: config.Settings, transport: Transport, storage: Storage,
+                 manifest: dict[str, Any]) -> None:
+        self.root = root
+        self.settings = settings
+        self.transport = transport
+        self.storage = storage
+        self.manifest = manifest
+        self.backend: str = manifest["backend"]
+        self.run_dir = RunDir(root, manifest.get("host_dir"))
+        self.scheduler: Scheduler = make_scheduler(settings, BackendContext(manifest.get("python") or "python3",
+                                                                            self.run_dir.host),
+                                                   transport, self.run_dir.log)
+
+    def client_alive(self) -> bool:
+        """Whether the client that made the run still runs (known only when it ran on this machine)."""
+        if self.manifest.get("client") != socket.gethostname() or not self.manifest.get("pid"):
+            return False
+        try:
+            os.kill(int(self.manifest["pid"]), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    async def batches(self) -> tuple[list[dict[str, Any]], dict[tuple[int, int], str]]:
+        """The batch documents, and the job id of every element that was run again."""
+        names = [n for n in await self.storage.listdir(self.run_dir.path("batches")) if n.endswith(".json")]
+        contents = await self.storage.read_many([self.run_dir.path("batches", n) for n in sorted(names)])
+        documents = [json.loads(data) for data in contents.values() if data]
+        reruns = {(d["batch"], d["index"]): d["job_id"] for d in documents if "index" in d}
+        return [d for d in documents if "elements" in d], reruns
+
+    async def snapshot(self) -> Snapshot:
+        """Every task's state: the scheduler is asked first, then the results are read, so an element that
+        ends between the two shows its results rather than looking lost."""
+        documents, reruns = await self.batches()
+        elements = {(d["batch"], index): (reruns.get((d["batch"], index), d["job_id"]), list(task_ids))
+                    for d in documents for index, task_ids in enumerate(d["elements"])}
+        report = await self.scheduler.status(sorted({job for job, _ in elements.values()})) if elements else None
+        phases = report.phases if report else {}
+        outcomes = await self._outcomes()
+        skipped = {int(n) for n in await self.storage.listdir(self.run_dir.path("skip")) if n.isdigit()}
+        snapshot = Snapshot(self)
+        ended: list[tuple[str, int, list[TaskState]]] = []
+        for (batch, index), (job_id, task_ids) in sorted(elements.items()):
+            phase = phases.get((job_id, index))
+            if phase in (QUEUED, RUNNING):
+                snapshot.live[(job_id, index)] = phase
+            waiting = []
+            for task_id in task_ids:
+                task = TaskState(task_id, batch, index, job_id, phase or FAILED)
+                if task_id in outcomes:
+                    task.state, task.detail, task.traceback = outcomes[task_id]
+                elif task_id in skipped:
+                    task.state = CANCELLED
+                elif phase not in (QUEUED, RUNNING):
+                    waiting.append(task)
+                snapshot.tasks.append(task)
+            if waiting:
+                ended.append((job_id, index, waiting))
+        await self._explain_failures(ended, report is None)
+        snapshot.tasks.sort(key=lambda t: t.task_id)
+        return snapshot
+
+    async def _outcomes(self) -> dict[int, tuple[str, str, str]]:
+        """Each finished task's (state, detail, traceback), from complete and partial result journals."""
+        names = [n for n in await self.storage.listdir(self.run_dir.results)
+                 if n.endswith((RESULT_SUFFIX, PARTIAL_SUFFIX))]
+        names.sort(key=lambda n: n.endswith(RESULT_SUFFIX))  # a complete journal wins over a stale partial one
+        contents = await self.storage.read_many([self.run_dir.path("results", n) for n in names])
+        outcomes: dict[int, tuple[str, str, str]] = {}
+        for data in contents.values():
+            try:
+                for task_id, encoded in read_journal(data or b""):
+                    outcomes[task_id] = _describe(encoded)
+            except ValueError:
+                pass  # its good frames were read; the tasks after the damage look lost, as the monitor finds them
+        return outcomes
+
+    async def _explain_failures(self, ended: list[tuple[str, int, list[TaskState]]], unreachable: bool) -> None:
+        """Tasks of elements no longer queued or running, without a result: the scheduler's final word."""
+        if unreachable:
+            for _, _, tasks in ended:
+                for task in tasks:
+                    task.state, task.detail = UNREADABLE, "the scheduler could not be reached"
+            return
+        finals: dict[ElementKey, FinalState] = {}
+        for job_id in sorted({job for job, _, _ in ended}):
+            finals.update(await self.scheduler.final(job_id) or {})
+        for job_id, index, tasks in ended:
+            final = finals.get((job_id, index))
+            detail = (f"{final.state}" + (f" ({final.detail})" if final.detail else "") if final else
+                      "its element left the queue without this task's result")
+            for task in tasks:
+                task.detail = detail
+
+    async def logs(self, task: TaskState) -> dict[str, bytes]:
+        """The end of the stdout and stderr of the element that ran ``task`` (shared by the tasks packed into
+        it). API schedulers (Kubernetes) keep one log per pod, shown as stderr."""
+        if self.backend in API_BACKENDS:
+            return {"err": await self.scheduler.log_tail((task.job_id, task.index), task.batch, LOG_LIMIT)}
+        paths = {stream: self.run_dir.log(task.batch, str(task.index), stream) for stream in ("out", "err")}
+        contents = await self.transport.read_many(list(paths.values()))
+        return {stream: (contents[path] or b"")[-LOG_LIMIT:] for stream, path in paths.items()}
+
+    def log_paths(self, task: TaskState) -> dict[str, str]:
+        return {stream: self.run_dir.log(task.batch, str(task.index), stream) for stream in ("out", "err")}
+
+    async def cancel(self) -> tuple[Snapshot, int]:
+        """Stop the run: every unfinished task gets its skip marker (so an element that starts anyway, or runs
+        again, skips it), then every queued or running element is cancelled at the scheduler. A client still
+        watching the run sees its futures fail with the scheduler's CANCELLED. Returns the snapshot taken
+        before, and how many tasks were cancelled."""
+        snapshot = await self.snapshot()
+        unfinished = [t for t in snapshot.tasks if t.state in (QUEUED, RUNNING)]
+        for task in unfinished:
+            await self.storage.write(self.run_dir.skip(task.task_id), b"")
+        if snapshot.live:
+            await self.scheduler.cancel(sorted(snapshot.live))
+        return snapshot, len(unfinished)
+
+    async def remove(self) -> None:
+        await self.storage.remove_tree(self.root)
+        if self.run_dir.host_root:
+            await self.transport.remove_tree(self.run_dir.host_root)
+
+
+def _describe(encoded: bytes) -> tuple[str, str, str]:
+    try:
+        ok, value, text, _seconds = cloudpickle.loads(encoded)
+    except Exception as exc:
+        return UNREADABLE, f"its outcome cannot be unpickled here: {type(exc).__name__}: {exc}", ""
+    if not ok:
+        return RAISED, f"{type(value).__name__}: {value}".strip(), text
+    if isinstance(value, ChunkResult) and value.failures:
+        first, (error, trace) = min(value.failures.items())
+        return RAISED, (f"{len(value.failures)} of {len(value.values)} map items raised, the first (item "
+                        f"{first} of the chunk): {type(error).__name__}: {error}"), trace
+    return SUCCEEDED, "", ""
+
+
+# ---------------------------------------------------------------- opening runs
+
+
+class Site:
+    """The transport (and storage) of one cluster, open for the duration of an ``async with``."""
+
+    def __init__(self, settings: config.Settings) -> None:
+        self.settings = settings
+        self.transport: Transport = make_transport(settings)
+        self._storages: list[S3Storage] = []
+
+    async def __aenter__(self) -> Site:
+        connect = getattr(self.transport, "connect", None)
+        if connect is not None:
+            await connect()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        for storage in self._storages:
+            await storage.close()
+        await self.transport.close()
+
+    def where(self) -> str:
+        return self.settings["host"] or "this machine"
+
+    async def work_dir(self) -> str:
+        work_dir: str = self.settings["work_dir"]
+        return (await self.transport.home()) + work_dir[1:] if work_dir.startswith("~") else work_dir
+
+    async def locate(self, run: str) -> str:
+        """A run directory from its path, or from its name under ``work_dir`` (or under ``storage`` for S3)."""
+        if is_s3(run) or run.startswith("/"):
+            return run
+        if run.startswith("~"):
+            return (await self.transport.home()) + run[1:]
+        if is_s3(self.settings["storage"]):
+            return posixpath.join(self.settings["storage"], run)
+        return posixpath.join(await self.work_dir(), run)
+
+    async def open(self, root: str) -> OpenRun:
+        storage = make_storage(root, self.settings, self.transport)
+        if isinstance(storage, S3Storage):
+            self._storages.append(storage)
+        manifest_path = RunDir(root).manifest
+        data = (await storage.read_many([manifest_path]))[manifest_path]
+        if data is None:
+            hint = "" if self.settings["host"] else " (for a run on a remote cluster, name it with --profile or --host)"
+            raise ConfigError(f"{root} on {self.where()} is not a clustrix-futures run directory: it has no "
+                              f"manifest.json{hint}")
+        manifest: dict[str, Any] = json.loads(data)
+        given = {k: v for k, v in self.settings.options.items() if v is not None}
+        settings = config.Settings(manifest["backend"], manifest.get("max_workers"),
+                                   {**config.validate_options(manifest.get("options") or {}), **given})
+        return OpenRun(root, settings, self.transport, storage, manifest)
+
+    async def runs(self) -> list[str]:
+        """The run directories under ``work_dir``, oldest first (names start with their creation time). A run
+        with S3 storage keeps its scripts and logs there and the rest under ``storage``."""
+        work_dir = await self.work_dir()
+        names = sorted(n for n in await self.transport.listdir(work_dir) if _looks_like_run(n))
+        roots = []
+        for name in names:
+            local = posixpath.join(work_dir, name)
+            has_manifest = (await self.transport.read_many([RunDir(local).manifest]))[RunDir(local).manifest]
+            if has_manifest is not None:
+                roots.append(local)
+            elif is_s3(self.settings["storage"]):
+                roots.append(posixpath.join(self.settings["storage"], name))
+        return roots
+
+
+def _looks_like_run(name: str) -> bool:
+    parts = name.split("-")  # rundir.new_run_name: YYYYmmdd-HHMMSS-hex
+    return len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit() and len(parts[0]) == 8
+
+
+def age(manifest: dict[str, Any]) -> Optional[float]:
+    created = manifest.get("created")
+    return None if created is None else time.time() - float(created)
+
+
+def format_counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {state}" for state, n in counts.items()) or "no tasks recorded"
+
+
+def parse_age(text: str) -> float:
+    """``"90s"``, ``"30m"``, ``"12h"``, ``"7d"`` (a bare number means days) to seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "d")
+    try:
+        value = float(number)
+    except ValueError:
+        raise ValueError(f"expected an age such as 90s, 30m, 12h or 7d, not {text!r}") from None
+    if value < 0:
+        raise ValueError(f"an age cannot be negative: {text!r}")
+    return value * units[unit]
