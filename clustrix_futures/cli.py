@@ -210,7 +210,11 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 async def _list_runs(site: Site, as_json: bool) -> int:
-    snapshots = [await (await site.open(root)).snapshot() for root in await site.runs()]
+    found = await site.snapshots(await site.runs())
+    snapshots = [s for s in found if isinstance(s, Snapshot)]
+    for problem in found:
+        if not isinstance(problem, Snapshot):
+            print(f"clustrix-futures: {problem}", file=sys.stderr)
     if as_json:
         print(json.dumps([{k: v for k, v in s.as_json().items() if k != "tasks"} for s in snapshots], indent=1))
         return 0
@@ -328,9 +332,12 @@ def run_clean(args: argparse.Namespace) -> int:
     async def work(site: Site) -> int:
         roots = [await site.locate(r) for r in args.runs] if args.runs else await site.runs()
         removed = kept = 0
-        for root in roots:
-            run = await site.open(root)
-            snapshot = await run.snapshot()
+        for root, snapshot in zip(roots, await site.snapshots(roots)):
+            if not isinstance(snapshot, Snapshot):
+                kept += 1
+                print(f"kept     {root}: {snapshot}")
+                continue
+            run = snapshot.run
             reason = ""
             if snapshot.live:
                 reason = f"{len(snapshot.live)} elements still queued or running"

@@ -12,6 +12,7 @@ What a run directory cannot tell: tasks the client still held when it died (not 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import posixpath
@@ -34,8 +35,10 @@ from clustrix_futures.transport import Transport
 from clustrix_futures.worker import PARTIAL_SUFFIX, RESULT_SUFFIX, ChunkResult, read_journal
 
 # A task's state, as `status` reports it.
-SUCCEEDED, RAISED, CANCELLED, FAILED, UNREADABLE = "succeeded", "raised", "cancelled", "failed", "unreadable"
-STATES = (SUCCEEDED, RAISED, RUNNING, QUEUED, CANCELLED, FAILED, UNREADABLE)
+SUCCEEDED, RAISED, CANCELLED, FAILED = "succeeded", "raised", "cancelled", "failed"
+UNREADABLE, UNKNOWN = "unreadable", "unknown"  # an outcome that does not unpickle here; a scheduler not answering
+STATES = (SUCCEEDED, RAISED, RUNNING, QUEUED, CANCELLED, FAILED, UNREADABLE, UNKNOWN)
+PARALLEL_RUNS = 8  # runs read at once by Site.snapshots (an SSH connection serves 8 commands at once)
 LOG_LIMIT = 1 << 20  # bytes of each log `logs` shows (the end of it)
 
 
@@ -168,7 +171,7 @@ class OpenRun:
         if unreachable:
             for _, _, tasks in ended:
                 for task in tasks:
-                    task.state, task.detail = UNREADABLE, "the scheduler could not be reached"
+                    task.state, task.detail = UNKNOWN, "the scheduler could not be reached"
             return
         finals: dict[ElementKey, FinalState] = {}
         for job_id in sorted({job for job, _, _ in ended}):
@@ -279,6 +282,21 @@ class Site:
         settings = config.Settings(manifest["backend"], manifest.get("max_workers"),
                                    {**config.validate_options(manifest.get("options") or {}), **given})
         return OpenRun(root, settings, self.transport, storage, manifest)
+
+    async def snapshots(self, roots: list[str]) -> list[Snapshot | ConfigError]:
+        """The snapshot of each run (several read at once), or why it could not be read."""
+        gate = asyncio.Semaphore(PARALLEL_RUNS)
+
+        async def one(root: str) -> Snapshot | ConfigError:
+            async with gate:
+                try:
+                    return await (await self.open(root)).snapshot()
+                except ConfigError as exc:
+                    return exc
+                except (ValueError, KeyError) as exc:  # a manifest or batch file that is not ours
+                    return ConfigError(f"{root} cannot be read: {exc!r}")
+
+        return list(await asyncio.gather(*(one(root) for root in roots)))
 
     async def runs(self) -> list[str]:
         """The run directories under ``work_dir``, oldest first (names start with their creation time). A run
