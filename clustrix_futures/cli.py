@@ -141,6 +141,8 @@ def _with_site(args: argparse.Namespace, work: Callable[[Site], Awaitable[int]])
         return asyncio.run(main())
     except (ClusterFuturesError, ValueError) as exc:
         return _fail(str(exc))
+    except Exception as exc:  # an unreachable S3 endpoint, a run directory that is not ours...: say so, briefly
+        return _fail(f"{type(exc).__name__}: {exc}")
 
 
 # ---------------------------------------------------------------- doctor

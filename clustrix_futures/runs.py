@@ -293,8 +293,8 @@ class Site:
                     return await (await self.open(root)).snapshot()
                 except ConfigError as exc:
                     return exc
-                except (ValueError, KeyError) as exc:  # a manifest or batch file that is not ours
-                    return ConfigError(f"{root} cannot be read: {exc!r}")
+                except Exception as exc:  # a manifest that is not ours, storage that does not answer...
+                    return ConfigError(f"{root} cannot be read: {type(exc).__name__}: {exc}")
 
         return list(await asyncio.gather(*(one(root) for root in roots)))
 

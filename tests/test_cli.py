@@ -34,12 +34,19 @@ TESTS = Path(__file__).parent
 @pytest.fixture(params=["slurm", "slurm-ssh"])
 def where(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """The cluster the commands talk to, as ``args`` (CLI flags) and ``options`` (executor options): SLURM on
-    this machine, or SLURM over SSH as cfuser, through a profile. Each test has a work_dir of its own."""
+    this machine, SLURM over SSH as cfuser through a profile, or (where a test asks for it) SLURM with S3
+    storage. Each test has a work_dir of its own."""
     request.getfixturevalue("slurm")
     if request.param == "slurm":
         work_dir = str(tmp_path / "runs")
         return {"args": ["--work-dir", work_dir], "options": {"backend": "slurm", "work_dir": work_dir},
                 "work_dir": work_dir, "remote": False}
+    if request.param == "slurm-s3":  # payloads and results in S3, scripts and logs in work_dir
+        work_dir, s3 = str(tmp_path / "runs"), request.getfixturevalue("s3_options")
+        args = ["--work-dir", work_dir, "--option", f"storage={s3['storage']}",
+                "--option", f"endpoint_url={s3['endpoint_url']}"]
+        return {"args": args, "options": {"backend": "slurm", "work_dir": work_dir, **s3}, "work_dir": work_dir,
+                "remote": True}
     options = {"backend": "slurm", **ssh_options(request.getfixturevalue("sshd"))}
     options["work_dir"] = f"{REMOTE_WORK_DIR}/cli-{secrets.token_hex(4)}"
     config = tmp_path / "config.yaml"
@@ -93,6 +100,7 @@ def wait_for(condition: Callable[[], bool], what: str) -> None:
 # ------------------------------------------------------------------ status, logs, cancel, clean
 
 
+@pytest.mark.parametrize("where", ["slurm", "slurm-ssh", "slurm-s3"], indirect=True)
 def test_status_logs_cancel_clean_of_a_run_whose_client_is_gone(where, tmp_path, capsys):
     args = where["args"]
     run_dir = make_run(tmp_path, where["options"])
