@@ -299,19 +299,21 @@ class Site:
         return list(await asyncio.gather(*(one(root) for root in roots)))
 
     async def runs(self) -> list[str]:
-        """The run directories under ``work_dir``, oldest first (names start with their creation time). A run
-        with S3 storage keeps its scripts and logs there and the rest under ``storage``."""
+        """The run directories under ``work_dir`` and, with S3 storage, under ``storage``, oldest first (names
+        start with their creation time). A run with S3 storage keeps its scripts and logs in ``work_dir`` (none,
+        on Kubernetes) and the rest under ``storage``."""
+        found: dict[str, str] = {}
+        storage = self.settings["storage"]
+        if is_s3(storage):
+            s3 = S3Storage(self.settings["endpoint_url"])
+            self._storages.append(s3)
+            found.update((n, posixpath.join(storage, n)) for n in await s3.listdir(storage) if _looks_like_run(n))
         work_dir = await self.work_dir()
-        names = sorted(n for n in await self.transport.listdir(work_dir) if _looks_like_run(n))
-        roots = []
-        for name in names:
-            local = posixpath.join(work_dir, name)
-            has_manifest = (await self.transport.read_many([RunDir(local).manifest]))[RunDir(local).manifest]
-            if has_manifest is not None:
-                roots.append(local)
-            elif is_s3(self.settings["storage"]):
-                roots.append(posixpath.join(self.settings["storage"], name))
-        return roots
+        for name in (n for n in await self.transport.listdir(work_dir) if _looks_like_run(n)):
+            manifest = RunDir(posixpath.join(work_dir, name)).manifest
+            if (await self.transport.read_many([manifest]))[manifest] is not None:
+                found[name] = posixpath.dirname(manifest)
+        return [found[name] for name in sorted(found)]
 
 
 def _looks_like_run(name: str) -> bool:

@@ -47,6 +47,11 @@ def where(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mo
                 "--option", f"endpoint_url={s3['endpoint_url']}"]
         return {"args": args, "options": {"backend": "slurm", "work_dir": work_dir, **s3}, "work_dir": work_dir,
                 "remote": True}
+    if request.param == "kubernetes-s3":  # the Jobs API stand-in; everything but the pods' logs in S3
+        s3 = request.getfixturevalue("s3_options")
+        options = {"backend": "kubernetes", **request.getfixturevalue("kubernetes_options"), **s3}
+        args = ["--option", f"storage={s3['storage']}", "--option", f"endpoint_url={s3['endpoint_url']}"]
+        return {"args": args, "options": options, "work_dir": None, "remote": True}
     options = {"backend": "slurm", **ssh_options(request.getfixturevalue("sshd"))}
     options["work_dir"] = f"{REMOTE_WORK_DIR}/cli-{secrets.token_hex(4)}"
     config = tmp_path / "config.yaml"
@@ -100,7 +105,7 @@ def wait_for(condition: Callable[[], bool], what: str) -> None:
 # ------------------------------------------------------------------ status, logs, cancel, clean
 
 
-@pytest.mark.parametrize("where", ["slurm", "slurm-ssh", "slurm-s3"], indirect=True)
+@pytest.mark.parametrize("where", ["slurm", "slurm-ssh", "slurm-s3", "kubernetes-s3"], indirect=True)
 def test_status_logs_cancel_clean_of_a_run_whose_client_is_gone(where, tmp_path, capsys):
     args = where["args"]
     run_dir = make_run(tmp_path, where["options"])
