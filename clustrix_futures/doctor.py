@@ -30,7 +30,7 @@ from clustrix_futures.batching import resources_of
 from clustrix_futures.cluster import API_BACKENDS, interpreter_problem, probe_interpreter
 from clustrix_futures.errors import ConfigError, HostKeyError
 from clustrix_futures.runs import Site
-from clustrix_futures.scheduler import make_scheduler
+from clustrix_futures.scheduler import CommandScheduler, make_scheduler
 from clustrix_futures.storage import S3Storage, is_s3
 
 PASS, FAIL, SKIP = "ok", "FAIL", "skipped"
@@ -97,7 +97,7 @@ class Doctor:
         else:
             started = time.perf_counter()
             try:
-                await site.__aenter__()
+                await site.connect()
             except HostKeyError as exc:
                 return self.add("ssh", FAIL, f"host key of {settings['host']} not trusted", str(exc))
             except ConfigError as exc:
@@ -107,7 +107,7 @@ class Doctor:
             return (await self._python(site) and await self._scheduler(site) and await self._work_dir(site)
                     and await self._resources(site))
         finally:
-            await site.__aexit__(None, None, None)
+            await site.close()
 
     async def _python(self, site: Site) -> bool:
         settings = site.settings
@@ -128,8 +128,8 @@ class Doctor:
         settings = site.settings
         scheduler = make_scheduler(settings, BackendContext(settings["python"] or "python3", "/"), site.transport,
                                    lambda batch, index, stream: "")
-        if settings.backend not in API_BACKENDS:
-            backend = get_backend(settings.backend, BackendContext(settings["python"] or "python3", "/"))
+        if isinstance(scheduler, CommandScheduler):
+            backend = scheduler.backend
             job = ArraySubmission(0, 1, "/x", "/x", "/x", None, {})
             commands = sorted({backend.submit_argv(job, "/x")[0], backend.status_argv(["1"])[0],
                                backend.cancel_argv([("1", 0)])[0], backend.final_argv("1")[0]})
@@ -144,7 +144,7 @@ class Doctor:
             largest = await scheduler.max_array_size()
         except ConfigError as exc:
             return self.add("scheduler", FAIL, str(exc), "check the scheduler's connection settings")
-        if settings.backend not in API_BACKENDS and largest is None and settings.backend in ("slurm", "sge"):
+        if largest is None and settings.backend in ("slurm", "sge"):
             return self.add("scheduler", FAIL, f"the {settings.backend} controller did not answer on {site.where()}",
                             "run the scheduler's own status command there; it may be down or unreachable")
         limit = f", arrays up to {largest} elements" if largest else ""

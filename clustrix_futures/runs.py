@@ -239,16 +239,23 @@ class Site:
         self.transport: Transport = make_transport(settings)
         self._storages: list[S3Storage] = []
 
-    async def __aenter__(self) -> Site:
+    async def connect(self) -> None:
+        """Open the SSH connection, if there is a host: ConfigError (HostKeyError for the host key) says why not."""
         connect = getattr(self.transport, "connect", None)
         if connect is not None:
             await connect()
-        return self
 
-    async def __aexit__(self, *exc_info: Any) -> None:
+    async def close(self) -> None:
         for storage in self._storages:
             await storage.close()
         await self.transport.close()
+
+    async def __aenter__(self) -> Site:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.close()
 
     def where(self) -> str:
         return self.settings["host"] or "this machine"
