@@ -11,8 +11,9 @@ Run: ``python benchmarks/bench_slurm.py`` (add ``--tasks N`` to change the 1000)
 (d) ``map`` of a tiny function over ``range(10**6)`` (consumed with ``sum``), against the floor: a hand-written
     ``sbatch --array=0-15`` whose elements each compute one of the same 16 slices with ``python -c`` and write
     the list of values as a pickle, the client loading and summing each pickle as it appears (polled every
-    50 ms). Ours cold (the executor's first map of the function: a probe element, then the rest
-    sized from it) and warm (the second map of the same function in the same executor: sizes learned), each
+    50 ms). Ours cold (the executor's first map of the function: a probe element and 16 cap-sized guessed
+    elements, all in one array, each under a time budget; see clustrix_futures.chunking.AdaptiveSizes) and
+    warm (the second map of the same function in the same executor: sizes learned), each
     with the client's peak RSS during the map (the peak is reset at the map's start through
     /proc/self/clear_refs, then read with resource.getrusage);
 (e) submitit's ``map_array`` over the same 16 slices (``AutoExecutor``, ``slurm_array_parallelism=16``),
@@ -208,7 +209,7 @@ def map_section(scratch: Path, work_dir: str, repeat: int) -> None:
 
     print(f"\n(d) map(tiny, range({MAP_ITEMS:,})), summed, against the floor, {repeat} rounds: best seconds, and "
           f"the median of the per-round ratios ours/floor (target <= 1.3x); cold = the executor's first map of "
-          f"the function (probe, then sized), warm = its second (learned sizes)")
+          f"the function (probe and guesses in one array), warm = its second (learned sizes)")
     print(f"    raw sbatch --array=0-{MAP_ELEMENTS - 1}, {MAP_ELEMENTS} slices   best {min(floors):6.3f} s   "
           f"(rounds: {', '.join(f'{f:.3f}' for f in floors)} s)")
     for name, runs in samples.items():

@@ -65,10 +65,21 @@ def length_of(iterable: Iterable[Any]) -> Optional[int]:
 class AdaptiveSizes:
     """Chunk sizes for scheduler arrays, learned from measured item durations.
 
-    Until a duration is known, it yields one small probe chunk (``probe``). Once :meth:`observe` has seen
-    items run, each chunk is sized to run about ``target_seconds``, but never so large that fewer than
-    ``min_chunks`` chunks remain for the items left when the duration was learned (parallelism).
-    ``rate`` is shared between maps of the same function, so a repeated map skips the probe.
+    Until a duration is known (``learned``), sizes are guesses, and every guessed chunk must run under a time
+    budget of ``target_seconds`` (``guessed`` tells whether the size just handed out was one; the map passes
+    the budget to the worker, which stops the chunk there and reports how far it got, see
+    :func:`clustrix_futures.worker.apply_chunk`). The first guess is one small probe chunk (``probe``). With
+    a known ``total``, the next guesses are ``min_chunks - 1`` chunks of ``ceil((total - probe) /
+    (min_chunks - 1))`` items, the probe making the ``min_chunks``-th: about the largest size the parallelism
+    rule below would ever allow, so the whole input can go out at once, in one array of ``min_chunks``
+    elements, without waiting for the probe; the budget keeps an element of a slow function from running far
+    past ``target_seconds``, and what a budget cut off is sized again from the rate then measured
+    (``learned_size``). With an unknown total, every guess is probe-sized (the map waits for the probe).
+
+    Once :meth:`observe` has seen items run, each chunk is sized to run about ``target_seconds``, but never so
+    large that fewer than ``min_chunks`` chunks remain for the items left when the duration was learned
+    (parallelism). ``rate`` is shared between maps of the same function, so a repeated map skips the probe
+    and the guesses.
     """
 
     def __init__(self, total: Optional[int], target_seconds: float, min_chunks: int, rate: ItemRate) -> None:
@@ -77,6 +88,7 @@ class AdaptiveSizes:
         self.min_chunks = min_chunks
         self.rate = rate
         self.handed_out = 0
+        self.guessed = False
         self._cap: Optional[int] = None
 
     @property
@@ -89,20 +101,27 @@ class AdaptiveSizes:
     def observe(self, items: int, seconds: float) -> None:
         self.rate.add(items, seconds)
 
+    def learned_size(self) -> int:
+        """Items that run about ``target_seconds`` at the rate measured so far (within the cap, once set)."""
+        per_item = self.rate.seconds_per_item
+        size = max(1, int(self.target / max(per_item or 0.0, 1e-9)))
+        return size if self._cap is None else min(size, self._cap)
+
     def __iter__(self) -> AdaptiveSizes:
         return self
 
     def __next__(self) -> int:
-        per_item = self.rate.seconds_per_item
-        if per_item is None:
-            size = self.probe()
+        self.guessed = not self.learned
+        if self.guessed:
+            if self.handed_out == 0 or self.total is None:
+                size = self.probe()
+            else:
+                size = max(1, -(-(self.total - self.probe()) // max(1, self.min_chunks - 1)))
         else:
             if self._cap is None:
                 left = None if self.total is None else self.total - self.handed_out
                 self._cap = max(1, -(-left // self.min_chunks)) if left else None
-            size = max(1, int(self.target / max(per_item, 1e-9)))
-            if self._cap is not None:
-                size = min(size, self._cap)
+            size = self.learned_size()
         self.handed_out += size
         return size
 

@@ -4,10 +4,15 @@ The stdlib ``Future.cancel()`` only wakes ``wait()`` and ``as_completed()`` once
 ``set_running_or_notify_cancel()``; a task deep in a queue (or in a scheduler's queue) would keep its waiters
 asleep until then. :class:`ClusterFuture` notifies waiters in ``cancel()`` itself, atomically, and tells its
 executor so a queued scheduler job can be withdrawn.
+
+:func:`someone_waits` tells whether any thread of this process is blocked on a ClusterFuture, in
+``result()``, ``exception()``, ``concurrent.futures.wait`` or ``as_completed`` (these install waiters on the
+future): the job monitor then looks for results more often (:mod:`clustrix_futures.monitor`).
 """
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import Future
 from concurrent.futures._base import (  # the states are stable since Python 3.2
     CANCELLED,
@@ -17,6 +22,32 @@ from concurrent.futures._base import (  # the states are stable since Python 3.2
     RUNNING,
 )
 from typing import Any, Callable, Optional
+
+_waiting = 0  # threads blocked in result()/exception(), plus waiters installed by wait()/as_completed()
+_waiting_lock = threading.Lock()
+
+
+def someone_waits() -> bool:
+    """Whether a thread of this process is waiting for some ClusterFuture to finish."""
+    return _waiting > 0
+
+
+def _count_waiting(change: int) -> None:
+    global _waiting
+    with _waiting_lock:
+        _waiting += change
+
+
+class _Waiters(list):
+    """A future's waiter list (stdlib internals since Python 3.2) that counts what waits in it."""
+
+    def append(self, waiter: Any) -> None:
+        super().append(waiter)
+        _count_waiting(1)
+
+    def remove(self, waiter: Any) -> None:
+        super().remove(waiter)
+        _count_waiting(-1)
 
 
 class ClusterFuture(Future):
@@ -29,6 +60,25 @@ class ClusterFuture(Future):
         super().__init__()
         self.task_id = task_id
         self._on_cancel = on_cancel
+        self._waiters = _Waiters()
+
+    def result(self, timeout: Optional[float] = None) -> Any:
+        if self.done():
+            return super().result()
+        _count_waiting(1)
+        try:
+            return super().result(timeout)
+        finally:
+            _count_waiting(-1)
+
+    def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
+        if self.done():
+            return super().exception()
+        _count_waiting(1)
+        try:
+            return super().exception(timeout)
+        finally:
+            _count_waiting(-1)
 
     def cancel(self) -> bool:
         with self._condition:

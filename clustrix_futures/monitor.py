@@ -11,6 +11,12 @@ Each cycle costs O(1) scheduler queries and O(1) listings, whatever the number o
    :class:`~clustrix_futures.errors.JobFailedError` carrying the state and the end of the element's stderr.
 
 The interval adapts: fast right after submissions and results, backing off to ``poll_interval`` when idle.
+While a thread of this process waits on any ClusterFuture (``result()``, ``wait``, ``as_completed``, a ``map``
+being consumed; :func:`clustrix_futures.future.someone_waits`) and elements are live, the pause is at most
+``WAITING_INTERVAL`` (0.05 s), or four times the last results listing if that is longer, so listing takes at
+most about a fifth of the time: the waiter gets a result soon after its file is written, at the cost of one
+listing per pause (over SSH one SFTP round trip; with S3 one LIST request). The status query keeps its own,
+slower schedule (step 2).
 A failed status query that means "scheduler unreachable" fails nothing; the next cycle tries again.
 """
 
@@ -37,7 +43,7 @@ from clustrix_futures.backends.base import (
 from clustrix_futures.batching import plan_arrays, resource_key, resources_of, tasks_per_element
 from clustrix_futures.config import Settings
 from clustrix_futures.errors import JobFailedError
-from clustrix_futures.future import ClusterFuture
+from clustrix_futures.future import ClusterFuture, someone_waits
 from clustrix_futures.rundir import RunDir, batch_document, encode_json, job_script, parse_result_name
 from clustrix_futures.scheduler import Scheduler, SchedulerUnreachable, SubmitRefused
 from clustrix_futures.serialization import loads_outcome, resolve
@@ -48,6 +54,8 @@ from clustrix_futures.worker import encode_batch, read_journal
 log = logging.getLogger(__name__)
 
 FASTEST_INTERVAL = 0.2
+WAITING_INTERVAL = 0.05  # longest pause while a thread waits on a future and elements are live
+LISTING_SHARE = 4  # ... unless the results listing is slow: then a pause of this many listings
 FIRST_STATUS_GAP = 0.5
 MAX_FAILED_CYCLES = 20  # consecutive; with the back-off between them, about half a minute or more
 BATCH_CAP = 100_000
@@ -126,6 +134,7 @@ class Monitor:
         self._batches = 0
         self._seen_results: set[str] = set()
         self._interval = FASTEST_INTERVAL
+        self._listing_seconds = 0.0  # how long the last results listing took
         self._failed_cycles = 0
         self._unreachable_since: Optional[float] = None  # since when submissions could not reach the scheduler
         self._status_gap = FIRST_STATUS_GAP
@@ -164,8 +173,11 @@ class Monitor:
                 self._failed_cycles = 0
             self._interval = FASTEST_INTERVAL if busy else min(self._interval * 1.5,
                                                                self.settings["poll_interval"])
+            pause = self._interval
+            if self.live and someone_waits():
+                pause = min(pause, max(WAITING_INTERVAL, LISTING_SHARE * self._listing_seconds))
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval)
+                await asyncio.wait_for(self._wake.wait(), pause)
             self._wake.clear()
 
     def fail_everything(self, error: JobFailedError) -> None:
@@ -307,7 +319,10 @@ class Monitor:
         return changed
 
     async def _collect_results(self) -> bool:
-        names = [n for n in await self.storage.listdir(self.env.run_dir.results) if n not in self._seen_results]
+        started = time.monotonic()
+        listing = await self.storage.listdir(self.env.run_dir.results)
+        self._listing_seconds = time.monotonic() - started
+        names = [n for n in listing if n not in self._seen_results]
         wanted = {}
         for name in names:
             parsed = parse_result_name(name)

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 import textwrap
+import threading
+from concurrent.futures import as_completed
 
+import cloudpickle
 import pytest
 import workloads
 
 from clustrix_futures import chunks
 from clustrix_futures.chunking import AdaptiveSizes, ItemRate
+from clustrix_futures.future import ClusterFuture, someone_waits
+from clustrix_futures.mapping import Feeders, map_in_chunks
+from clustrix_futures.worker import apply_chunk, run_payload
 
 pytestmark = pytest.mark.slurm
 
@@ -97,3 +104,62 @@ def test_adaptive_sizes_probe_then_target_duration_capped_for_parallelism():
     assert next(slow) == 5
     again = AdaptiveSizes(100, target_seconds=5.0, min_chunks=16, rate=rate)  # same function: learned
     assert again.learned and next(again) == 7
+
+
+def test_adaptive_sizes_with_a_known_total_guess_cap_sized_chunks_until_learned():
+    sizes = AdaptiveSizes(10**6, target_seconds=5.0, min_chunks=16, rate=ItemRate())
+    assert next(sizes) == 1000 and sizes.guessed  # the probe
+    cap = -(-(10**6 - 1000) // 15)
+    assert [next(sizes) for _ in range(15)] == [cap] * 15 and sizes.guessed  # the whole input: 16 chunks
+    unknown = AdaptiveSizes(None, target_seconds=5.0, min_chunks=16, rate=ItemRate())
+    assert next(unknown) == 1 and next(unknown) == 1 and unknown.guessed  # no total: probe-sized guesses
+    unknown.observe(10, 1.0)
+    assert next(unknown) == 50 and not unknown.guessed
+
+
+def test_a_chunk_with_a_budget_stops_there_and_says_how_far_it_got():
+    cut = apply_chunk(functools.partial(workloads.sleep_then, 0.05), range(100), False, budget=0.2)
+    assert cut.stopped_at is not None and 1 <= cut.stopped_at < 100
+    assert cut.values == list(range(cut.stopped_at))
+    whole = apply_chunk(workloads.fail_at, [(1, 2), (2, 2), (3, 2)], True, budget=60.0)
+    assert whole.stopped_at is None and whole.values == [1, None, 3] and list(whole.failures) == [1]
+
+
+def test_guessed_chunks_cut_by_their_budget_are_resubmitted_in_order():
+    submitted: list[bytes] = []
+
+    def submit(payload: bytes) -> ClusterFuture:  # runs the chunk here, at once
+        submitted.append(payload)
+        future = ClusterFuture()
+        _, value, _, _ = cloudpickle.loads(run_payload(payload))
+        future.set_result(value)
+        return future
+
+    sizes = AdaptiveSizes(30, target_seconds=0.05, min_chunks=4, rate=ItemRate())
+    fn = functools.partial(workloads.sleep_then, 0.02)
+    assert list(map_in_chunks(submit, fn, [range(30)], sizes, None, None, True, Feeders())) == list(range(30))
+    assert len(submitted) > 5  # the probe, 4 guesses of 8 items, then what their 0.05 s budgets cut off
+
+
+def test_first_map_sends_the_whole_input_at_once_and_budgets_cut_slow_guesses(slurm_executor, shim):
+    ex = slurm_executor(element_seconds=0.5)
+    assert list(ex.map(workloads.sleep_then, [0.3] * 40)) == [None] * 40  # one iterable: its length is known
+    calls = shim.calls("sbatch")
+    first = next(arg for arg in calls[0] if arg.startswith("--array="))
+    assert first.startswith("--array=0-13")  # the probe and 13 guesses of 3 items (39 / 15): the whole input
+    assert len(calls) >= 2  # 0.3 s items under a 0.5 s budget: each guess was cut, the rest sent again
+    assert list(ex.map(workloads.sleep_then, [0.3] * 40)) == [None] * 40
+    assert len(shim.calls("sbatch")) == len(calls) + 1  # learned: one array, nothing cut
+
+
+def test_someone_waits_counts_threads_blocked_on_cluster_futures():
+    future, other = ClusterFuture(), ClusterFuture()
+    assert not someone_waits()
+    for wait in (future.result, lambda: list(as_completed([future, other]))):
+        thread = threading.Thread(target=wait)
+        thread.start()
+        while not someone_waits():
+            thread.join(0.01)
+        future.set_result(1) if not future.done() else other.set_result(2)
+        thread.join()
+        assert not someone_waits()
