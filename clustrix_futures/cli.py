@@ -19,8 +19,8 @@ from typing import Any, Callable, Optional
 
 from clustrix_futures import config
 from clustrix_futures.backends.base import QUEUED, RUNNING
-from clustrix_futures.cluster import API_BACKENDS
 from clustrix_futures.config import PROFILE_ENV
+from clustrix_futures.engine import API_BACKENDS
 from clustrix_futures.errors import ClusterFuturesError
 from clustrix_futures.nodes import NODES_ARGV, Node, parse_nodes, partitions
 from clustrix_futures.runs import SUCCEEDED, Site, Snapshot, age, format_counts, parse_age

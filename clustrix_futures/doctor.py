@@ -27,7 +27,7 @@ from clustrix_futures import config
 from clustrix_futures.backends import get_backend
 from clustrix_futures.backends.base import ArraySubmission, BackendContext
 from clustrix_futures.batching import resources_of
-from clustrix_futures.cluster import API_BACKENDS, interpreter_problem, probe_interpreter
+from clustrix_futures.engine import API_BACKENDS, interpreter_problem, probe_interpreter
 from clustrix_futures.errors import ConfigError, HostKeyError
 from clustrix_futures.runs import Site
 from clustrix_futures.scheduler import CommandScheduler, make_scheduler

@@ -40,7 +40,7 @@ def _make_engine(settings: config.Settings, initializer: Optional[bytes]) -> Eng
         from clustrix_futures.local import LocalPool
 
         return LocalPool(settings.max_workers, initializer)
-    from clustrix_futures.cluster import ClusterEngine
+    from clustrix_futures.engine import ClusterEngine
 
     return ClusterEngine(settings, initializer)
 
@@ -83,7 +83,7 @@ class ClusterPoolExecutor(Executor):
         keys when attaching from another machine) override those recorded in the run's manifest. New work
         may be submitted through it too.
         """
-        from clustrix_futures.cluster import ClusterEngine
+        from clustrix_futures.engine import ClusterEngine
 
         executor = cls.__new__(cls)
         executor.settings = config.Settings(str(options.pop("backend", "slurm")), None,

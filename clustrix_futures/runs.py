@@ -26,7 +26,7 @@ import cloudpickle
 
 from clustrix_futures import config
 from clustrix_futures.backends.base import QUEUED, RUNNING, BackendContext, ElementKey, FinalState
-from clustrix_futures.cluster import API_BACKENDS, make_storage, make_transport
+from clustrix_futures.engine import API_BACKENDS, make_storage, make_transport
 from clustrix_futures.errors import ConfigError
 from clustrix_futures.rundir import RunDir
 from clustrix_futures.scheduler import Scheduler, make_scheduler

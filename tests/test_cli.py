@@ -224,7 +224,7 @@ def readable_dir() -> Iterator[Path]:
 
 def _fake_python(directory: Path) -> str:
     fake = directory / "python3"
-    fake.write_text("#!/bin/sh\necho 3.99\necho True False\necho -\n")  # as cluster._PROBE prints them
+    fake.write_text("#!/bin/sh\necho 3.99\necho True False\necho -\n")  # as engine._PROBE prints them
     fake.chmod(0o755)
     return str(fake)
 

@@ -255,7 +255,7 @@ def shared_dir() -> Iterator[Path]:
 
 def test_python_version_mismatch_is_refused_before_any_submission(remote, shared_dir):
     fake = shared_dir / "python3"
-    fake.write_text("#!/bin/sh\necho 3.99\necho False False\necho -\n")  # as cluster._PROBE prints them
+    fake.write_text("#!/bin/sh\necho 3.99\necho False False\necho -\n")  # as engine._PROBE prints them
     fake.chmod(0o755)
     token = secrets.token_hex(4)
     work_dir, job_name = f"{REMOTE_WORK_DIR}/refused-{token}", f"cf-refused-{token}"

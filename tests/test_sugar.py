@@ -29,6 +29,21 @@ def test_map_with_progress_shows_items(capsys):
     assert "50/50" in capsys.readouterr().err
 
 
+def test_every_export_is_what_it_names_whatever_was_imported_before():
+    import importlib
+    import subprocess
+    import sys
+
+    import clustrix_futures
+
+    for module in ("cli", "engine", "runs", "doctor", "executor", "decorator"):  # submodules set package attributes
+        importlib.import_module(f"clustrix_futures.{module}")
+    for name in clustrix_futures.__all__:
+        assert not isinstance(getattr(clustrix_futures, name), type(clustrix_futures)), name  # no module
+    code = "import clustrix_futures.cli; from clustrix_futures import cluster; print(callable(cluster))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "True"
+
+
 def test_decorator_blocks_and_offers_futures(slurm, tmp_path):
     @cluster(backend="slurm", work_dir=str(tmp_path / "runs"))
     def cube(x: int) -> int:
