@@ -66,11 +66,7 @@ def add_bench(subparsers: Subparsers) -> None:
     sizing.add_argument("--run-seconds", type=float,
                         help="instead of --tasks: at each duration, enough tasks to keep the local workers busy "
                              "about this long")
-    parser.add_argument("--profile", help="the cluster: a profile from the configuration file")
-    parser.add_argument("--backend", help="the cluster: a backend (slurm, ssh...)")
-    parser.add_argument("--work-dir", help="the backend's work_dir option")
-    parser.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE",
-                        help="another executor option for the cluster (repeatable; values read as YAML)")
+    _add_site_options(parser)
     parser.add_argument("--local-workers", type=int, help="local processes (default: the CPU count)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per measurement; the best counts (default 1)")
     parser.add_argument("--plot", metavar="OUT.png", help="draw throughput against task duration (needs matplotlib)")
@@ -92,7 +88,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
         except ImportError:
             return _fail(f"--plot needs matplotlib, which is not installed: {bench.PLOT_HINT}")
     cluster: dict[str, Any] = dict(args.option)
-    for key, value in (("profile", args.profile), ("backend", args.backend), ("work_dir", args.work_dir)):
+    for key, value in (("profile", args.profile), ("backend", args.backend), ("host", args.host),
+                       ("work_dir", args.work_dir)):
         if value is not None:
             cluster[key] = value
     try:

@@ -79,6 +79,21 @@ def test_cli_on_slurm_prints_the_table_and_writes_a_readable_png(slurm, tmp_path
     assert image.shape[:2] == (height, width)
 
 
+@pytest.mark.ssh
+def test_cli_over_ssh_compares_with_slurm_on_the_remote_side(slurm, sshd, tmp_path):
+    from conftest import ssh_options
+
+    options = ssh_options(sshd)
+    flags = [arg for name, value in options.items() if name not in ("host", "work_dir")
+             for arg in ("--option", f"{name}={value if not isinstance(value, list) else value[0]}")]
+    done = cli("--synthetic", "--task-seconds", "0.001,0.02", "--tasks", "8", "--backend", "slurm",
+               "--host", options["host"], "--work-dir", options["work_dir"], *flags, "--local-workers", "2",
+               "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert sum(line.startswith("sleep ") for line in done.stdout.splitlines()) == 2
+    assert "crossover:" in done.stdout
+
+
 def test_cli_with_a_function_and_a_range_against_the_local_backend():
     done = cli("--function", "operator:neg", "--range", "10:5010", "--backend", "local", "--quiet")
     assert done.returncode == 0, done.stderr
