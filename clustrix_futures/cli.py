@@ -297,9 +297,9 @@ def add_cancel(subparsers: Subparsers) -> None:
 def run_cancel(args: argparse.Namespace) -> int:
     async def work(site: Site) -> int:
         run = await site.open(await site.locate(args.run))
-        before, cancelled = await run.cancel()
+        before, cancelled, elements = await run.cancel()
         done = sum(1 for t in before.tasks if t.state in (SUCCEEDED, "raised"))
-        print(f"cancelled {cancelled} tasks in {len(before.live)} elements of {run.root}; "
+        print(f"cancelled {cancelled} tasks in {elements} elements of {run.root}; "
               f"{done} had finished and keep their results")
         return 0
 

@@ -195,18 +195,20 @@ class OpenRun:
     def log_paths(self, task: TaskState) -> dict[str, str]:
         return {stream: self.run_dir.log(task.batch, str(task.index), stream) for stream in ("out", "err")}
 
-    async def cancel(self) -> tuple[Snapshot, int]:
+    async def cancel(self) -> tuple[Snapshot, int, int]:
         """Stop the run: every unfinished task gets its skip marker (so an element that starts anyway, or runs
-        again, skips it), then every queued or running element is cancelled at the scheduler. A client still
-        watching the run sees its futures fail with the scheduler's CANCELLED. Returns the snapshot taken
-        before, and how many tasks were cancelled."""
+        again, skips it), then every queued or running element that holds one is cancelled at the scheduler
+        (an element whose tasks all finished is left to end by itself). A client still watching the run sees
+        its futures fail with the scheduler's CANCELLED. Returns the snapshot taken before, and how many tasks
+        and elements were cancelled."""
         snapshot = await self.snapshot()
         unfinished = [t for t in snapshot.tasks if t.state in (QUEUED, RUNNING)]
         for task in unfinished:
             await self.storage.write(self.run_dir.skip(task.task_id), b"")
-        if snapshot.live:
-            await self.scheduler.cancel(sorted(snapshot.live))
-        return snapshot, len(unfinished)
+        elements = sorted({(t.job_id, t.index) for t in unfinished} & set(snapshot.live))
+        if elements:
+            await self.scheduler.cancel(elements)
+        return snapshot, len(unfinished), len(elements)
 
     async def remove(self) -> None:
         await self.storage.remove_tree(self.root)
