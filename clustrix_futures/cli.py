@@ -23,7 +23,7 @@ from clustrix_futures.config import PROFILE_ENV
 from clustrix_futures.engine import API_BACKENDS
 from clustrix_futures.errors import ClusterFuturesError
 from clustrix_futures.nodes import NODES_ARGV, Node, parse_nodes, partitions
-from clustrix_futures.runs import SUCCEEDED, Site, Snapshot, age, format_counts, parse_age
+from clustrix_futures.runs import RAISED, SUCCEEDED, Site, Snapshot, age, format_counts, parse_age
 
 Subparsers = Any  # argparse's _SubParsersAction, which is private
 
@@ -87,9 +87,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
             import matplotlib  # noqa: F401
         except ImportError:
             return _fail(f"--plot needs matplotlib, which is not installed: {bench.PLOT_HINT}")
-    cluster: dict[str, Any] = dict(args.option)
-    for key, value in (("profile", args.profile), ("backend", args.backend), ("host", args.host),
-                       ("work_dir", args.work_dir)):
+    cluster = _site_options(args)
+    for key, value in (("profile", args.profile), ("backend", args.backend)):
         if value is not None:
             cluster[key] = value
     try:
@@ -120,12 +119,17 @@ def _add_site_options(parser: argparse.ArgumentParser, backend: bool = True) -> 
                         help="another option (repeatable; values read as YAML)")
 
 
-def _site_settings(args: argparse.Namespace) -> config.Settings:
+def _site_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The executor options of ``_add_site_options``' flags: each --option, then --host and --work-dir."""
     options: dict[str, Any] = dict(args.option)
     for key, value in (("host", args.host), ("work_dir", args.work_dir)):
         if value is not None:
             options[key] = value
-    return config.resolve(args.profile, getattr(args, "backend", None), None, options)
+    return options
+
+
+def _site_settings(args: argparse.Namespace) -> config.Settings:
+    return config.resolve(args.profile, getattr(args, "backend", None), None, _site_options(args))
 
 
 def _with_site(args: argparse.Namespace, work: Callable[[Site], Awaitable[int]]) -> int:
@@ -160,11 +164,7 @@ def add_doctor(subparsers: Subparsers) -> None:
 def run_doctor(args: argparse.Namespace) -> int:
     from clustrix_futures.doctor import Doctor, format_checks
 
-    options: dict[str, Any] = dict(args.option)
-    for key, value in (("host", args.host), ("work_dir", args.work_dir)):
-        if value is not None:
-            options[key] = value
-    doctor = Doctor(args.profile, args.backend, options, args.timeout)
+    doctor = Doctor(args.profile, args.backend, _site_options(args), args.timeout)
     print(format_checks(doctor.run()))
     return 0 if doctor.healthy else 1
 
@@ -298,7 +298,7 @@ def run_cancel(args: argparse.Namespace) -> int:
     async def work(site: Site) -> int:
         run = await site.open(await site.locate(args.run))
         before, cancelled, elements = await run.cancel()
-        done = sum(1 for t in before.tasks if t.state in (SUCCEEDED, "raised"))
+        done = sum(1 for t in before.tasks if t.state in (SUCCEEDED, RAISED))
         print(f"cancelled {cancelled} tasks in {elements} elements of {run.root}; "
               f"{done} had finished and keep their results")
         return 0

@@ -231,6 +231,15 @@ def validate_options(options: Mapping[str, Any]) -> dict[str, Any]:
     return checked
 
 
+def adopt_manifest(settings: Settings, manifest: Mapping[str, Any]) -> None:
+    """Take a run directory's backend and options (its manifest); options set in ``settings`` override them."""
+    given = {k: v for k, v in settings.options.items() if v is not None}
+    settings.backend = manifest["backend"]
+    settings.options = {**validate_options(manifest.get("options") or {}), **given}
+    if settings.max_workers is None:
+        settings.max_workers = manifest.get("max_workers")
+
+
 def config_files() -> list[Path]:
     if os.environ.get(CONFIG_ENV):
         return [Path(os.environ[CONFIG_ENV])]

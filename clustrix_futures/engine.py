@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import itertools
-import json
 import logging
 import os
 import posixpath
@@ -39,7 +38,7 @@ from clustrix_futures.errors import ConfigError, JobFailedError
 from clustrix_futures.files import RemoteFiles
 from clustrix_futures.future import ClusterFuture
 from clustrix_futures.monitor import Environment, Monitor
-from clustrix_futures.rundir import SUBDIRECTORIES, RunDir, encode_json, new_run_name
+from clustrix_futures.rundir import SUBDIRECTORIES, RunDir, encode_json, new_run_name, read_batches, read_manifest
 from clustrix_futures.scheduler import Scheduler, make_scheduler
 from clustrix_futures.storage import ENDPOINT_VARIABLE, S3Storage, Storage, is_s3
 from clustrix_futures.transport import LocalTransport, Transport
@@ -235,7 +234,7 @@ class ClusterEngine:
                 "python": python, "staged": staged, "host_dir": run_dir.host_root, "client": socket.gethostname(),
                 "pid": os.getpid(), "created": time.time()}))
         log.info("run directory %s on %s", run_dir.root, self._where())
-        adopted = await self._read_batches(run_dir) if attach_to else []
+        adopted = await read_batches(self.storage, run_dir) if attach_to else []
         script_env = {ENDPOINT_VARIABLE: settings["endpoint_url"]} if s3 and settings["endpoint_url"] else {}
         return Environment(run_dir, python, staged, max_array, script_env), adopted
 
@@ -275,21 +274,9 @@ class ClusterEngine:
 
     async def _read_manifest(self, root: str) -> dict[str, Any]:
         """Take the backend and options of the run being attached to; options given now override them."""
-        data = (await self.storage.read_many([RunDir(root).manifest]))[RunDir(root).manifest]
-        if data is None:
-            raise ConfigError(f"{root} on {self._where()} is not a clustrix-futures run directory (no manifest.json)")
-        manifest: dict[str, Any] = json.loads(data)
-        given = {k: v for k, v in self.settings.options.items() if v is not None}
-        self.settings.backend = manifest["backend"]
-        self.settings.options = {**config.validate_options(manifest["options"]), **given}
-        if self.settings.max_workers is None:
-            self.settings.max_workers = manifest["max_workers"]
+        manifest = await read_manifest(self.storage, root, self._where())
+        config.adopt_manifest(self.settings, manifest)
         return manifest
-
-    async def _read_batches(self, run_dir: RunDir) -> list[dict[str, Any]]:
-        names = [n for n in await self.storage.listdir(run_dir.path("batches")) if n.endswith(".json")]
-        contents = await self.storage.read_many([run_dir.path("batches", n) for n in sorted(names)])
-        return [json.loads(data) for data in contents.values() if data]
 
     async def _adopt(self, documents: list[dict[str, Any]]) -> list[ClusterFuture]:
         futures = self.monitor.adopt(documents, lambda task_id: ClusterFuture(task_id, on_cancel=self._on_cancel))

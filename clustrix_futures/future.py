@@ -12,7 +12,9 @@ future): the job monitor then looks for results more often (:mod:`clustrix_futur
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Future
 from concurrent.futures._base import (  # the states are stable since Python 3.2
     CANCELLED,
@@ -36,6 +38,15 @@ def _count_waiting(change: int) -> None:
     global _waiting
     with _waiting_lock:
         _waiting += change
+
+
+@contextlib.contextmanager
+def _counted_waiter() -> Iterator[None]:
+    _count_waiting(1)
+    try:
+        yield
+    finally:
+        _count_waiting(-1)
 
 
 class _Waiters(list):
@@ -65,20 +76,14 @@ class ClusterFuture(Future):
     def result(self, timeout: Optional[float] = None) -> Any:
         if self.done():
             return super().result()
-        _count_waiting(1)
-        try:
+        with _counted_waiter():
             return super().result(timeout)
-        finally:
-            _count_waiting(-1)
 
     def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
         if self.done():
             return super().exception()
-        _count_waiting(1)
-        try:
+        with _counted_waiter():
             return super().exception(timeout)
-        finally:
-            _count_waiting(-1)
 
     def cancel(self) -> bool:
         with self._condition:

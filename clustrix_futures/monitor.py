@@ -453,15 +453,14 @@ class Monitor:
 
     def adopt(self, documents: list[dict[str, Any]],
               make_future: Callable[[int], ClusterFuture]) -> list[ClusterFuture]:
-        """Take over the batches recorded in a run directory (``batches/B.json``, and ``B-I.rerun.json`` for an
-        element run again): one future per task, in submission order, its element watched as live. Results
-        already written resolve in the first cycle."""
-        reruns = {(d["batch"], d["index"]): d["job_id"] for d in documents if "index" in d}
+        """Take over the batches recorded in a run directory (:func:`~clustrix_futures.rundir.read_batches`):
+        one future per task, in submission order, its element watched as live. Results already written resolve
+        in the first cycle."""
         futures: dict[int, ClusterFuture] = {}
-        for document in (d for d in documents if "elements" in d):
+        for document in documents:
             batch = document["batch"]
             for index, task_ids in enumerate(document["elements"]):
-                job_id = reruns.get((batch, index), document["job_id"])
+                job_id = document["job_ids"][index]
                 element = Element(batch, index, list(task_ids), job_id)
                 self.live[(job_id, index)] = self.by_slot[(batch, index)] = element
                 for task_id in task_ids:

@@ -28,9 +28,13 @@ import shlex
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
+from clustrix_futures.errors import ConfigError
 from clustrix_futures.worker import PARTIAL_SUFFIX, RESULT_SUFFIX
+
+if TYPE_CHECKING:
+    from clustrix_futures.storage import Storage
 
 SUBDIRECTORIES = ("batches", "results", "logs", "skip")
 
@@ -112,3 +116,27 @@ def encode_json(document: dict[str, Any]) -> bytes:
 
 def batch_document(batch: int, job_id: str, elements: list[list[int]], resources: dict[str, Any]) -> bytes:
     return encode_json({"batch": batch, "job_id": job_id, "elements": elements, "resources": resources})
+
+
+async def read_manifest(storage: Storage, root: str, where: str, hint: str = "") -> dict[str, Any]:
+    """The manifest of the run directory ``root``; ConfigError if it has none (it is not a run directory)."""
+    path = RunDir(root).manifest
+    data = (await storage.read_many([path]))[path]
+    if data is None:
+        raise ConfigError(f"{root} on {where} is not a clustrix-futures run directory: it has no manifest.json{hint}")
+    manifest: dict[str, Any] = json.loads(data)
+    return manifest
+
+
+async def read_batches(storage: Storage, run_dir: RunDir) -> list[dict[str, Any]]:
+    """The recorded batches (``batches/B.json``) in order, each with ``job_ids``: the job of each element, the
+    one of its last run for an element run again (``batches/B-I.rerun.json``)."""
+    names = [n for n in await storage.listdir(run_dir.path("batches")) if n.endswith(".json")]
+    contents = await storage.read_many([run_dir.path("batches", n) for n in names])
+    documents = [json.loads(data) for data in contents.values() if data]
+    reruns = {(d["batch"], d["index"]): d["job_id"] for d in documents if "index" in d}
+    batches = sorted((d for d in documents if "elements" in d), key=lambda d: int(d["batch"]))
+    for batch in batches:
+        batch["job_ids"] = [reruns.get((batch["batch"], index), batch["job_id"])
+                            for index in range(len(batch["elements"]))]
+    return batches

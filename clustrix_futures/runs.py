@@ -13,7 +13,7 @@ What a run directory cannot tell: tasks the client still held when it died (not 
 from __future__ import annotations
 
 import asyncio
-import json
+import dataclasses
 import os
 import posixpath
 import socket
@@ -28,7 +28,7 @@ from clustrix_futures import config
 from clustrix_futures.backends.base import QUEUED, RUNNING, BackendContext, ElementKey, FinalState
 from clustrix_futures.engine import API_BACKENDS, make_storage, make_transport
 from clustrix_futures.errors import ConfigError
-from clustrix_futures.rundir import RunDir
+from clustrix_futures.rundir import RunDir, read_batches, read_manifest
 from clustrix_futures.scheduler import Scheduler, make_scheduler
 from clustrix_futures.storage import S3Storage, Storage, is_s3
 from clustrix_futures.transport import Transport
@@ -111,20 +111,12 @@ class OpenRun:
             return True
         return True
 
-    async def batches(self) -> tuple[list[dict[str, Any]], dict[tuple[int, int], str]]:
-        """The batch documents, and the job id of every element that was run again."""
-        names = [n for n in await self.storage.listdir(self.run_dir.path("batches")) if n.endswith(".json")]
-        contents = await self.storage.read_many([self.run_dir.path("batches", n) for n in sorted(names)])
-        documents = [json.loads(data) for data in contents.values() if data]
-        reruns = {(d["batch"], d["index"]): d["job_id"] for d in documents if "index" in d}
-        return [d for d in documents if "elements" in d], reruns
-
     async def snapshot(self) -> Snapshot:
         """Every task's state: the scheduler is asked first, then the results are read, so an element that
         ends between the two shows its results rather than looking lost."""
-        documents, reruns = await self.batches()
-        elements = {(d["batch"], index): (reruns.get((d["batch"], index), d["job_id"]), list(task_ids))
-                    for d in documents for index, task_ids in enumerate(d["elements"])}
+        elements = {(d["batch"], index): (d["job_ids"][index], list(task_ids))
+                    for d in await read_batches(self.storage, self.run_dir)
+                    for index, task_ids in enumerate(d["elements"])}
         report = await self.scheduler.status(sorted({job for job, _ in elements.values()})) if elements else None
         phases = report.phases if report else {}
         outcomes = await self._outcomes()
@@ -188,7 +180,7 @@ class OpenRun:
         it). API schedulers (Kubernetes) keep one log per pod, shown as stderr."""
         if self.backend in API_BACKENDS:
             return {"err": await self.scheduler.log_tail((task.job_id, task.index), task.batch, LOG_LIMIT)}
-        paths = {stream: self.run_dir.log(task.batch, str(task.index), stream) for stream in ("out", "err")}
+        paths = self.log_paths(task)
         contents = await self.transport.read_many(list(paths.values()))
         return {stream: (contents[path] or b"")[-LOG_LIMIT:] for stream, path in paths.items()}
 
@@ -280,16 +272,10 @@ class Site:
         storage = make_storage(root, self.settings, self.transport)
         if isinstance(storage, S3Storage):
             self._storages.append(storage)
-        manifest_path = RunDir(root).manifest
-        data = (await storage.read_many([manifest_path]))[manifest_path]
-        if data is None:
-            hint = "" if self.settings["host"] else " (for a run on a remote cluster, name it with --profile or --host)"
-            raise ConfigError(f"{root} on {self.where()} is not a clustrix-futures run directory: it has no "
-                              f"manifest.json{hint}")
-        manifest: dict[str, Any] = json.loads(data)
-        given = {k: v for k, v in self.settings.options.items() if v is not None}
-        settings = config.Settings(manifest["backend"], manifest.get("max_workers"),
-                                   {**config.validate_options(manifest.get("options") or {}), **given})
+        hint = "" if self.settings["host"] else " (for a run on a remote cluster, name it with --profile or --host)"
+        manifest = await read_manifest(storage, root, self.where(), hint)
+        settings = dataclasses.replace(self.settings, options=dict(self.settings.options))
+        config.adopt_manifest(settings, manifest)
         return OpenRun(root, settings, self.transport, storage, manifest)
 
     async def snapshots(self, roots: list[str]) -> list[Snapshot | ConfigError]:
@@ -318,10 +304,10 @@ class Site:
             self._storages.append(s3)
             found.update((n, posixpath.join(storage, n)) for n in await s3.listdir(storage) if _looks_like_run(n))
         work_dir = await self.work_dir()
-        for name in (n for n in await self.transport.listdir(work_dir) if _looks_like_run(n)):
-            manifest = RunDir(posixpath.join(work_dir, name)).manifest
-            if (await self.transport.read_many([manifest]))[manifest] is not None:
-                found[name] = posixpath.dirname(manifest)
+        names = [n for n in await self.transport.listdir(work_dir) if _looks_like_run(n)]
+        manifests = await self.transport.read_many([RunDir(posixpath.join(work_dir, n)).manifest for n in names])
+        found.update((posixpath.basename(posixpath.dirname(path)), posixpath.dirname(path))
+                     for path, data in manifests.items() if data is not None)
         return [found[name] for name in sorted(found)]
 
 
