@@ -3,9 +3,11 @@
 Each cycle costs O(1) scheduler queries and O(1) listings, whatever the number of tasks:
 
 1. withdraw cancelled work: one ``scancel`` for elements whose every task was cancelled;
-2. ONE status query (``squeue``) for every live job; elements seen running mark their futures running;
+2. ONE status query (``squeue``) for every live job, running beside the listing: its report is used by the
+   first cycle after it returns; elements seen running mark their futures running;
 3. ONE listing of ``results/`` in the run's storage (a directory, or one paginated S3 ``list_objects_v2``);
-   new result files are read in one batch and resolve their futures;
+   new result files are read in one batch and resolve their futures (a cycle whose status report shows
+   elements gone from the queue lists once more, after the report: see step 4);
 4. elements that left the queue without a result: their final state comes from the scheduler (one query per
    job, only then), the tasks that finished are read from the element's journal, and the rest fail with
    :class:`~clustrix_futures.errors.JobFailedError` carrying the state and the end of the element's stderr.
@@ -61,6 +63,8 @@ MAX_FAILED_CYCLES = 20  # consecutive; with the back-off between them, about hal
 BATCH_CAP = 100_000
 BATCH_WINDOW_CAP = 1.0
 LOG_TAIL_BYTES = 4000
+
+StatusAnswer = tuple[Optional[StatusReport], set[ElementKey]]
 
 
 @dataclass
@@ -139,6 +143,7 @@ class Monitor:
         self._unreachable_since: Optional[float] = None  # since when submissions could not reach the scheduler
         self._status_gap = FIRST_STATUS_GAP
         self._next_status = 0.0
+        self._status_query: Optional[asyncio.Future[StatusAnswer]] = None  # asked, not yet used
 
     # ------------------------------------------------------------ inputs, called on the loop
 
@@ -150,6 +155,14 @@ class Monitor:
 
     async def run(self) -> None:
         """Cycle until stopping and nothing is left to watch. Never dies of one bad cycle."""
+        try:
+            await self._run_cycles()
+        finally:
+            if self._status_query is not None:
+                self._status_query.cancel()
+                await asyncio.gather(self._status_query, return_exceptions=True)
+
+    async def _run_cycles(self) -> None:
         while not (self.stopping and self.idle()):
             try:
                 busy = await self._take_inbox()
@@ -280,27 +293,43 @@ class Monitor:
 
     # ------------------------------------------------------------ one cycle
 
-    async def _cycle(self) -> bool:
+    async def _cycle(self, fresh_status: bool = False) -> bool:
+        """One cycle. The status query runs beside the results listing, so a slow ``squeue`` does not hold
+        back results already written; its report is used by the first cycle after it returns. If it shows
+        elements gone from the queue, that cycle lists the results once more before settling them: a listing
+        taken after the report shows the result of every element that finished before it, and an element
+        whose result is there needs no final-state query. ``fresh_status``: wait for a report asked for now
+        (:meth:`cancel_queued` needs one)."""
         self.cycles += 1
         await self._withdraw_cancelled()
         if not self.live:
             return await self._submit_backlog()
-        report, reachable = None, False
-        if time.monotonic() >= self._next_status:
-            report, reachable = await self._query_status()
-        busy = self._mark_running(report) if report else False
-        busy |= await self._collect_results()
-        if reachable:
-            await self._settle_vanished(report.phases if report else {})
+        answer: Optional[StatusAnswer] = None
+        if fresh_status:
+            answer = await self._query_status(set(self.live))
+        elif self._status_query is None and time.monotonic() >= self._next_status:
+            self._status_query = asyncio.ensure_future(self._query_status(set(self.live)))
+            self._status_query.add_done_callback(lambda _: self.wake())
+        elif self._status_query is not None and self._status_query.done():
+            query, self._status_query = self._status_query, None
+            answer = query.result()
+        busy = await self._collect_results()
+        report, asked = answer or (None, set())
+        if report is not None:
+            busy |= self._mark_running(report)
+            if any(report.phases.get(key, ENDED) == ENDED for key in asked if key in self.live):
+                busy |= await self._collect_results()
+            await self._settle_vanished(report.phases, asked)
         return busy | await self._submit_backlog()
 
-    async def _query_status(self) -> tuple[Optional[StatusReport], bool]:
-        """ONE status query for every live job. Results are found by listing files, so the scheduler is
-        asked less often: soon after a submission, then backing off to ``poll_interval``."""
-        report = await self.scheduler.status(sorted({k[0] for k in self.live}))
+    async def _query_status(self, asked: set[ElementKey]) -> StatusAnswer:
+        """ONE status query for the jobs of the ``asked`` elements (the report, None if the scheduler could
+        not be asked; and ``asked``). Results are found by listing files, so the scheduler is asked less
+        often: soon after a submission, then backing off to ``poll_interval``."""
+        report = await self.scheduler.status(sorted({k[0] for k in asked}))
         self._status_gap = min(self._status_gap * 1.5, self.settings["poll_interval"])
         self._next_status = time.monotonic() + self._status_gap
-        return report, report is not None
+        return report, asked
 
     def _status_soon(self) -> None:
         self._status_gap = FIRST_STATUS_GAP
@@ -357,10 +386,14 @@ class Monitor:
             return f"result file {source} is corrupted: {exc}"
         return None
 
-    async def _settle_vanished(self, phases: Mapping[ElementKey, str]) -> None:
+    async def _settle_vanished(self, phases: Mapping[ElementKey, str], asked: set[ElementKey]) -> None:
+        """Conclude on the ``asked`` elements still live that the report no longer shows (elements submitted
+        or run again since it was asked for are not in it, and not concluded on)."""
         now = time.monotonic()
         vanished = []
         for key, element in self.live.items():
+            if key not in asked:
+                continue
             if phases.get(key, ENDED) != ENDED:
                 element.vanished_at = None
                 continue
@@ -500,8 +533,7 @@ class Monitor:
     async def cancel_queued(self, futures: list[ClusterFuture]) -> None:
         """Cancel every future whose element has not started, as of a fresh status query."""
         await self._take_inbox()
-        self._next_status = 0.0
-        await self._cycle()
+        await self._cycle(fresh_status=True)
         for future in futures:
             if future.cancel():
                 self.cancelled.append(future.task_id)

@@ -7,6 +7,7 @@ A backend builds argv lists; a transport runs them (never through a shell: over 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 from collections.abc import Sequence
@@ -66,7 +67,13 @@ class LocalTransport:
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         except OSError as exc:
             return Completed(argv, 127, "", f"cannot run {argv[0]}: {exc}")
-        out, err = await process.communicate(input)
+        try:
+            out, err = await process.communicate(input)
+        except asyncio.CancelledError:  # reap it now: a process left behind outlives the event loop
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            raise
         assert process.returncode is not None
         return Completed(argv, process.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
 
