@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Optional, Union
 
 Chunk = Union[range, Sequence[Any]]
+MIN_CHUNK_SHARE = 0.2  # of the target element duration: the shortest chunk the parallelism rule makes
 
 
 def chunks(iterable: Iterable[Any], size: int) -> Iterator[Chunk]:
@@ -68,19 +69,22 @@ class AdaptiveSizes:
     Until a duration is known (``learned``), sizes are guesses, and every guessed chunk must run under a time
     budget of ``target_seconds`` (``guessed`` tells whether the size just handed out was one; the map passes
     the budget to the worker, which stops the chunk there and reports how far it got, see
-    :func:`clustrix_futures.worker.apply_chunk`). The first guess is one small probe chunk (``probe``). With
-    a known ``total``, the next guesses are ``min_chunks - 1`` chunks of ``ceil((total - probe) /
-    (min_chunks - 1))`` items, the probe making the ``min_chunks``-th: about the largest size the parallelism
-    rule below would ever allow, so the whole input can go out at once, in one array of ``min_chunks``
-    elements, without waiting for the probe; the budget keeps an element of a slow function from running far
-    past ``target_seconds``, and what a budget cut off is sized again from the rate then measured
-    (``learned_size``). With an unknown total, every guess is probe-sized (the map waits for the probe).
+    :func:`clustrix_futures.worker.apply_chunk`). With a known ``total``, the guesses are ``min_chunks`` equal
+    chunks covering the whole input: the largest size the parallelism rule below allows, so the whole input
+    goes out at once, in one array, and the budget keeps an element of a slow function from running far past
+    ``target_seconds``; what a budget cut off is sized again from the rate then measured (``learned_size``).
+    With an unknown total, the first guess is a one-item probe, and the map waits for it.
 
     Once :meth:`observe` has seen items run, each chunk is sized to run about ``target_seconds``, but never so
     large that fewer than ``min_chunks`` chunks remain for the items left when the duration was learned
-    (parallelism). ``rate`` is shared between maps of the same function, so a repeated map skips the probe
-    and the guesses.
+    (parallelism), unless that would make chunks shorter than ``MIN_CHUNK_SHARE`` of the target: an element
+    costs its own start (the scheduler's dispatch, the interpreter, imports: about 0.1 s of CPU on the test
+    cluster, seconds on a busy cluster with a network filesystem), so splitting less work than that across
+    more elements makes the map slower, not faster. ``rate`` is shared between maps of the same function, so a
+    repeated map skips the guesses.
     """
+
+    PROBE = 1  # items in the probe chunk of an input of unknown length
 
     def __init__(self, total: Optional[int], target_seconds: float, min_chunks: int, rate: ItemRate) -> None:
         self.total = total
@@ -94,9 +98,6 @@ class AdaptiveSizes:
     @property
     def learned(self) -> bool:
         return self.rate.seconds_per_item is not None
-
-    def probe(self) -> int:
-        return max(1, min(self.total // 1000, 1000)) if self.total else 1
 
     def observe(self, items: int, seconds: float) -> None:
         self.rate.add(items, seconds)
@@ -113,14 +114,13 @@ class AdaptiveSizes:
     def __next__(self) -> int:
         self.guessed = not self.learned
         if self.guessed:
-            if self.handed_out == 0 or self.total is None:
-                size = self.probe()
-            else:
-                size = max(1, -(-(self.total - self.probe()) // max(1, self.min_chunks - 1)))
+            size = self.PROBE if self.total is None else max(1, -(-self.total // self.min_chunks))
         else:
             if self._cap is None:
                 left = None if self.total is None else self.total - self.handed_out
-                self._cap = max(1, -(-left // self.min_chunks)) if left else None
+                if left:
+                    shortest = int(MIN_CHUNK_SHARE * self.target / max(self.rate.seconds_per_item or 0.0, 1e-9))
+                    self._cap = max(1, -(-left // self.min_chunks), shortest)
             size = self.learned_size()
         self.handed_out += size
         return size

@@ -9,9 +9,9 @@ When chunks are submitted:
 * with ``buffersize``, at most ``buffersize`` input items are read ahead of the consumer;
 * otherwise every chunk is submitted without waiting for the consumer, as the stdlib does: at once when the
   chunk sizes are known up front, and also for :class:`~clustrix_futures.chunking.AdaptiveSizes` that have
-  not yet learned the function's item duration when the input's length is known (a probe chunk and
-  cap-sized *guessed* chunks, one array); with an unknown length, one probe chunk at once, then the rest from
-  a *feeder* thread as soon as the probe's duration is known.
+  not yet learned the function's item duration when the input's length is known (cap-sized *guessed*
+  chunks covering the whole input, one array); with an unknown length, one probe chunk at once, then the rest
+  from a *feeder* thread as soon as the probe's duration is known.
 
 A guessed chunk (sized before the duration was known) runs under a time budget of the target element
 duration: the worker stops it there and reports how many items ran. Settling it (:meth:`_MapRun.settle`)
@@ -199,7 +199,7 @@ class _MapRun:
         bound, which is enough (queue time does not count: the clock starts when it runs)."""
         sizes = self.adaptive
         assert sizes is not None
-        count = sizes.probe()
+        count = sizes.PROBE
         running_since: Optional[float] = None
         while not self.stopped:
             if probe.done():

@@ -92,25 +92,33 @@ def test_chunks_split_ranges_arithmetically_and_iterables_lazily():
         chunks(range(3), 0)
 
 
-def test_adaptive_sizes_probe_then_target_duration_capped_for_parallelism():
-    rate = ItemRate()
-    sizes = AdaptiveSizes(10**6, target_seconds=5.0, min_chunks=16, rate=rate)
-    assert next(sizes) == 1000  # the probe
-    sizes.observe(1000, 0.001)  # 1 microsecond an item: the target alone would want 5e6 items
-    assert next(sizes) == -(-(10**6 - 1000) // 16)  # capped: 16 chunks for what is left
-    slow = AdaptiveSizes(10**6, target_seconds=5.0, min_chunks=16, rate=ItemRate())
-    next(slow)
-    slow.observe(1000, 1000.0)  # 1 s an item: 5 items make 5 s
-    assert next(slow) == 5
-    again = AdaptiveSizes(100, target_seconds=5.0, min_chunks=16, rate=rate)  # same function: learned
-    assert again.learned and next(again) == 7
+def test_adaptive_sizes_learned_aim_at_the_target_keep_parallelism_but_never_split_below_a_fifth_of_it():
+    fast = ItemRate()
+    fast.add(1000, 0.001)  # 1 microsecond an item: the target (5 s) alone would want 5e6 items
+
+    def learned(total: int, rate: ItemRate = fast) -> list[int]:
+        sizes = AdaptiveSizes(total, target_seconds=5.0, min_chunks=16, rate=rate)
+        assert sizes.learned
+        handed = []
+        while sum(handed) < total:
+            handed.append(next(sizes))
+            assert not sizes.guessed
+        return handed
+
+    assert learned(3 * 10**7) == [-(-3 * 10**7 // 16)] * 16  # 30 s of work: 16 chunks in parallel
+    assert learned(10**9)[:2] == [5 * 10**6] * 2  # 1000 s: chunks of the target, 5 s each
+    assert learned(5 * 10**6) == [10**6] * 5  # 5 s: 16 chunks would be 0.3 s each; 5 of 1 s instead
+    assert learned(10**6) == [10**6]  # 1 s of work: one element, not 16 starts for 0.06 s each
+    slow = ItemRate()
+    slow.add(10, 10.0)  # 1 s an item
+    assert learned(100, slow)[:2] == [5, 5]
 
 
 def test_adaptive_sizes_with_a_known_total_guess_cap_sized_chunks_until_learned():
     sizes = AdaptiveSizes(10**6, target_seconds=5.0, min_chunks=16, rate=ItemRate())
-    assert next(sizes) == 1000 and sizes.guessed  # the probe
-    cap = -(-(10**6 - 1000) // 15)
-    assert [next(sizes) for _ in range(15)] == [cap] * 15 and sizes.guessed  # the whole input: 16 chunks
+    assert [next(sizes) for _ in range(16)] == [62500] * 16 and sizes.guessed  # the whole input, at once
+    sizes.observe(62500, 0.0625)
+    assert next(sizes) and not sizes.guessed
     unknown = AdaptiveSizes(None, target_seconds=5.0, min_chunks=16, rate=ItemRate())
     assert next(unknown) == 1 and next(unknown) == 1 and unknown.guessed  # no total: probe-sized guesses
     unknown.observe(10, 1.0)
@@ -138,7 +146,7 @@ def test_guessed_chunks_cut_by_their_budget_are_resubmitted_in_order():
     sizes = AdaptiveSizes(30, target_seconds=0.05, min_chunks=4, rate=ItemRate())
     fn = functools.partial(workloads.sleep_then, 0.02)
     assert list(map_in_chunks(submit, fn, [range(30)], sizes, None, None, True, Feeders())) == list(range(30))
-    assert len(submitted) > 5  # the probe, 4 guesses of 8 items, then what their 0.05 s budgets cut off
+    assert len(submitted) > 4  # 4 guesses of 8 items, then what their 0.05 s budgets cut off
 
 
 def test_first_map_sends_the_whole_input_at_once_and_budgets_cut_slow_guesses(slurm_executor, shim):
@@ -146,7 +154,7 @@ def test_first_map_sends_the_whole_input_at_once_and_budgets_cut_slow_guesses(sl
     assert list(ex.map(workloads.sleep_then, [0.3] * 40)) == [None] * 40  # one iterable: its length is known
     calls = shim.calls("sbatch")
     first = next(arg for arg in calls[0] if arg.startswith("--array="))
-    assert first.startswith("--array=0-13")  # the probe and 13 guesses of 3 items (39 / 15): the whole input
+    assert first.startswith("--array=0-13")  # 14 guesses of 3 items (40 / 16, rounded up): the whole input
     assert len(calls) >= 2  # 0.3 s items under a 0.5 s budget: each guess was cut, the rest sent again
     assert list(ex.map(workloads.sleep_then, [0.3] * 40)) == [None] * 40
     assert len(shim.calls("sbatch")) == len(calls) + 1  # learned: one array, nothing cut
