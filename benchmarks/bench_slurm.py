@@ -11,21 +11,21 @@ Run: ``python benchmarks/bench_slurm.py`` (add ``--tasks N`` to change the 1000)
 (d) ``map`` of a tiny function over ``range(10**6)`` (consumed with ``sum``), against the floor: a hand-written
     ``sbatch --array=0-15`` whose elements each compute one of the same 16 slices with ``python -c`` and write
     the list of values as a pickle, the client loading and summing each pickle as it appears (polled every
-    50 ms). Ours cold (the executor's first map of the function: a probe element and 16 cap-sized guessed
-    elements, all in one array, each under a time budget; see clustrix_futures.chunking.AdaptiveSizes) and
-    warm (the second map of the same function in the same executor: sizes learned), each
-    with the client's peak RSS during the map (the peak is reset at the map's start through
-    /proc/self/clear_refs, then read with resource.getrusage);
+    50 ms). Ours cold (the executor's first map of the function: 16 equal guessed elements in one array, each
+    under a time budget; see clustrix_futures.chunking.AdaptiveSizes) and warm (the second map of the same
+    function in the same executor: sizes learned from the first), each with the client's peak RSS during the
+    map (the peak is reset at the map's start through /proc/self/clear_refs, then read with resource.getrusage);
 (e) submitit's ``map_array`` over the same 16 slices (``AutoExecutor``, ``slurm_array_parallelism=16``),
     results collected, when submitit is installed;
 (f) N trivial tasks submitted over SSH (the test sshd of tests/infra/sshd.sh, user cfuser, its bare
     /usr/bin/python3) against the same tasks submitted here to the same SLURM, packed after a warm-up
     (``--ssh-only`` runs just this).
 
-(d) also runs ours with ``poll_interval=0.25``: while it waits, the monitor backs its result listing off
-towards ``poll_interval`` (2 s by default); this shows how much of the gap to the floor that back-off accounts
-for. (d) and (e) run ``--map-repeat`` rounds (default 3), each round running every contender once; the
-targets are judged on the median of the per-round ratios, so load from other users hits both sides of a ratio.
+(d) and (e) run ``--map-repeat`` rounds (default 3), each round running every contender once; the targets are
+judged on the median of the per-round ratios, so load from other users hits both sides of a ratio. Every
+contender starts on an idle queue: before each, the benchmark waits until none of this user's jobs is left in
+squeue (the jobs of the one before may still be completing when its client has every result; on 2 cores their
+clean-up delays the next one's start by up to a second).
 The machine's load average is printed at the start and the end: on a shared machine, compare only figures
 taken at a low load.
 
@@ -53,7 +53,7 @@ WRITE_PICKLE = ("import pickle, os, sys; p = sys.argv[1]; open(p + '.tmp', 'wb')
                 "os.replace(p + '.tmp', p)")
 MAP_ITEMS = 10**6
 MAP_ELEMENTS = 16
-FAST_POLL = 0.25  # (d) also runs with the monitor's back-off capped here, to show what the back-off costs
+IDLE_WAIT = 60.0  # the longest wait for an idle queue before a contender of (d) and (e)
 # one floor element: the values of slice $1 of range(MAP_ITEMS) in MAP_ELEMENTS slices, pickled to $2/$1.pkl
 FLOOR_ELEMENT = ("import pickle, os, sys; i = int(sys.argv[1]); size = -(-{n} // {k}); "
                  "r = range(i * size, min({n}, (i + 1) * size)); p = sys.argv[2] + '/%d.pkl' % i; "
@@ -127,6 +127,18 @@ def raw_map_floor(scratch: Path) -> float:
     return elapsed
 
 
+def idle_queue() -> None:
+    """Wait until squeue shows none of this user's jobs (the previous contender's, still completing)."""
+    deadline = time.monotonic() + IDLE_WAIT
+    while time.monotonic() < deadline:
+        queue = subprocess.run(["squeue", "--noheader", f"--user={os.getuid()}", "--format=%i"],
+                               capture_output=True, text=True)
+        if queue.returncode == 0 and not queue.stdout.strip():
+            return
+        time.sleep(0.1)
+    print(f"    (jobs were still queued after {IDLE_WAIT:.0f} s; measuring anyway)")
+
+
 def reset_peak_rss() -> bool:
     """Make the peak RSS (getrusage's ru_maxrss) start again from the current RSS (Linux >= 4.0)."""
     try:
@@ -196,20 +208,21 @@ def map_section(scratch: Path, work_dir: str, repeat: int) -> None:
     floors: list[float] = []
     samples: dict[str, list[MapFigure]] = {}
     theirs: list[float] = []
-    fast = f"poll_interval={FAST_POLL:g}"
     for _ in range(repeat):
+        idle_queue()
         floors.append(raw_map_floor(scratch))
-        for label, options in (("", {}), (f", {fast}", {"poll_interval": FAST_POLL})):
-            with ClusterPoolExecutor(backend="slurm", work_dir=work_dir, **options) as ex:
-                samples.setdefault(f"cold{label}", []).append(measured_map(ex))
-                samples.setdefault(f"warm{label}", []).append(measured_map(ex))
+        with ClusterPoolExecutor(backend="slurm", work_dir=work_dir) as ex:
+            for label in ("cold", "warm"):
+                idle_queue()
+                samples.setdefault(label, []).append(measured_map(ex))
+        idle_queue()
         seconds = submitit_map(scratch)
         if seconds is not None:
             theirs.append(seconds)
 
     print(f"\n(d) map(tiny, range({MAP_ITEMS:,})), summed, against the floor, {repeat} rounds: best seconds, and "
           f"the median of the per-round ratios ours/floor (target <= 1.3x); cold = the executor's first map of "
-          f"the function (probe and guesses in one array), warm = its second (learned sizes)")
+          f"the function (guessed sizes, one array), warm = its second (learned sizes); each from an idle queue")
     print(f"    raw sbatch --array=0-{MAP_ELEMENTS - 1}, {MAP_ELEMENTS} slices   best {min(floors):6.3f} s   "
           f"(rounds: {', '.join(f'{f:.3f}' for f in floors)} s)")
     for name, runs in samples.items():
