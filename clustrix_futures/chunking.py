@@ -13,6 +13,8 @@ from typing import Any, Optional, Union
 
 Chunk = Union[range, Sequence[Any]]
 MIN_CHUNK_SHARE = 0.2  # of the target element duration: the shortest chunk the parallelism rule makes
+# A chunk's values are held whole, by its worker and, decoded, by the consumer: about 40 MB for 10**6 ints.
+MAX_CHUNK_ITEMS = 10**6
 
 
 def chunks(iterable: Iterable[Any], size: int) -> Iterator[Chunk]:
@@ -69,19 +71,20 @@ class AdaptiveSizes:
     Until a duration is known (``learned``), sizes are guesses, and every guessed chunk must run under a time
     budget of ``target_seconds`` (``guessed`` tells whether the size just handed out was one; the map passes
     the budget to the worker, which stops the chunk there and reports how far it got, see
-    :func:`clustrix_futures.worker.apply_chunk`). With a known ``total``, the guesses are ``min_chunks`` equal
-    chunks covering the whole input: the largest size the parallelism rule below allows, so the whole input
-    goes out at once, in one array, and the budget keeps an element of a slow function from running far past
-    ``target_seconds``; what a budget cut off is sized again from the rate then measured (``learned_size``).
-    With an unknown total, the first guess is a one-item probe, and the map waits for it.
+    :func:`clustrix_futures.worker.apply_chunk`). With a known ``total`` of at most ``min_chunks`` times
+    ``MAX_CHUNK_ITEMS`` (``guesses_cover``), the guesses are ``min_chunks`` equal chunks covering the whole
+    input: the largest size the parallelism rule below allows, so the whole input goes out at once, in one
+    array, and the budget keeps an element of a slow function from running far past ``target_seconds``;
+    what a budget cut off is sized again from the rate then measured (``learned_size``). With an unknown or
+    a larger total, the first guess is a one-item probe, and the map waits for it.
 
     Once :meth:`observe` has seen items run, each chunk is sized to run about ``target_seconds``, but never so
     large that fewer than ``min_chunks`` chunks remain for the items left when the duration was learned
     (parallelism), unless that would make chunks shorter than ``MIN_CHUNK_SHARE`` of the target: an element
     costs its own start (the scheduler's dispatch, the interpreter, imports: about 0.1 s of CPU on the test
     cluster, seconds on a busy cluster with a network filesystem), so splitting less work than that across
-    more elements makes the map slower, not faster. ``rate`` is shared between maps of the same function, so a
-    repeated map skips the guesses.
+    more elements makes the map slower, not faster. No chunk exceeds ``MAX_CHUNK_ITEMS`` (memory). ``rate`` is
+    shared between maps of the same function, so a repeated map skips the guesses.
     """
 
     PROBE = 1  # items in the probe chunk of an input of unknown length
@@ -99,13 +102,18 @@ class AdaptiveSizes:
     def learned(self) -> bool:
         return self.rate.seconds_per_item is not None
 
+    @property
+    def guesses_cover(self) -> bool:
+        """Whether ``min_chunks`` guessed chunks cover the input (its total is known and small enough)."""
+        return self.total is not None and -(-self.total // self.min_chunks) <= MAX_CHUNK_ITEMS
+
     def observe(self, items: int, seconds: float) -> None:
         self.rate.add(items, seconds)
 
     def learned_size(self) -> int:
         """Items that run about ``target_seconds`` at the rate measured so far (within the cap, once set)."""
         per_item = self.rate.seconds_per_item
-        size = max(1, int(self.target / max(per_item or 0.0, 1e-9)))
+        size = min(MAX_CHUNK_ITEMS, max(1, int(self.target / max(per_item or 0.0, 1e-9))))
         return size if self._cap is None else min(size, self._cap)
 
     def __iter__(self) -> AdaptiveSizes:
@@ -114,7 +122,8 @@ class AdaptiveSizes:
     def __next__(self) -> int:
         self.guessed = not self.learned
         if self.guessed:
-            size = self.PROBE if self.total is None else max(1, -(-self.total // self.min_chunks))
+            size = max(1, -(-self.total // self.min_chunks)) if self.total is not None and self.guesses_cover \
+                else self.PROBE
         else:
             if self._cap is None:
                 left = None if self.total is None else self.total - self.handed_out

@@ -10,8 +10,8 @@ When chunks are submitted:
 * otherwise every chunk is submitted without waiting for the consumer, as the stdlib does: at once when the
   chunk sizes are known up front, and also for :class:`~clustrix_futures.chunking.AdaptiveSizes` that have
   not yet learned the function's item duration when the input's length is known (cap-sized *guessed*
-  chunks covering the whole input, one array); with an unknown length, one probe chunk at once, then the rest
-  from a *feeder* thread as soon as the probe's duration is known.
+  chunks covering the whole input, one array); with an unknown (or a very large) length, one probe chunk at
+  once, then the rest from a *feeder* thread as soon as the probe's duration is known.
 
 A guessed chunk (sized before the duration was known) runs under a time budget of the target element
 duration: the worker stops it there and reports how many items ran. Settling it (:meth:`_MapRun.settle`)
@@ -253,7 +253,7 @@ def map_in_chunks(
 
     if buffersize:
         fill()  # guessed chunks are settled by the consumer as it reaches them
-    elif adaptive is not None and not adaptive.learned and adaptive.total is None:
+    elif adaptive is not None and not adaptive.learned and not adaptive.guesses_cover:
         run.finished_guesses = queue.SimpleQueue()
         if run.submit_next():  # the probe: the rest waits for its duration
             probe = run.pending[0][0]

@@ -14,7 +14,7 @@ import pytest
 import workloads
 
 from clustrix_futures import chunks
-from clustrix_futures.chunking import AdaptiveSizes, ItemRate
+from clustrix_futures.chunking import MAX_CHUNK_ITEMS, AdaptiveSizes, ItemRate
 from clustrix_futures.future import ClusterFuture, someone_waits
 from clustrix_futures.mapping import Feeders, map_in_chunks
 from clustrix_futures.worker import apply_chunk, run_payload
@@ -57,6 +57,16 @@ def test_repeated_map_skips_the_probe_and_sizes_chunks_from_learned_durations(sl
     assert 3 <= elements <= 8
 
 
+def test_a_repeated_map_of_little_work_runs_in_one_element(slurm_executor, shim):
+    ex = slurm_executor()
+    expected = sum(x * x for x in range(10**5))
+    assert sum(ex.map(workloads.square, range(10**5))) == expected  # cold: 16 guessed chunks
+    before = len(shim.calls("sbatch"))
+    assert sum(ex.map(workloads.square, range(10**5))) == expected
+    second = shim.calls("sbatch")[before:]
+    assert len(second) == 1 and "--array=0-0" in second[0]  # milliseconds of work: not worth 16 starts
+
+
 def test_client_memory_stays_small_over_ten_million_items(slurm, tmp_path):
     script = tmp_path / "rss.py"
     script.write_text(textwrap.dedent(f"""
@@ -93,22 +103,28 @@ def test_chunks_split_ranges_arithmetically_and_iterables_lazily():
 
 
 def test_adaptive_sizes_learned_aim_at_the_target_keep_parallelism_but_never_split_below_a_fifth_of_it():
-    fast = ItemRate()
-    fast.add(1000, 0.001)  # 1 microsecond an item: the target (5 s) alone would want 5e6 items
+    rate = ItemRate()
+    rate.add(1000, 0.01)  # 10 microseconds an item: the target (5 s) alone would want 500,000 items
 
-    def learned(total: int, rate: ItemRate = fast) -> list[int]:
+    def learned(total: int, rate: ItemRate = rate) -> list[int]:
         sizes = AdaptiveSizes(total, target_seconds=5.0, min_chunks=16, rate=rate)
         assert sizes.learned
-        handed = []
+        handed: list[int] = []
         while sum(handed) < total:
             handed.append(next(sizes))
             assert not sizes.guessed
         return handed
 
-    assert learned(3 * 10**7) == [-(-3 * 10**7 // 16)] * 16  # 30 s of work: 16 chunks in parallel
-    assert learned(10**9)[:2] == [5 * 10**6] * 2  # 1000 s: chunks of the target, 5 s each
-    assert learned(5 * 10**6) == [10**6] * 5  # 5 s: 16 chunks would be 0.3 s each; 5 of 1 s instead
-    assert learned(10**6) == [10**6]  # 1 s of work: one element, not 16 starts for 0.06 s each
+    per_item = rate.seconds_per_item
+    assert per_item is not None
+    target, fifth = int(5.0 / per_item), int(1.0 / per_item)  # about 500,000 and 100,000 items
+    assert learned(3 * 10**6) == [187_500] * 16  # 30 s of work: 16 chunks in parallel
+    assert learned(10**8)[:2] == [target] * 2  # 1000 s: chunks of the target, 5 s each
+    assert learned(5 * 10**5)[:4] == [fifth] * 4  # 5 s: 16 chunks would be 0.3 s each; about 5 of 1 s instead
+    assert len(learned(99_990)) == 1  # 1 s of work: one element, not 16 starts of 0.06 s each
+    fast = ItemRate()
+    fast.add(1000, 0.0001)  # 0.1 microsecond an item
+    assert learned(10**7, fast) == [MAX_CHUNK_ITEMS] * 10  # 1 s of work, but one chunk's values are held whole
     slow = ItemRate()
     slow.add(10, 10.0)  # 1 s an item
     assert learned(100, slow)[:2] == [5, 5]
@@ -123,6 +139,8 @@ def test_adaptive_sizes_with_a_known_total_guess_cap_sized_chunks_until_learned(
     assert next(unknown) == 1 and next(unknown) == 1 and unknown.guessed  # no total: probe-sized guesses
     unknown.observe(10, 1.0)
     assert next(unknown) == 50 and not unknown.guessed
+    huge = AdaptiveSizes(10**9, target_seconds=5.0, min_chunks=16, rate=ItemRate())
+    assert not huge.guesses_cover and next(huge) == 1  # 16 guesses would be too big to hold: a probe first
 
 
 def test_a_chunk_with_a_budget_stops_there_and_says_how_far_it_got():
