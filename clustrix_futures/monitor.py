@@ -59,6 +59,7 @@ FASTEST_INTERVAL = 0.2
 WAITING_INTERVAL = 0.05  # longest pause while a thread waits on a future and elements are live
 LISTING_SHARE = 4  # ... unless the results listing is slow: then a pause of this many listings
 FIRST_STATUS_GAP = 0.5
+STATUS_DRAIN_SECONDS = 5.0  # at the end, how long a status query still running may take
 MAX_FAILED_CYCLES = 20  # consecutive; with the back-off between them, about half a minute or more
 BATCH_CAP = 100_000
 BATCH_WINDOW_CAP = 1.0
@@ -158,9 +159,11 @@ class Monitor:
         try:
             await self._run_cycles()
         finally:
-            if self._status_query is not None:
-                self._status_query.cancel()
-                await asyncio.gather(self._status_query, return_exceptions=True)
+            query = self._status_query
+            if query is not None:  # let it end (a cancelled command can leave its process to the wrong reaper)
+                await asyncio.wait({query}, timeout=STATUS_DRAIN_SECONDS)
+                query.cancel()
+                await asyncio.gather(query, return_exceptions=True)
 
     async def _run_cycles(self) -> None:
         while not (self.stopping and self.idle()):
