@@ -122,8 +122,7 @@ class AdaptiveSizes:
     def __next__(self) -> int:
         self.guessed = not self.learned
         if self.guessed:
-            size = max(1, -(-self.total // self.min_chunks)) if self.total is not None and self.guesses_cover \
-                else self.PROBE
+            size = max(1, -(-(self.total or 0) // self.min_chunks)) if self.guesses_cover else self.PROBE
         else:
             if self._cap is None:
                 left = None if self.total is None else self.total - self.handed_out
