@@ -105,15 +105,26 @@ class AdaptiveSizes:
     @property
     def guesses_cover(self) -> bool:
         """Whether ``min_chunks`` guessed chunks cover the input (its total is known and small enough)."""
-        return self.total is not None and -(-self.total // self.min_chunks) <= MAX_CHUNK_ITEMS
+        return self._covering_size() is not None
+
+    def _covering_size(self) -> Optional[int]:
+        """The size of ``min_chunks`` equal chunks covering the input; None if its total is unknown, or if that
+        size would exceed ``MAX_CHUNK_ITEMS``."""
+        if self.total is None:
+            return None
+        size = max(1, -(-self.total // self.min_chunks))
+        return size if size <= MAX_CHUNK_ITEMS else None
 
     def observe(self, items: int, seconds: float) -> None:
         self.rate.add(items, seconds)
 
+    def _items_in(self, seconds: float) -> int:
+        """Items that run about ``seconds`` at the rate measured so far (at least one)."""
+        return max(1, int(seconds / max(self.rate.seconds_per_item or 0.0, 1e-9)))
+
     def learned_size(self) -> int:
         """Items that run about ``target_seconds`` at the rate measured so far (within the cap, once set)."""
-        per_item = self.rate.seconds_per_item
-        size = min(MAX_CHUNK_ITEMS, max(1, int(self.target / max(per_item or 0.0, 1e-9))))
+        size = min(MAX_CHUNK_ITEMS, self._items_in(self.target))
         return size if self._cap is None else min(size, self._cap)
 
     def __iter__(self) -> AdaptiveSizes:
@@ -122,13 +133,12 @@ class AdaptiveSizes:
     def __next__(self) -> int:
         self.guessed = not self.learned
         if self.guessed:
-            size = max(1, -(-(self.total or 0) // self.min_chunks)) if self.guesses_cover else self.PROBE
+            size = self._covering_size() or self.PROBE
         else:
             if self._cap is None:
                 left = None if self.total is None else self.total - self.handed_out
                 if left:
-                    shortest = int(MIN_CHUNK_SHARE * self.target / max(self.rate.seconds_per_item or 0.0, 1e-9))
-                    self._cap = max(1, -(-left // self.min_chunks), shortest)
+                    self._cap = max(-(-left // self.min_chunks), self._items_in(MIN_CHUNK_SHARE * self.target))
             size = self.learned_size()
         self.handed_out += size
         return size
