@@ -12,7 +12,7 @@ Run: ``python benchmarks/bench_slurm.py`` (add ``--tasks N`` to change the 1000)
     ``sbatch --array=0-15`` whose elements each compute one of the same 16 slices with ``python -c`` and write
     the list of values as a pickle, the client loading and summing each pickle as it appears (polled every
     50 ms). Ours cold (the executor's first map of the function: 16 equal guessed elements in one array, each
-    under a time budget; see clustrix_futures.chunking.AdaptiveSizes) and warm (the second map of the same
+    under a time budget; see clustrix_futures.mapping.sizing.AdaptiveSizes) and warm (the second map of the same
     function in the same executor: sizes learned from the first), each with the client's peak RSS during the
     map (the peak is reset at the map's start through /proc/self/clear_refs, then read with resource.getrusage);
 (e) submitit's ``map_array`` over the same 16 slices (``AutoExecutor``, ``slurm_array_parallelism=16``),

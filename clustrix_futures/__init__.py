@@ -1,6 +1,6 @@
 """clustrix-futures: a ``concurrent.futures.Executor`` for local processes, SLURM and SSH hosts.
 
-Imports are lazy, so ``python -m clustrix_futures.worker`` on a compute node loads only what it needs.
+Imports are lazy, so ``python -m clustrix_futures.node.worker`` on a compute node loads only what it needs.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "ClusterPoolExecutor": "clustrix_futures.executor",
     "ClusterFuture": "clustrix_futures.future",
-    "chunks": "clustrix_futures.chunking",
+    "chunks": "clustrix_futures.mapping.chunks",
     "cluster": "clustrix_futures.decorator",
-    "progress": "clustrix_futures.bars",
+    "progress": "clustrix_futures.progressbar",
     "ClusterFuturesError": "clustrix_futures.errors",
     "ConfigError": "clustrix_futures.errors",
     "JobFailedError": "clustrix_futures.errors",
@@ -25,8 +25,6 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from clustrix_futures.bars import progress
-    from clustrix_futures.chunking import chunks
     from clustrix_futures.decorator import cluster
     from clustrix_futures.errors import (
         ClusterFuturesError,
@@ -38,6 +36,8 @@ if TYPE_CHECKING:
     )
     from clustrix_futures.executor import ClusterPoolExecutor
     from clustrix_futures.future import ClusterFuture
+    from clustrix_futures.mapping.chunks import chunks
+    from clustrix_futures.progressbar import progress
 
 
 def __getattr__(name: str) -> Any:

@@ -14,10 +14,10 @@ from concurrent.futures import Executor
 from typing import Any, Callable, Optional, Protocol, Union
 
 from clustrix_futures import config
-from clustrix_futures.chunking import length_of
-from clustrix_futures.files import RemoteFiles, local_files
 from clustrix_futures.future import ClusterFuture
-from clustrix_futures.mapping import Feeders, map_in_chunks
+from clustrix_futures.mapping.chunks import length_of
+from clustrix_futures.mapping.run import Feeders, map_in_chunks
+from clustrix_futures.remote.files import RemoteFiles, local_files
 from clustrix_futures.serialization import dumps_task
 
 
@@ -37,10 +37,10 @@ class Engine(Protocol):
 
 def _make_engine(settings: config.Settings, initializer: Optional[bytes]) -> Engine:
     if settings.backend == "local":
-        from clustrix_futures.local import LocalPool
+        from clustrix_futures.local.pool import LocalPool
 
         return LocalPool(settings.max_workers, initializer)
-    from clustrix_futures.engine import ClusterEngine
+    from clustrix_futures.engine.startup import ClusterEngine
 
     return ClusterEngine(settings, initializer)
 
@@ -83,7 +83,7 @@ class ClusterPoolExecutor(Executor):
         keys when attaching from another machine) override those recorded in the run's manifest. New work
         may be submitted through it too.
         """
-        from clustrix_futures.engine import ClusterEngine
+        from clustrix_futures.engine.startup import ClusterEngine
 
         executor = cls.__new__(cls)
         executor.settings = config.Settings(str(options.pop("backend", "slurm")), None,

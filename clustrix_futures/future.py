@@ -7,7 +7,7 @@ executor so a queued scheduler job can be withdrawn.
 
 :func:`someone_waits` tells whether any thread of this process is blocked on a ClusterFuture, in
 ``result()``, ``exception()``, ``concurrent.futures.wait`` or ``as_completed`` (these install waiters on the
-future): the job monitor then looks for results more often (:mod:`clustrix_futures.monitor`).
+future): the job monitor then looks for results more often (:mod:`clustrix_futures.engine.monitor`).
 """
 
 from __future__ import annotations

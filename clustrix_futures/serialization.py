@@ -16,7 +16,7 @@ import cloudpickle
 
 from clustrix_futures.errors import RemoteError
 from clustrix_futures.future import ClusterFuture
-from clustrix_futures.worker import ChunkResult, Outcome
+from clustrix_futures.node.worker import ChunkResult, Outcome
 
 
 class RemoteTraceback(Exception):

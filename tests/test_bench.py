@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from clustrix_futures import bench
-from clustrix_futures.bench import Row
+from clustrix_futures.tools import bench
+from clustrix_futures.tools.bench import Row
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "CLUSTRIX_FUTURES_PROFILE"}
-    return subprocess.run([sys.executable, "-m", "clustrix_futures.cli", "bench", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "clustrix_futures.tools.cli", "bench", *args], capture_output=True,
                           text=True, timeout=timeout, env=env)
 
 
@@ -126,7 +126,7 @@ def test_cli_errors_are_clear():
 
 def test_plot_without_matplotlib_names_the_extra(tmp_path):
     script = ("import sys; sys.modules['matplotlib'] = None\n"  # as if it were not installed
-              "from clustrix_futures.cli import main\n"
+              "from clustrix_futures.tools.cli import main\n"
               f"sys.exit(main(['bench', '--synthetic', '--backend', 'local', '--plot', {str(tmp_path / 'x.png')!r}]))")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2

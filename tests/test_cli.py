@@ -23,9 +23,9 @@ import pytest
 import yaml
 from conftest import REMOTE_WORK_DIR, ssh_options
 
-from clustrix_futures import cli
-from clustrix_futures.doctor import FAIL, PASS, Doctor
-from clustrix_futures.nodes import gpu_counts, parse_nodes, partitions
+from clustrix_futures.tools import cli
+from clustrix_futures.tools.doctor import FAIL, PASS, Doctor
+from clustrix_futures.tools.nodes import gpu_counts, parse_nodes, partitions
 
 WAIT = 120  # seconds: a bound against hangs, never a performance assertion
 TESTS = Path(__file__).parent

@@ -1,4 +1,4 @@
-"""The ``ssh`` backend: no scheduler, array elements run on the host under ``clustrix_futures.hostrun``.
+"""The ``ssh`` backend: no scheduler, array elements run on the host under ``clustrix_futures.node.host_supervisor``.
 
 Real processes only. The executor-level tests run on this machine (no ``host``: LocalTransport) and over the
 real sshd (user cfuser, Debian's /usr/bin/python3); the supervisor tests run the backend's own commands here.
@@ -21,8 +21,8 @@ import workloads
 from conftest import backend_options
 
 from clustrix_futures import ClusterPoolExecutor, JobFailedError, hostrun
-from clustrix_futures.backends.base import ENDED, QUEUED, RUNNING, ArraySubmission, BackendContext
-from clustrix_futures.backends.host import HostBackend
+from clustrix_futures.schedulers.base import ENDED, QUEUED, RUNNING, ArraySubmission, BackendContext
+from clustrix_futures.schedulers.host import HostBackend
 
 WAIT = 60  # seconds: bound for anything we wait on (never asserted)
 

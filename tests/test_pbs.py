@@ -17,8 +17,8 @@ import pytest
 import workloads
 
 from clustrix_futures import JobFailedError
-from clustrix_futures.backends.base import ENDED, QUEUED, RUNNING, ArraySubmission
-from clustrix_futures.backends.pbs import PbsBackend
+from clustrix_futures.schedulers.base import ENDED, QUEUED, RUNNING, ArraySubmission
+from clustrix_futures.schedulers.pbs import PbsBackend
 
 DATA = Path(__file__).parent / "data"
 

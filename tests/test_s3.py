@@ -18,7 +18,7 @@ import workloads
 from conftest import killed_client
 
 from clustrix_futures import ClusterPoolExecutor, ConfigError, JobFailedError
-from clustrix_futures.storage import S3Storage
+from clustrix_futures.remote.storage import S3Storage
 
 pytestmark = pytest.mark.slurm
 TESTS = Path(__file__).parent
@@ -117,7 +117,7 @@ def test_worker_skips_marked_tasks_at_start_and_at_checkpoints(s3, s3_options):
     while the element runs, and the checkpoint after it sees that marker."""
     import cloudpickle
 
-    from clustrix_futures.worker import encode_batch, read_journal
+    from clustrix_futures.node.worker import encode_batch, read_journal
 
     root = s3_options["storage"] + "/run"
     bucket, _, prefix = root[len("s3://"):].partition("/")
@@ -129,7 +129,7 @@ def test_worker_skips_marked_tasks_at_start_and_at_checkpoints(s3, s3_options):
     client.put_object(Bucket=bucket, Key=f"{prefix}/batches/0.pkl", Body=batch)
     client.put_object(Bucket=bucket, Key=f"{prefix}/skip/0", Body=b"")
     env = {**os.environ, "PYTHONPATH": str(TESTS), "CLUSTRIX_S3_ENDPOINT_URL": s3["CF_S3_ENDPOINT"]}
-    subprocess.run([sys.executable, "-m", "clustrix_futures.worker", "element", root, "0", "0"], env=env,
+    subprocess.run([sys.executable, "-m", "clustrix_futures.node.worker", "element", root, "0", "0"], env=env,
                    check=True, timeout=120)
     journal = client.get_object(Bucket=bucket, Key=f"{prefix}/results/0-0.res")["Body"].read()
     assert [task_id for task_id, _ in read_journal(journal)] == [1, 2]
@@ -172,5 +172,5 @@ def test_storage_must_be_an_s3_location(storage):
 def test_filesystem_runs_import_no_boto3_on_the_node(slurm_executor):
     """The stdlib + cloudpickle promise: a filesystem run's worker never imports boto3 (nor storage)."""
     ex = slurm_executor()
-    names = ["boto3", "botocore", "clustrix_futures.storage"]
+    names = ["boto3", "botocore", "clustrix_futures.remote.storage"]
     assert ex.submit(lambda: [n for n in names if n in sys.modules]).result(120) == []

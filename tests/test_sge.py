@@ -18,8 +18,8 @@ import pytest
 import workloads
 
 from clustrix_futures import JobFailedError
-from clustrix_futures.backends.base import ENDED, QUEUED, RUNNING, ArraySubmission, BackendContext
-from clustrix_futures.backends.sge import SgeBackend
+from clustrix_futures.schedulers.base import ENDED, QUEUED, RUNNING, ArraySubmission, BackendContext
+from clustrix_futures.schedulers.sge import SgeBackend
 
 DATA = Path(__file__).parent / "data"
 
@@ -179,7 +179,7 @@ def test_a_resubmitted_element_is_its_own_task():
 
 def test_launcher_sets_the_index_and_logs(tmp_path):
     """The launcher itself, run by bash as Grid Engine runs it for task 3."""
-    from clustrix_futures.backends.sge import LAUNCHER
+    from clustrix_futures.schedulers.sge import LAUNCHER
 
     script = tmp_path / "job.sh"
     script.write_text('echo "out $CLUSTRIX_ARRAY_INDEX"; echo "err $SGE_TASK_ID" >&2\n')

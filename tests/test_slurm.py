@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import workloads
 
-from clustrix_futures.batching import plan_arrays
+from clustrix_futures.engine.submission import plan_arrays
 
 pytestmark = pytest.mark.slurm
 def squeue_ids(job_name: str) -> list[str]:

@@ -30,7 +30,7 @@ import workloads
 from conftest import INFRA, REMOTE_WORK_DIR, ssh_options
 
 from clustrix_futures import ClusterPoolExecutor, ConfigError, config
-from clustrix_futures.ssh import SSHTransport
+from clustrix_futures.remote.ssh import SSHTransport
 
 pytestmark = pytest.mark.ssh
 

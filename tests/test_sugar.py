@@ -10,7 +10,7 @@ import workloads
 from conftest import ssh_options
 
 from clustrix_futures import ClusterPoolExecutor, cluster, progress
-from clustrix_futures.bars import counts
+from clustrix_futures.progressbar import counts
 
 
 def test_progress_yields_every_future_and_counts_states(capsys):
@@ -36,11 +36,14 @@ def test_every_export_is_what_it_names_whatever_was_imported_before():
 
     import clustrix_futures
 
-    for module in ("cli", "engine", "runs", "doctor", "executor", "decorator"):  # submodules set package attributes
-        importlib.import_module(f"clustrix_futures.{module}")
+    import pkgutil
+
+    for module in pkgutil.walk_packages(clustrix_futures.__path__, "clustrix_futures."):  # submodules set
+        if module.name != "clustrix_futures.schedulers.kubernetes":                      # package attributes
+            importlib.import_module(module.name)
     for name in clustrix_futures.__all__:
         assert not isinstance(getattr(clustrix_futures, name), type(clustrix_futures)), name  # no module
-    code = "import clustrix_futures.cli; from clustrix_futures import cluster; print(callable(cluster))"
+    code = "import clustrix_futures.tools.cli; from clustrix_futures import cluster; print(callable(cluster))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "True"
 
 

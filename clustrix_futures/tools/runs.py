@@ -1,6 +1,6 @@
 """Run directories after the fact: what ``clustrix-futures status``, ``logs``, ``cancel`` and ``clean`` do.
 
-A run directory (:mod:`clustrix_futures.rundir`) can be understood without the client that made it: the
+A run directory (:mod:`clustrix_futures.runfiles.layout`) can be understood without the client that made it: the
 manifest names the backend, options and interpreter; ``batches/B.json`` the job id and task ids of each array
 element (``B-I.rerun.json`` an element run again); ``results/`` the outcomes, including the journals of
 elements still running; ``skip/`` the cancelled tasks. :class:`OpenRun` reads them together with ONE status
@@ -25,14 +25,14 @@ from typing import Any, Optional
 import cloudpickle
 
 from clustrix_futures import config
-from clustrix_futures.backends.base import QUEUED, RUNNING, BackendContext, ElementKey, FinalState
-from clustrix_futures.engine import API_BACKENDS, make_storage, make_transport
+from clustrix_futures.engine.startup import API_BACKENDS, make_storage, make_transport
 from clustrix_futures.errors import ConfigError
-from clustrix_futures.rundir import RunDir, read_batches, read_manifest
-from clustrix_futures.scheduler import Scheduler, make_scheduler
-from clustrix_futures.storage import S3Storage, Storage, is_s3
-from clustrix_futures.transport import Transport
-from clustrix_futures.worker import PARTIAL_SUFFIX, RESULT_SUFFIX, ChunkResult, read_journal
+from clustrix_futures.node.worker import PARTIAL_SUFFIX, RESULT_SUFFIX, ChunkResult, read_journal
+from clustrix_futures.remote.storage import S3Storage, Storage, is_s3
+from clustrix_futures.remote.transport import Transport
+from clustrix_futures.runfiles.layout import RunDir, read_batches, read_manifest
+from clustrix_futures.schedulers.base import QUEUED, RUNNING, BackendContext, ElementKey, FinalState
+from clustrix_futures.schedulers.command import Scheduler, make_scheduler
 
 # A task's state, as `status` reports it.
 SUCCEEDED, RAISED, CANCELLED, FAILED = "succeeded", "raised", "cancelled", "failed"

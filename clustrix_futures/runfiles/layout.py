@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
 from clustrix_futures.errors import ConfigError
-from clustrix_futures.worker import PARTIAL_SUFFIX, RESULT_SUFFIX
+from clustrix_futures.node.worker import PARTIAL_SUFFIX, RESULT_SUFFIX
 
 if TYPE_CHECKING:
-    from clustrix_futures.storage import Storage
+    from clustrix_futures.remote.storage import Storage
 
 SUBDIRECTORIES = ("batches", "results", "logs", "skip")
 
@@ -106,7 +106,7 @@ def job_script(run_dir: RunDir, batch: int, python: str, setup: Sequence[str], s
     if staged:
         lines.append(f"export PYTHONPATH={shlex.quote(run_dir.code)}${{PYTHONPATH:+:$PYTHONPATH}}")
     lines.append(" ".join(shlex.quote(word) for word in
-                          [python, "-m", "clustrix_futures.worker", "element", run_dir.root, str(batch)]))
+                          [python, "-m", "clustrix_futures.node.worker", "element", run_dir.root, str(batch)]))
     return "\n".join(lines) + "\n"
 
 

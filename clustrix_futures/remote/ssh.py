@@ -1,6 +1,6 @@
 """Commands and files on a remote host over ONE SSH connection (asyncssh) that survives connection drops.
 
-The :class:`~clustrix_futures.transport.Transport` contract, over SSH:
+The :class:`~clustrix_futures.remote.transport.Transport` contract, over SSH:
 
 * Everything travels over one connection: each command on a channel of it, every file through one SFTP
   client on it. Options are asyncssh's; ``~/.ssh/config`` fills whatever is unset, so ``host`` may be an
@@ -12,7 +12,7 @@ The :class:`~clustrix_futures.transport.Transport` contract, over SSH:
 * When the connection drops, an operation reconnects (one reconnect shared by all operations; pauses from
   0.5 s doubling to 10 s) and is retried, so a transient drop loses and fails nothing. After
   ``reconnect_give_up`` seconds without a connection it raises
-  :class:`~clustrix_futures.transport.TransportLost`, and so does every later operation.
+  :class:`~clustrix_futures.remote.transport.TransportLost`, and so does every later operation.
 * A command runs at most once even when the connection drops while it runs (so a retried ``sbatch`` never
   submits twice): see :data:`_WRAPPER`.
 """
@@ -35,7 +35,7 @@ import asyncssh
 
 from clustrix_futures.config import Settings
 from clustrix_futures.errors import ConfigError, HostKeyError
-from clustrix_futures.transport import Completed, TransportLost
+from clustrix_futures.remote.transport import Completed, TransportLost
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -78,7 +78,7 @@ _WRAPPER = (
 
 
 class SSHTransport:
-    """A :class:`~clustrix_futures.transport.Transport` to ``settings["host"]``; call :meth:`connect` first,
+    """A :class:`~clustrix_futures.remote.transport.Transport` to ``settings["host"]``; call :meth:`connect` first,
     on the event loop that will use it."""
 
     def __init__(self, settings: Settings) -> None:

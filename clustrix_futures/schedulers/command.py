@@ -3,11 +3,11 @@
 Two kinds of backend meet this one interface:
 
 * command schedulers (SLURM, Grid Engine, PBS, the ``ssh`` host runner): a
-  :class:`~clustrix_futures.backends.base.Backend` builds argv lists and parses their output, and
+  :class:`~clustrix_futures.schedulers.base.Backend` builds argv lists and parses their output, and
   :class:`CommandScheduler` runs them through the transport (here or over SSH), writing each job script
   first; every backend module stays a set of pure functions;
 * API schedulers (Kubernetes): a class that makes the API calls itself and implements :class:`Scheduler`
-  directly (:mod:`clustrix_futures.backends.kubernetes`).
+  directly (:mod:`clustrix_futures.schedulers.kubernetes`).
 
 ``commands`` counts what each scheduler issued, by name: the command (``sbatch``, ``squeue``...) or the API
 call (``list_namespaced_pod``...).
@@ -19,8 +19,10 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Callable, Optional, Protocol
 
-from clustrix_futures.backends import get_backend
-from clustrix_futures.backends.base import (
+from clustrix_futures.config import Settings
+from clustrix_futures.remote.transport import Transport
+from clustrix_futures.schedulers import get_backend
+from clustrix_futures.schedulers.base import (
     ArraySubmission,
     Backend,
     BackendContext,
@@ -28,8 +30,6 @@ from clustrix_futures.backends.base import (
     FinalState,
     StatusReport,
 )
-from clustrix_futures.config import Settings
-from clustrix_futures.transport import Transport
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ def make_scheduler(settings: Settings, context: BackendContext, transport: Trans
                    log_path: Callable[[int, str, str], str]) -> Scheduler:
     """The scheduler of ``settings.backend``: an API scheduler, or a command backend run through ``transport``."""
     if settings.backend == "kubernetes":
-        from clustrix_futures.backends.kubernetes import KubernetesScheduler
+        from clustrix_futures.schedulers.kubernetes import KubernetesScheduler
 
         return KubernetesScheduler(settings, context)
     return CommandScheduler(get_backend(settings.backend, context), transport, log_path)

@@ -5,7 +5,7 @@ fail every pending future with it. Here the manager knows which task each worker
 that dies (``os._exit``, SIGKILL, segfault) fails exactly that task with
 ``JobFailedError(state="WORKER_DIED")``, and a fresh worker takes its place.
 
-Workers are plain ``python -m clustrix_futures.worker pool FD`` subprocesses, not forks and not
+Workers are plain ``python -m clustrix_futures.node.worker pool FD`` subprocesses, not forks and not
 multiprocessing children: everything reaches them cloudpickled, so they never re-import the user's
 ``__main__`` (a script without a ``__main__`` guard works) and no thread state is forked. No file is written:
 tasks and outcomes travel over a socket pair per worker.
@@ -29,9 +29,9 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Optional
 
 import clustrix_futures
-from clustrix_futures import worker as worker_module
 from clustrix_futures.errors import ExecutorBrokenError, JobFailedError
 from clustrix_futures.future import ClusterFuture
+from clustrix_futures.node import worker as worker_module
 from clustrix_futures.serialization import loads_outcome, resolve
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class _Worker:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_PARENT, env.get("PYTHONPATH")]))
         with child_end:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "clustrix_futures.worker", "pool", str(child_end.fileno())],
+                [sys.executable, "-m", "clustrix_futures.node.worker", "pool", str(child_end.fileno())],
                 pass_fds=[child_end.fileno()], env=env, stdin=subprocess.DEVNULL)
         self.conn = Connection(parent_end.detach())
         self.conn.send_bytes(pickle.dumps((sys.path, initializer)))

@@ -1,6 +1,6 @@
 """What the scheduler backends (SLURM, Grid Engine, PBS) share, written once.
 
-:class:`SchedulerBackend` holds the defaults of the :class:`~clustrix_futures.backends.base.Backend` protocol
+:class:`SchedulerBackend` holds the defaults of the :class:`~clustrix_futures.schedulers.base.Backend` protocol
 that the three fill in the same way; the functions below read index ranges and convert our resource units
 (SLURM's time forms, sizes like ``8G``) into the numbers other schedulers want.
 """
@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Optional
 
-from clustrix_futures.backends.base import ENDED, QUEUED, RUNNING, ElementKey, FinalState, StatusReport
+from clustrix_futures.schedulers.base import ENDED, QUEUED, RUNNING, ElementKey, FinalState, StatusReport
 
 _MEMORY_UNITS = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
 

@@ -30,8 +30,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Optional
 
-from clustrix_futures.backends.base import ArraySubmission, ElementKey, FinalState, StatusReport
-from clustrix_futures.backends.common import Resources, SchedulerBackend, hhmmss, phase_of, report, walltime_seconds
+from clustrix_futures.schedulers.base import ArraySubmission, ElementKey, FinalState, StatusReport
+from clustrix_futures.schedulers.common import Resources, SchedulerBackend, hhmmss, phase_of, report, walltime_seconds
 
 _QUEUED_STATES = {"Q", "H", "W", "T", "S", "U", "M"}
 _RUNNING_STATES = {"R", "E", "B"}

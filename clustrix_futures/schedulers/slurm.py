@@ -6,8 +6,8 @@ import re
 from collections.abc import Sequence
 from typing import Optional
 
-from clustrix_futures.backends.base import ArraySubmission, ElementKey, FinalState, StatusReport
-from clustrix_futures.backends.common import Resources, SchedulerBackend, expand_ranges, phase_of, report
+from clustrix_futures.schedulers.base import ArraySubmission, ElementKey, FinalState, StatusReport
+from clustrix_futures.schedulers.common import Resources, SchedulerBackend, expand_ranges, phase_of, report
 
 _RESOURCE_FLAGS = {
     "cpus": "--cpus-per-task",

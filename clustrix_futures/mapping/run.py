@@ -8,7 +8,7 @@ When chunks are submitted:
 
 * with ``buffersize``, at most ``buffersize`` input items are read ahead of the consumer;
 * otherwise every chunk is submitted without waiting for the consumer, as the stdlib does: at once when the
-  chunk sizes are known up front, and also for :class:`~clustrix_futures.chunking.AdaptiveSizes` that have
+  chunk sizes are known up front, and also for :class:`~clustrix_futures.mapping.sizing.AdaptiveSizes` that have
   not yet learned the function's item duration when the input's length is known (cap-sized *guessed*
   chunks covering the whole input, one array); with an unknown (or a very large) length, one probe chunk at
   once, then the rest from a *feeder* thread as soon as the probe's duration is known.
@@ -32,11 +32,12 @@ from collections.abc import Generator, Iterable, Iterator, Sequence
 from concurrent.futures import TimeoutError as FuturesTimeoutError
 from typing import Any, Callable, Optional, Union, cast
 
-from clustrix_futures.bars import Bar
-from clustrix_futures.chunking import AdaptiveSizes, length_of, split
 from clustrix_futures.future import ClusterFuture
+from clustrix_futures.mapping.chunks import length_of, split
+from clustrix_futures.mapping.sizing import AdaptiveSizes
+from clustrix_futures.node.worker import apply_chunk
+from clustrix_futures.progressbar import Bar
 from clustrix_futures.serialization import dumps_task, unpack_items
-from clustrix_futures.worker import apply_chunk
 
 SubmitPayload = Callable[[bytes], ClusterFuture]
 PROBE_POLL = 0.05

@@ -33,7 +33,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from clustrix_futures.backends.base import (
+from clustrix_futures.config import Settings
+from clustrix_futures.engine.submission import plan_arrays, resource_key, resources_of, tasks_per_element
+from clustrix_futures.errors import JobFailedError
+from clustrix_futures.future import ClusterFuture, someone_waits
+from clustrix_futures.node.worker import encode_batch, read_journal
+from clustrix_futures.remote.storage import Storage
+from clustrix_futures.remote.transport import TransportLost
+from clustrix_futures.runfiles.layout import RunDir, batch_document, encode_json, job_script, parse_result_name
+from clustrix_futures.schedulers.base import (
     ENDED,
     QUEUED,
     RUNNING,
@@ -42,16 +50,8 @@ from clustrix_futures.backends.base import (
     FinalState,
     StatusReport,
 )
-from clustrix_futures.batching import plan_arrays, resource_key, resources_of, tasks_per_element
-from clustrix_futures.config import Settings
-from clustrix_futures.errors import JobFailedError
-from clustrix_futures.future import ClusterFuture, someone_waits
-from clustrix_futures.rundir import RunDir, batch_document, encode_json, job_script, parse_result_name
-from clustrix_futures.scheduler import Scheduler, SchedulerUnreachable, SubmitRefused
+from clustrix_futures.schedulers.command import Scheduler, SchedulerUnreachable, SubmitRefused
 from clustrix_futures.serialization import loads_outcome, resolve
-from clustrix_futures.storage import Storage
-from clustrix_futures.transport import TransportLost
-from clustrix_futures.worker import encode_batch, read_journal
 
 log = logging.getLogger(__name__)
 
@@ -489,7 +489,7 @@ class Monitor:
 
     def adopt(self, documents: list[dict[str, Any]],
               make_future: Callable[[int], ClusterFuture]) -> list[ClusterFuture]:
-        """Take over the batches recorded in a run directory (:func:`~clustrix_futures.rundir.read_batches`):
+        """Take over the batches recorded in a run directory (:func:`~clustrix_futures.runfiles.layout.read_batches`):
         one future per task, in submission order, its element watched as live. Results already written resolve
         in the first cycle."""
         futures: dict[int, ClusterFuture] = {}

@@ -29,8 +29,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Optional
 
-from clustrix_futures.backends.base import ArraySubmission, BackendContext, ElementKey, FinalState, StatusReport
-from clustrix_futures.backends.common import (
+from clustrix_futures.schedulers.base import ArraySubmission, BackendContext, ElementKey, FinalState, StatusReport
+from clustrix_futures.schedulers.common import (
     Resources,
     SchedulerBackend,
     expand_ranges,

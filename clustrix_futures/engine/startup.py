@@ -8,8 +8,8 @@ scheduler's array limit is read. Kubernetes has no interpreter to probe before a
 hold the same Python major.minor, cloudpickle, boto3 and clustrix-futures.
 
 Three parts, chosen from the options: the transport (this machine, or ``host`` over SSH), the storage of
-payloads and results (the transport's filesystem, or S3 with ``storage``; :mod:`clustrix_futures.storage`),
-and the scheduler (:mod:`clustrix_futures.scheduler`).
+payloads and results (the transport's filesystem, or S3 with ``storage``; :mod:`clustrix_futures.remote.storage`),
+and the scheduler (:mod:`clustrix_futures.schedulers.command`).
 """
 
 from __future__ import annotations
@@ -32,16 +32,23 @@ from typing import Any, Callable, Optional, TypeVar
 import cloudpickle
 
 from clustrix_futures import __version__, config
-from clustrix_futures.backends.base import BackendContext
-from clustrix_futures.chunking import AdaptiveSizes, ItemRate
+from clustrix_futures.engine.monitor import Environment, Monitor
 from clustrix_futures.errors import ConfigError, JobFailedError
-from clustrix_futures.files import RemoteFiles
 from clustrix_futures.future import ClusterFuture
-from clustrix_futures.monitor import Environment, Monitor
-from clustrix_futures.rundir import SUBDIRECTORIES, RunDir, encode_json, new_run_name, read_batches, read_manifest
-from clustrix_futures.scheduler import Scheduler, make_scheduler
-from clustrix_futures.storage import ENDPOINT_VARIABLE, S3Storage, Storage, is_s3
-from clustrix_futures.transport import LocalTransport, Transport
+from clustrix_futures.mapping.sizing import AdaptiveSizes, ItemRate
+from clustrix_futures.remote.files import RemoteFiles
+from clustrix_futures.remote.storage import ENDPOINT_VARIABLE, S3Storage, Storage, is_s3
+from clustrix_futures.remote.transport import LocalTransport, Transport
+from clustrix_futures.runfiles.layout import (
+    SUBDIRECTORIES,
+    RunDir,
+    encode_json,
+    new_run_name,
+    read_batches,
+    read_manifest,
+)
+from clustrix_futures.schedulers.base import BackendContext
+from clustrix_futures.schedulers.command import Scheduler, make_scheduler
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -53,6 +60,8 @@ _PROBE = ("import sys, importlib.util as u; print('%d.%d' % sys.version_info[:2]
           "print(__import__('clustrix_futures').__version__ if u.find_spec('clustrix_futures') else '-')")
 API_BACKENDS = ("kubernetes",)  # no interpreter to probe, no files on a transport: scripts and logs are the API's
 STARTUP_TIMEOUT = 120.0
+# What a compute node imports of this package (paths relative to it): all that staging copies.
+NODE_CLOSURE = ("__init__.py", "errors.py", "worker.py", "hostrun.py", "node" + os.sep, "runfiles" + os.sep)
 MIN_MAP_CHUNKS = 16  # without max_workers, a map keeps at least this many elements in parallel
 
 
@@ -106,7 +115,7 @@ def interpreter_problem(found: Interpreter, where: str, s3: bool) -> Optional[tu
 def make_transport(settings: config.Settings) -> Transport:
     if settings["host"] is None:
         return LocalTransport()
-    from clustrix_futures.ssh import SSHTransport
+    from clustrix_futures.remote.ssh import SSHTransport
 
     return SSHTransport(settings)
 
@@ -289,17 +298,23 @@ class ClusterEngine:
         return futures
 
     async def _stage_code(self, run_dir: RunDir) -> None:
-        """Copy what the worker imports (pure Python) into RUN/code."""
+        """Copy what the worker imports (pure Python: :data:`NODE_CLOSURE` and cloudpickle) into RUN/code."""
         import clustrix_futures
 
         package = os.path.dirname(os.path.abspath(clustrix_futures.__file__))
-        sources = {"clustrix_futures": package, "cloudpickle": os.path.dirname(os.path.abspath(cloudpickle.__file__))}
-        for name, directory in sources.items():
-            await self.transport.makedirs(posixpath.join(run_dir.code, name))
-            for entry in sorted(os.listdir(directory)):
-                if entry.endswith(".py"):
-                    with open(os.path.join(directory, entry), "rb") as source:
-                        await self.transport.write(posixpath.join(run_dir.code, name, entry), source.read())
+        sources = [("clustrix_futures", package, NODE_CLOSURE),
+                   ("cloudpickle", os.path.dirname(os.path.abspath(cloudpickle.__file__)), None)]
+        for name, directory, wanted in sources:
+            for folder, _, entries in sorted(os.walk(directory)):
+                relative = os.path.relpath(folder, directory)
+                for entry in sorted(entries):
+                    inner = os.path.normpath(os.path.join(relative, entry))
+                    if not entry.endswith(".py") or (wanted is not None and not inner.startswith(wanted)):
+                        continue
+                    target = posixpath.join(run_dir.code, name, *inner.split(os.sep))
+                    await self.transport.makedirs(posixpath.dirname(target))
+                    with open(os.path.join(folder, entry), "rb") as source:
+                        await self.transport.write(target, source.read())
 
     async def _spawn_monitor(self) -> asyncio.Task[None]:
         return asyncio.ensure_future(self._run_monitor())

@@ -11,7 +11,7 @@ coroutines, all on full paths under the run's root. Two kinds:
   ending in ``/``. ``listdir`` is ONE paginated ``list_objects_v2`` (``Delimiter="/"``), ``read_many`` gets
   objects concurrently, ``write`` is one ``put_object`` (atomic per object).
 
-On the compute node, :func:`run_element` is the worker's side of an S3 run (see :mod:`clustrix_futures.worker`
+On the compute node, :func:`run_element` is the worker's side of an S3 run (see :mod:`clustrix_futures.node.worker`
 for the filesystem side): it reads its slice of ``batches/B.pkl`` with ranged GETs, runs its tasks, and
 PUTs ``results/B-I.res`` once, at the end. Crash recovery uses a checkpoint object ``results/B-I.part``
 holding the journal so far: it is written after the element's first task (when more follow), then again
@@ -43,7 +43,7 @@ DELETE_BATCH = 1000  # delete_objects takes at most this many keys
 
 
 class Storage(Protocol):
-    """The file half of :class:`~clustrix_futures.transport.Transport`, which every transport provides."""
+    """The file half of :class:`~clustrix_futures.remote.transport.Transport`, which every transport provides."""
 
     async def makedirs(self, path: str) -> None: ...
 
@@ -166,7 +166,7 @@ class S3Storage:
 def run_element(run_dir: str, batch: int, element: int) -> None:
     """The worker's side of an S3 run: one array element's tasks, from ``batches/B.pkl`` to
     ``results/B-I.res`` (see the module docstring for checkpoints and skip markers)."""
-    from clustrix_futures.worker import PARTIAL_SUFFIX, RESULT_SUFFIX, encode_frame, run_payload
+    from clustrix_futures.node.worker import PARTIAL_SUFFIX, RESULT_SUFFIX, encode_frame, run_payload
 
     client = s3_client(os.environ.get(ENDPOINT_VARIABLE))
     bucket, root = split_url(run_dir)
@@ -196,7 +196,7 @@ def run_element(run_dir: str, batch: int, element: int) -> None:
 
 def _read_element(client: Any, bucket: str, key: str, element: int) -> list[tuple[int, bytes]]:
     """An element's slice of a batch object: three ranged GETs, whatever the batch's size."""
-    from clustrix_futures.worker import element_tasks
+    from clustrix_futures.node.worker import element_tasks
 
     def read(start: int, size: int) -> bytes:
         answer = client.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{start + size - 1}")

@@ -1,5 +1,6 @@
 """Kubernetes: one Indexed Job per batch, through the ``kubernetes`` Python client (``pip install
-'clustrix-futures[kubernetes]'``). An API scheduler: it implements :class:`~clustrix_futures.scheduler.Scheduler`
+'clustrix-futures[kubernetes]'``). An API scheduler: it implements
+:class:`~clustrix_futures.schedulers.command.Scheduler`
 itself, since there are no commands to build (see that module).
 
 * A batch of N elements is a Job with ``completionMode: Indexed``, ``completions: N``, ``parallelism:
@@ -41,7 +42,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Callable, Optional
 
-from clustrix_futures.backends.base import (
+from clustrix_futures.config import Settings
+from clustrix_futures.errors import ConfigError
+from clustrix_futures.schedulers.base import (
     ENDED,
     QUEUED,
     RUNNING,
@@ -51,10 +54,8 @@ from clustrix_futures.backends.base import (
     FinalState,
     StatusReport,
 )
-from clustrix_futures.backends.common import expand_ranges, megabytes, walltime_seconds
-from clustrix_futures.config import Settings
-from clustrix_futures.errors import ConfigError
-from clustrix_futures.scheduler import SubmitRefused
+from clustrix_futures.schedulers.command import SubmitRefused
+from clustrix_futures.schedulers.common import expand_ranges, megabytes, walltime_seconds
 
 log = logging.getLogger(__name__)
 

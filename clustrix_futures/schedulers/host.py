@@ -1,6 +1,6 @@
 """``ssh``: no scheduler; array elements run as processes on the host itself (the SSH host, or this machine).
 
-Every command is :mod:`clustrix_futures.hostrun` run by the worker's interpreter on that host: ``launch``
+Every command is :mod:`clustrix_futures.node.host_supervisor` run by the worker's interpreter on that host: ``launch``
 starts a detached supervisor per array, ``status`` reads every listed job's element states in one command,
 ``final`` gives ended elements' exit codes or signals, ``cancel`` withdraws queued elements and kills running
 ones' process groups. The supervisor's throttle is ``max_workers`` (``ArraySubmission.throttle``); without one,
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from clustrix_futures import hostrun
-from clustrix_futures.backends.base import (
+from clustrix_futures.node import host_supervisor as hostrun
+from clustrix_futures.schedulers.base import (
     ENDED,
     QUEUED,
     RUNNING,
@@ -29,12 +29,12 @@ from clustrix_futures.backends.base import (
     FinalState,
     StatusReport,
 )
-from clustrix_futures.backends.common import SchedulerBackend, report
+from clustrix_futures.schedulers.common import SchedulerBackend, report
 
 # ``python -c BOOTSTRAP COMMAND RUN ...``: sys.argv is ['-c', COMMAND, RUN, ...].
 BOOTSTRAP = ("import os, sys; code = os.path.join(sys.argv[2], 'code'); "
              "os.path.isdir(code) and sys.path.insert(0, code); "
-             "from clustrix_futures.hostrun import main; main(sys.argv[1:])")
+             "from clustrix_futures.node.host_supervisor import main; main(sys.argv[1:])")
 _PHASES = {"QUEUED": QUEUED, "RUNNING": RUNNING}
 
 

@@ -18,12 +18,12 @@ from collections.abc import Awaitable, Sequence
 from typing import Any, Callable, Optional
 
 from clustrix_futures import config
-from clustrix_futures.backends.base import QUEUED, RUNNING
 from clustrix_futures.config import PROFILE_ENV
-from clustrix_futures.engine import API_BACKENDS
+from clustrix_futures.engine.startup import API_BACKENDS
 from clustrix_futures.errors import ClusterFuturesError
-from clustrix_futures.nodes import NODES_ARGV, Node, parse_nodes, partitions
-from clustrix_futures.runs import RAISED, SUCCEEDED, Site, Snapshot, age, format_counts, parse_age
+from clustrix_futures.schedulers.base import QUEUED, RUNNING
+from clustrix_futures.tools.nodes import NODES_ARGV, Node, parse_nodes, partitions
+from clustrix_futures.tools.runs import RAISED, SUCCEEDED, Site, Snapshot, age, format_counts, parse_age
 
 Subparsers = Any  # argparse's _SubParsersAction, which is private
 
@@ -75,7 +75,7 @@ def add_bench(subparsers: Subparsers) -> None:
 
 
 def run_bench_command(args: argparse.Namespace) -> int:
-    from clustrix_futures import bench
+    from clustrix_futures.tools import bench
 
     if args.function and not args.range:
         return _fail("--function needs --range N or --range START:STOP")
@@ -162,7 +162,7 @@ def add_doctor(subparsers: Subparsers) -> None:
 
 
 def run_doctor(args: argparse.Namespace) -> int:
-    from clustrix_futures.doctor import Doctor, format_checks
+    from clustrix_futures.tools.doctor import Doctor, format_checks
 
     doctor = Doctor(args.profile, args.backend, _site_options(args), args.timeout)
     print(format_checks(doctor.run()))

@@ -1,68 +1,12 @@
-"""Split work into chunks without materialising it.
-
-:func:`chunks` is public: ``for part in chunks(range(10**9), 10**6)`` yields ``range`` objects, so a user can
-map a function over sub-ranges directly. ``ClusterPoolExecutor.map`` uses the same splitting for local pools
-and scheduler arrays alike.
-"""
+"""Every chunk-size rule: how many items a map chunk (an array element, or a local task) holds."""
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Optional, Union
+from typing import Optional
 
-Chunk = Union[range, Sequence[Any]]
 MIN_CHUNK_SHARE = 0.2  # of the target element duration: the shortest chunk the parallelism rule makes
 # A chunk's values are held whole, by its worker and, decoded, by the consumer: about 40 MB for 10**6 ints.
 MAX_CHUNK_ITEMS = 10**6
-
-
-def chunks(iterable: Iterable[Any], size: int) -> Iterator[Chunk]:
-    """Yield consecutive chunks of at most ``size`` items.
-
-    A ``range`` is split arithmetically into sub-ranges (O(1) memory each), a sequence (list, tuple...) by
-    slicing, and any other iterable lazily: no item is read before its chunk is requested.
-    """
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"chunk size must be a positive integer, not {size!r}")
-    return split(iterable, itertools.repeat(size))
-
-
-def split(iterable: Iterable[Any], sizes: Iterable[int]) -> Iterator[Chunk]:
-    """Like :func:`chunks`, with the size of each successive chunk taken from ``sizes``."""
-    if isinstance(iterable, range):
-        yield from _split_range(iterable, sizes)
-    elif isinstance(iterable, Sequence) and not isinstance(iterable, (str, bytes)):
-        start = 0
-        for size in sizes:
-            if start >= len(iterable):
-                return
-            yield iterable[start:start + size]
-            start += size
-    else:
-        iterator = iter(iterable)
-        for size in sizes:
-            part = list(itertools.islice(iterator, size))
-            if not part:
-                return
-            yield part
-
-
-def _split_range(whole: range, sizes: Iterable[int]) -> Iterator[range]:
-    position = 0
-    for size in sizes:
-        if position >= len(whole):
-            return
-        yield whole[position:position + size]
-        position += size
-
-
-def length_of(iterable: Iterable[Any]) -> Optional[int]:
-    """The number of items, when it is known without reading them."""
-    try:
-        return len(iterable)  # type: ignore[arg-type]
-    except TypeError:
-        return None
 
 
 class AdaptiveSizes:
@@ -71,7 +15,7 @@ class AdaptiveSizes:
     Until a duration is known (``learned``), sizes are guesses, and every guessed chunk must run under a time
     budget of ``target_seconds`` (``guessed`` tells whether the size just handed out was one; the map passes
     the budget to the worker, which stops the chunk there and reports how far it got, see
-    :func:`clustrix_futures.worker.apply_chunk`). With a known ``total`` of at most ``min_chunks`` times
+    :func:`clustrix_futures.node.worker.apply_chunk`). With a known ``total`` of at most ``min_chunks`` times
     ``MAX_CHUNK_ITEMS`` (``guesses_cover``), the guesses are ``min_chunks`` equal chunks covering the whole
     input: the largest size the parallelism rule below allows, so the whole input goes out at once, in one
     array, and the budget keeps an element of a slow function from running far past ``target_seconds``;

@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Any, Callable
 
-from clustrix_futures.transport import LocalTransport, Transport
+from clustrix_futures.remote.transport import LocalTransport, Transport
 
 _SCRIPT = r"""
 import fnmatch, glob, json, os, sys

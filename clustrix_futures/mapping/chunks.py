@@ -1,0 +1,62 @@
+"""Split work into chunks without materialising it.
+
+:func:`chunks` is public: ``for part in chunks(range(10**9), 10**6)`` yields ``range`` objects, so a user can
+map a function over sub-ranges directly. ``ClusterPoolExecutor.map`` uses the same splitting for local pools
+and scheduler arrays alike.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Optional, Union
+
+Chunk = Union[range, Sequence[Any]]
+
+
+def chunks(iterable: Iterable[Any], size: int) -> Iterator[Chunk]:
+    """Yield consecutive chunks of at most ``size`` items.
+
+    A ``range`` is split arithmetically into sub-ranges (O(1) memory each), a sequence (list, tuple...) by
+    slicing, and any other iterable lazily: no item is read before its chunk is requested.
+    """
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"chunk size must be a positive integer, not {size!r}")
+    return split(iterable, itertools.repeat(size))
+
+
+def split(iterable: Iterable[Any], sizes: Iterable[int]) -> Iterator[Chunk]:
+    """Like :func:`chunks`, with the size of each successive chunk taken from ``sizes``."""
+    if isinstance(iterable, range):
+        yield from _split_range(iterable, sizes)
+    elif isinstance(iterable, Sequence) and not isinstance(iterable, (str, bytes)):
+        start = 0
+        for size in sizes:
+            if start >= len(iterable):
+                return
+            yield iterable[start:start + size]
+            start += size
+    else:
+        iterator = iter(iterable)
+        for size in sizes:
+            part = list(itertools.islice(iterator, size))
+            if not part:
+                return
+            yield part
+
+
+def _split_range(whole: range, sizes: Iterable[int]) -> Iterator[range]:
+    position = 0
+    for size in sizes:
+        if position >= len(whole):
+            return
+        yield whole[position:position + size]
+        position += size
+
+
+def length_of(iterable: Iterable[Any]) -> Optional[int]:
+    """The number of items, when it is known without reading them."""
+    try:
+        return len(iterable)  # type: ignore[arg-type]
+    except TypeError:
+        return None
