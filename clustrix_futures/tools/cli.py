@@ -19,11 +19,12 @@ from typing import Any, Callable, Optional
 
 from clustrix_futures import config
 from clustrix_futures.config import PROFILE_ENV
-from clustrix_futures.engine.startup import API_BACKENDS
 from clustrix_futures.errors import ClusterFuturesError
+from clustrix_futures.remote.site import API_BACKENDS
 from clustrix_futures.schedulers.base import QUEUED, RUNNING
 from clustrix_futures.tools.nodes import NODES_ARGV, Node, parse_nodes, partitions
-from clustrix_futures.tools.runs import RAISED, SUCCEEDED, Site, Snapshot, age, format_counts, parse_age
+from clustrix_futures.tools.runs import RAISED, SUCCEEDED, Snapshot, age, format_counts, parse_age
+from clustrix_futures.tools.runs import RunSite as Site
 
 Subparsers = Any  # argparse's _SubParsersAction, which is private
 

@@ -24,14 +24,14 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from clustrix_futures import config
-from clustrix_futures.engine.startup import API_BACKENDS, interpreter_problem, probe_interpreter
+from clustrix_futures.engine.startup import interpreter_problem, probe_interpreter
 from clustrix_futures.engine.submission import resources_of
 from clustrix_futures.errors import ConfigError, HostKeyError
+from clustrix_futures.remote.site import API_BACKENDS, Site
 from clustrix_futures.remote.storage import S3Storage, is_s3
 from clustrix_futures.schedulers import get_backend
 from clustrix_futures.schedulers.base import ArraySubmission, BackendContext
 from clustrix_futures.schedulers.command import CommandScheduler, make_scheduler
-from clustrix_futures.tools.runs import Site
 
 PASS, FAIL, SKIP = "ok", "FAIL", "skipped"
 
