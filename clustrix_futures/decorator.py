@@ -18,9 +18,9 @@ from __future__ import annotations
 import atexit
 import functools
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from typing import Any, Callable, Generic, Optional, TypeVar
+from typing import Any, Generic, Optional, TypeVar
 
 from clustrix_futures.executor import ClusterPoolExecutor
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures._base import (  # the states are stable since Python 3.2
     CANCELLED,
@@ -23,7 +23,7 @@ from concurrent.futures._base import (  # the states are stable since Python 3.2
     PENDING,
     RUNNING,
 )
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 _waiting = 0  # threads blocked in result()/exception(), plus waiters installed by wait()/as_completed()
 _waiting_lock = threading.Lock()

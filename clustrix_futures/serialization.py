@@ -8,9 +8,9 @@ import site
 import sys
 import sysconfig
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 import cloudpickle
 

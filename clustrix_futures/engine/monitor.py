@@ -29,9 +29,9 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from clustrix_futures.config import Settings
 from clustrix_futures.engine.submission import plan_arrays, resource_key, resources_of, tasks_per_element

@@ -24,9 +24,9 @@ import sys
 import threading
 import weakref
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import clustrix_futures
 from clustrix_futures.errors import ExecutorBrokenError, JobFailedError

@@ -16,8 +16,8 @@ call (``list_namespaced_pod``...).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any, Callable, Optional, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Optional, Protocol
 
 from clustrix_futures.config import Settings
 from clustrix_futures.remote.transport import Transport

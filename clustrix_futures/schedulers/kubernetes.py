@@ -39,8 +39,8 @@ import posixpath
 import re
 import secrets
 import sys
-from collections.abc import Sequence
-from typing import Any, Callable, Optional
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
 
 from clustrix_futures.config import Settings
 from clustrix_futures.errors import ConfigError

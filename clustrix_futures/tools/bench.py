@@ -17,9 +17,9 @@ import importlib
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from clustrix_futures import config
 from clustrix_futures.executor import ClusterPoolExecutor

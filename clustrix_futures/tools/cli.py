@@ -14,8 +14,8 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Sequence
-from typing import Any, Callable, Optional
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Optional
 
 from clustrix_futures import config
 from clustrix_futures.config import PROFILE_ENV
