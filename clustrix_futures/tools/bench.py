@@ -147,7 +147,7 @@ def _slots(settings: config.Settings) -> int:
     """The tasks an executor runs at once in a map: local workers, or the elements a map keeps in parallel."""
     if settings.backend == "local":
         return settings.max_workers or os.cpu_count() or 1
-    from clustrix_futures.engine.startup import MIN_MAP_CHUNKS
+    from clustrix_futures.mapping.sizing import MIN_MAP_CHUNKS
 
     return settings.max_workers or MIN_MAP_CHUNKS
 
