@@ -28,6 +28,9 @@ R = TypeVar("R")
 
 
 class ClusterFunction(Generic[R]):
+    """A decorated function: calling it runs it through :attr:`executor` and waits; ``submit`` and ``map``
+    are the executor's, with the function filled in. The executor is made on first use, once (thread-safe)."""
+
     def __init__(self, fn: Callable[..., R], options: dict[str, Any]) -> None:
         functools.update_wrapper(self, fn)
         self._fn = fn

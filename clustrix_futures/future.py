@@ -86,6 +86,7 @@ class ClusterFuture(Future):
             return super().exception(timeout)
 
     def cancel(self) -> bool:
+        """As ``Future.cancel``, but waiters wake now, and the executor is told (``on_cancel``)."""
         with self._condition:
             if self._state in (RUNNING, FINISHED):
                 return False
@@ -119,6 +120,7 @@ class ClusterFuture(Future):
         self.set_result(result)
 
     def set_exception_if_pending(self, exception: BaseException) -> None:
+        """Fail unless it was already resolved or cancelled (an outcome may arrive twice, or late)."""
         with self._condition:
             if self._state not in (PENDING, RUNNING):
                 return

@@ -34,9 +34,10 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from clustrix_futures.config import Settings
-from clustrix_futures.engine.submission import plan_arrays, resource_key, resources_of, tasks_per_element
+from clustrix_futures.engine.submission import plan_arrays, resource_key, resources_of
 from clustrix_futures.errors import JobFailedError
 from clustrix_futures.future import ClusterFuture, someone_waits
+from clustrix_futures.mapping.sizing import tasks_per_element
 from clustrix_futures.node.worker import encode_batch, read_journal
 from clustrix_futures.remote.storage import Storage
 from clustrix_futures.remote.transport import TransportLost

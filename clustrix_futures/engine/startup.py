@@ -35,7 +35,7 @@ from clustrix_futures import __version__, config
 from clustrix_futures.engine.monitor import Environment, Monitor
 from clustrix_futures.errors import ConfigError, JobFailedError
 from clustrix_futures.future import ClusterFuture
-from clustrix_futures.mapping.sizing import AdaptiveSizes, ItemRate
+from clustrix_futures.mapping.sizing import FunctionRates, scheduler_sizes
 from clustrix_futures.remote.files import RemoteFiles
 from clustrix_futures.remote.storage import ENDPOINT_VARIABLE, S3Storage, Storage, is_s3
 from clustrix_futures.remote.transport import LocalTransport, Transport
@@ -62,7 +62,6 @@ API_BACKENDS = ("kubernetes",)  # no interpreter to probe, no files on a transpo
 STARTUP_TIMEOUT = 120.0
 # What a compute node imports of this package (paths relative to it): all that staging copies.
 NODE_CLOSURE = ("__init__.py", "errors.py", "worker.py", "hostrun.py", "node" + os.sep, "runfiles" + os.sep)
-MIN_MAP_CHUNKS = 16  # without max_workers, a map keeps at least this many elements in parallel
 
 
 @dataclass(frozen=True)
@@ -142,7 +141,7 @@ class ClusterEngine:
         self._ids = itertools.count()
         self._outstanding: set[ClusterFuture] = set()
         self._submitted = self._unsuccessful = 0
-        self._rates: dict[Any, ItemRate] = {}
+        self._rates = FunctionRates()
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="clustrix-futures-monitor",
@@ -178,11 +177,7 @@ class ClusterEngine:
 
     def chunk_sizes(self, total: Optional[int], fn: Callable[..., Any]) -> Iterator[int]:
         """Map chunks sized so each array element runs about ``element_seconds``, learned per function."""
-        key = getattr(fn, "__code__", None) or id(fn)  # one function (however often re-created), not one name
-        with self._lock:
-            rate = self._rates.setdefault(key, ItemRate())
-        width = self.settings.max_workers or MIN_MAP_CHUNKS
-        return AdaptiveSizes(total, self.settings["element_seconds"], width, rate)
+        return scheduler_sizes(total, self._rates.of(fn), self.settings["element_seconds"], self.settings.max_workers)
 
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
         if self._finished.is_set():

@@ -11,7 +11,6 @@ from typing import Any, Optional
 
 from clustrix_futures.config import Settings
 
-MAX_TASKS_PER_ELEMENT = 10_000
 # The options each array is submitted with; "pe" (Grid Engine) and "flavor" (PBS) are read by those backends.
 RESOURCE_OPTIONS = ("cpus", "mem", "time", "partition", "account", "gpus", "nodes", "job_name", "scheduler_args",
                     "pe", "flavor")
@@ -26,16 +25,6 @@ def resources_of(settings: Settings, overrides: Optional[Mapping[str, Any]]) -> 
 
 def resource_key(resources: Mapping[str, Any]) -> tuple[Any, ...]:
     return tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(resources.items()))
-
-
-def tasks_per_element(setting: Any, seconds_per_task: Optional[float], element_seconds: float) -> int:
-    """An integer setting is used as is; "auto" packs tasks so an element runs about ``element_seconds``,
-    once task durations have been measured (one task per element until then)."""
-    if setting != "auto":
-        return int(setting)
-    if seconds_per_task is None:
-        return 1
-    return max(1, min(MAX_TASKS_PER_ELEMENT, math.floor(element_seconds / max(seconds_per_task, 1e-6))))
 
 
 def plan_arrays(task_ids: Sequence[int], per_element: int, max_array_size: Optional[int]) -> list[list[list[int]]]:

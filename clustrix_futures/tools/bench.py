@@ -156,7 +156,7 @@ def synthetic_workloads(durations: Sequence[float], *, tasks: Optional[int] = No
 
 def _slots(settings: config.Settings) -> int:
     """The tasks a cluster executor runs at once in a map: the elements a map keeps in parallel."""
-    from clustrix_futures.engine.startup import MIN_MAP_CHUNKS
+    from clustrix_futures.mapping.sizing import MIN_MAP_CHUNKS
 
     return settings.max_workers or MIN_MAP_CHUNKS
 
