@@ -80,6 +80,9 @@ class BackendContext:
 
 @dataclass(frozen=True)
 class FinalState:
+    """How an element ended, as the scheduler tells it: its state word and what else it said (a reason, an exit
+    code), for the error of a task whose element left no result."""
+
     state: str  # the scheduler's word: CANCELLED, TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, FAILED...
     detail: str = ""
 
