@@ -49,9 +49,11 @@ from clustrix_futures.schedulers.base import (
     ArraySubmission,
     ElementKey,
     FinalState,
+    Scheduler,
+    SchedulerUnreachable,
     StatusReport,
+    SubmitRefused,
 )
-from clustrix_futures.schedulers.command import Scheduler, SchedulerUnreachable, SubmitRefused
 from clustrix_futures.serialization import loads_outcome, resolve
 
 log = logging.getLogger(__name__)

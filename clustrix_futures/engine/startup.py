@@ -9,7 +9,7 @@ hold the same Python major.minor, cloudpickle, boto3 and clustrix-futures.
 
 Three parts, chosen from the options: the transport (this machine, or ``host`` over SSH), the storage of
 payloads and results (the transport's filesystem, or S3 with ``storage``; :mod:`clustrix_futures.remote.storage`),
-and the scheduler (:mod:`clustrix_futures.schedulers.command`).
+and the scheduler (:mod:`clustrix_futures.schedulers`).
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ from clustrix_futures.runfiles.layout import (
     read_batches,
     read_manifest,
 )
-from clustrix_futures.schedulers.base import BackendContext
-from clustrix_futures.schedulers.command import Scheduler, make_scheduler
+from clustrix_futures.schedulers import capabilities, make_scheduler
+from clustrix_futures.schedulers.base import BackendContext, Scheduler
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -58,7 +58,6 @@ T = TypeVar("T")
 _PROBE = ("import sys, importlib.util as u; print('%d.%d' % sys.version_info[:2]); "
           "print(bool(u.find_spec('cloudpickle')), bool(u.find_spec('boto3'))); "
           "print(__import__('clustrix_futures').__version__ if u.find_spec('clustrix_futures') else '-')")
-API_BACKENDS = ("kubernetes",)  # no interpreter to probe, no files on a transport: scripts and logs are the API's
 STARTUP_TIMEOUT = 120.0
 # What a compute node imports of this package (paths relative to it): all that staging copies.
 NODE_CLOSURE = ("__init__.py", "errors.py", "worker.py", "hostrun.py", "node" + os.sep, "runfiles" + os.sep)
@@ -215,8 +214,8 @@ class ClusterEngine:
         transport, settings = self.transport, self.settings
         self.storage = make_storage(attach_to or settings["storage"], settings, transport)
         manifest = await self._read_manifest(attach_to) if attach_to else {}
-        s3, api = isinstance(self.storage, S3Storage), settings.backend in API_BACKENDS
-        if api and not s3:
+        s3, api = isinstance(self.storage, S3Storage), capabilities(settings.backend).api
+        if capabilities(settings.backend).needs_s3 and not s3:
             raise ConfigError(f"the {settings.backend} backend needs S3 storage (its pods do not see this machine's "
                               f"files): set the option 'storage' to 's3://BUCKET/PREFIX'")
         if api:
@@ -228,7 +227,8 @@ class ClusterEngine:
             run_dir = RunDir(attach_to, manifest.get("host_dir"))
         else:
             run_dir = await self._make_run_dir(new_run_name(), s3, api)
-        self.scheduler = make_scheduler(settings, BackendContext(python, run_dir.host), transport, run_dir.log)
+        self.scheduler = make_scheduler(settings, BackendContext.of(settings, python, run_dir.host), transport,
+                                        run_dir.log)
         if staged:
             await self._stage_code(run_dir)
         max_array = await self.scheduler.max_array_size()

@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any
 
-from clustrix_futures.engine.startup import API_BACKENDS
+from clustrix_futures.schedulers import capabilities
 from clustrix_futures.schedulers.base import QUEUED, RUNNING
 from clustrix_futures.tools.runs import RAISED, SUCCEEDED, Site, Snapshot, age, format_counts, parse_age
 from clustrix_futures.tools.subcommand import Subparsers, add_site_options, table, with_site
@@ -121,7 +121,7 @@ def run_logs(args: argparse.Namespace) -> int:
         logs = await run.logs(task)
         paths = run.log_paths(task)
         for stream, data in logs.items():
-            where = paths[stream] if run.backend not in API_BACKENDS else "the pod's log"
+            where = "the pod's log" if capabilities(run.backend).api else paths[stream]
             print(f"--- {'stdout' if stream == 'out' else 'stderr'} ({where}) ---")
             text = data.decode(errors="replace")
             print(text.rstrip("\n") if text else "(empty)")
