@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from clustrix_futures.errors import ConfigError
 
@@ -144,6 +144,9 @@ def _env(name: str, value: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Option:
+    """One option: ``check(name, value)`` returns the value normalised or raises :class:`ConfigError`; ``help``
+    is shown by the CLI and the docs; ``default`` applies when the option is unset (None)."""
+
     check: Check
     help: str
     default: Any = None
@@ -209,6 +212,12 @@ OPTIONS: dict[str, Option] = {
 
 @dataclass
 class Settings:
+    """An executor's resolved configuration: its backend, ``max_workers`` and validated options.
+
+    ``settings[name]`` reads an option, falling back to its default. Mutable only so that attaching to a run
+    directory can adopt the run's manifest (:func:`adopt_manifest`) before the engine starts.
+    """
+
     backend: str
     max_workers: Optional[int]
     options: dict[str, Any]
@@ -223,6 +232,7 @@ def _unknown(kind: str, name: str, valid: Any) -> ConfigError:
 
 
 def validate_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Check every option (a :class:`ConfigError` names an unknown one); the values normalised, None kept."""
     checked = {}
     for name, value in options.items():
         if name not in OPTIONS:
@@ -241,6 +251,7 @@ def adopt_manifest(settings: Settings, manifest: Mapping[str, Any]) -> None:
 
 
 def config_files() -> list[Path]:
+    """Where profiles are read from, in order of precedence (see the module docstring)."""
     if os.environ.get(CONFIG_ENV):
         return [Path(os.environ[CONFIG_ENV])]
     base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
@@ -248,6 +259,11 @@ def config_files() -> list[Path]:
 
 
 def load_profiles() -> dict[str, tuple[Path, dict[str, Any]]]:
+    """Every profile defined in :func:`config_files`, by name: the file that defines it first, and its options.
+
+    Raises :class:`ConfigError` for a file that is not YAML, or has a key other than ``profiles`` or a profile
+    that is not a mapping. The options are not validated here (:func:`resolve` does).
+    """
     import yaml
 
     profiles: dict[str, tuple[Path, dict[str, Any]]] = {}
@@ -282,7 +298,7 @@ def resolve(
                               f"{', '.join(sorted(profiles)) or 'none defined'}")
         _path, body = profiles[profile]
         merged.update(body)
-    merged.update({k: v for k, v in options.items()})
+    merged.update(options)
     backend = backend or merged.pop("backend", None) or "local"
     merged.pop("backend", None)
     if backend not in BACKENDS:

@@ -18,9 +18,9 @@ from __future__ import annotations
 import atexit
 import functools
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from typing import Any, Callable, Generic, Optional, TypeVar
+from typing import Any, Generic, Optional, TypeVar
 
 from clustrix_futures.executor import ClusterPoolExecutor
 
@@ -28,6 +28,9 @@ R = TypeVar("R")
 
 
 class ClusterFunction(Generic[R]):
+    """A decorated function: calling it runs it through :attr:`executor` and waits; ``submit`` and ``map``
+    are the executor's, with the function filled in. The executor is made on first use, once (thread-safe)."""
+
     def __init__(self, fn: Callable[..., R], options: dict[str, Any]) -> None:
         functools.update_wrapper(self, fn)
         self._fn = fn

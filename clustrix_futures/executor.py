@@ -7,16 +7,16 @@ the local process pool, or the scheduler machinery (batcher, backend, transport,
 
 from __future__ import annotations
 
-import itertools
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor
-from typing import Any, Callable, Optional, Protocol, Union
+from typing import Any, Optional, Protocol, Union
 
 from clustrix_futures import config
 from clustrix_futures.future import ClusterFuture
-from clustrix_futures.mapping.chunks import length_of
-from clustrix_futures.mapping.run import Feeders, map_in_chunks
+from clustrix_futures.mapping.feeder import Feeders
+from clustrix_futures.mapping.run import map_in_chunks
+from clustrix_futures.mapping.sizing import map_sizes
 from clustrix_futures.remote.files import RemoteFiles
 from clustrix_futures.runfiles.layout import RunDir
 from clustrix_futures.serialization import dumps_task
@@ -181,13 +181,7 @@ class ClusterPoolExecutor(Executor):
              resources: Optional[Mapping[str, Any]], progress: bool = False) -> Iterator[Any]:
         if not iterables:
             raise TypeError("map() needs at least one iterable")
-        if chunksize is None or chunksize == "auto":
-            total = length_of(iterables[0]) if len(iterables) == 1 else None
-            sizes = self._engine.chunk_sizes(total, fn)
-        elif isinstance(chunksize, int) and not isinstance(chunksize, bool) and chunksize >= 1:
-            sizes = itertools.repeat(chunksize)
-        else:
-            raise ValueError(f"chunksize must be a positive integer or 'auto', not {chunksize!r}")
+        sizes = map_sizes(chunksize, fn, iterables, self._engine.chunk_sizes)
         with self._shutdown_lock:
             if self._shut_down:
                 raise RuntimeError("cannot schedule new futures after shutdown")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures._base import (  # the states are stable since Python 3.2
     CANCELLED,
@@ -23,7 +23,7 @@ from concurrent.futures._base import (  # the states are stable since Python 3.2
     PENDING,
     RUNNING,
 )
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 _waiting = 0  # threads blocked in result()/exception(), plus waiters installed by wait()/as_completed()
 _waiting_lock = threading.Lock()
@@ -86,6 +86,7 @@ class ClusterFuture(Future):
             return super().exception(timeout)
 
     def cancel(self) -> bool:
+        """As ``Future.cancel``, but waiters wake now, and the executor is told (``on_cancel``)."""
         with self._condition:
             if self._state in (RUNNING, FINISHED):
                 return False
@@ -119,6 +120,7 @@ class ClusterFuture(Future):
         self.set_result(result)
 
     def set_exception_if_pending(self, exception: BaseException) -> None:
+        """Fail unless it was already resolved or cancelled (an outcome may arrive twice, or late)."""
         with self._condition:
             if self._state not in (PENDING, RUNNING):
                 return

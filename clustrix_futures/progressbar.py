@@ -41,6 +41,7 @@ class Bar:
         self._counted = 0.0
 
     def advance(self, steps: int, futures: Sequence[Future], force: bool = False) -> None:
+        """Count ``steps`` more done; recount the states of ``futures`` if due (or ``force``)."""
         self._bar.update(steps)
         if force or time.monotonic() - self._counted >= REFRESH_SECONDS:
             tally = counts(futures)

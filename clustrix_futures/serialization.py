@@ -8,9 +8,9 @@ import site
 import sys
 import sysconfig
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 import cloudpickle
 
@@ -31,11 +31,13 @@ class RemoteTraceback(Exception):
 
 
 def _describe(obj: Any) -> str:
+    """An object's type, as an error message names it."""
     kind = type(obj)
     return f"{kind.__module__}.{kind.__qualname__} object" if kind.__module__ != "builtins" else kind.__name__
 
 
 def _culprit(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
+    """The first part of a call that does not pickle, as an error message names it."""
     parts = [("the function " + repr(getattr(fn, "__qualname__", fn)), fn)]
     parts += [(f"positional argument {i}", value) for i, value in enumerate(args)]
     parts += [(f"keyword argument {name!r}", value) for name, value in kwargs.items()]
@@ -48,6 +50,7 @@ def _culprit(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, A
 
 
 def _installed_roots() -> tuple[str, ...]:
+    """The directories of the standard library and installed packages, each ending in a separator."""
     paths = sysconfig.get_paths()
     roots = {paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths}
     roots.update(site.getsitepackages() if hasattr(site, "getsitepackages") else [])

@@ -94,8 +94,10 @@ def test_cli_over_ssh_compares_with_slurm_on_the_remote_side(slurm, sshd, tmp_pa
     assert "crossover:" in done.stdout
 
 
-def test_cli_with_a_function_and_a_range_against_the_local_backend():
-    done = cli("--function", "operator:neg", "--range", "10:5010", "--backend", "local", "--quiet")
+@pytest.mark.slurm
+def test_cli_with_a_function_and_a_range_against_slurm(slurm, tmp_path):
+    done = cli("--function", "operator:neg", "--range", "10:5010", "--backend", "slurm",
+               "--work-dir", str(tmp_path / "runs"), "--quiet")
     assert done.returncode == 0, done.stderr
     row = next(line for line in done.stdout.splitlines() if line.startswith("operator:neg"))
     assert row.split()[2] == "5,000"
@@ -103,10 +105,11 @@ def test_cli_with_a_function_and_a_range_against_the_local_backend():
     assert done.stderr == ""
 
 
-def test_cli_plot_writes_a_png_for_a_local_sweep(tmp_path):
+@pytest.mark.slurm
+def test_cli_plot_writes_a_png_for_a_sweep(slurm, tmp_path):
     out = tmp_path / "sweep.png"
-    done = cli("--synthetic", "--task-seconds", "0.002,0.001", "--tasks", "8", "--backend", "local",
-               "--local-workers", "1", "--quiet", "--plot", str(out))
+    done = cli("--synthetic", "--task-seconds", "0.002,0.001", "--tasks", "8", "--backend", "slurm",
+               "--work-dir", str(tmp_path / "runs"), "--local-workers", "1", "--quiet", "--plot", str(out))
     assert done.returncode == 0, done.stderr
     assert png_size(out) >= (600, 400)
 

@@ -15,9 +15,9 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import yaml
@@ -158,7 +158,7 @@ def test_status_of_something_that_is_not_a_run(where, capsys):
 
 def test_nodes_shows_cpus_and_gpus_free_and_what_a_job_takes(where, slurm_executor, signals, capsys):
     def board() -> Any:
-        code, out = run_cli(capsys, "nodes", "--json", *where["args"])
+        code, out = run_cli(capsys, "nodes", "--backend", "slurm", "--json", *where["args"])
         assert code == 0, out
         return json.loads(out)
 
@@ -166,7 +166,7 @@ def test_nodes_shows_cpus_and_gpus_free_and_what_a_job_takes(where, slurm_execut
     node = next(n for n in before["nodes"] if n["node"] == "localhost")
     assert node["cpus"] == 16 and node["gpus"] == {"tesla": 2} and node["partitions"] == ["debug", "gpu"]
     assert {p["partition"] for p in before["partitions"]} >= {"debug", "gpu"}
-    code, text = run_cli(capsys, "nodes", *where["args"])
+    code, text = run_cli(capsys, "nodes", "--backend", "slurm", *where["args"])
     assert code == 0 and "GPUS FREE BY TYPE" in text and "tesla" in text
 
     import workloads
@@ -176,7 +176,8 @@ def test_nodes_shows_cpus_and_gpus_free_and_what_a_job_takes(where, slurm_execut
     wait_for(lambda: holding.running(), "the GPU job starts")
     during = next(n for n in board()["nodes"] if n["node"] == "localhost")
     assert during["gpus_free"]["tesla"] <= 1 and during["cpus_free"] <= 13
-    gpu_partition = json.loads(run_cli(capsys, "nodes", "--json", "--partition", "gpu", *where["args"])[1])
+    gpu_partition = json.loads(run_cli(capsys, "nodes", "--backend", "slurm", "--json", "--partition", "gpu",
+                                       *where["args"])[1])
     assert [p["partition"] for p in gpu_partition["partitions"]] == ["debug", "gpu"]  # the node is in both
     (signals / "release").touch()
     holding.result(timeout=WAIT)

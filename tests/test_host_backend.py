@@ -20,7 +20,8 @@ import test_conformance
 import workloads
 from conftest import backend_options
 
-from clustrix_futures import ClusterPoolExecutor, JobFailedError, hostrun
+from clustrix_futures import ClusterPoolExecutor, JobFailedError
+from clustrix_futures.node import host_supervisor as hostrun
 from clustrix_futures.schedulers.base import ENDED, QUEUED, RUNNING, ArraySubmission, BackendContext
 from clustrix_futures.schedulers.host import HostBackend
 
@@ -150,14 +151,14 @@ class Host:
         pattern = str(self.root / "logs" / f"{batch}-{self.backend.index_placeholder}")
         submission = ArraySubmission(batch, size, str(path), pattern + ".out", pattern + ".err", throttle, {},
                                      start=start)
-        return self.backend.parse_job_id(self.run(self.backend.submit_argv(submission, str(path))))
+        return self.backend.parse_job_id(self.run(self.backend.submit_argv(submission, str(path))), submission)
 
     def phases(self, job: str) -> dict[int, str]:
-        report = self.backend.parse_status(self.run(self.backend.status_argv([job])))
+        report = self.backend.parse_status(self.run(self.backend.status_argv([job])), [job])
         return {index: phase for (_, index), phase in report.phases.items()}
 
     def finals(self, job: str) -> dict[int, tuple[str, str]]:
-        states = self.backend.parse_final(self.run(self.backend.final_argv(job)))
+        states = self.backend.parse_final(self.run(self.backend.final_argv(job)), job)
         return {index: (final.state, final.detail) for (_, index), final in states.items()}
 
     def supervisor(self, job_id: str) -> int:
@@ -236,7 +237,7 @@ def test_status_of_one_command_covers_every_job_with_ranges(tmp_path):
     host.wait_for(lambda: sum(p == RUNNING for p in host.phases(jobs[1]).values()) == 2)
     output = host.run(host.backend.status_argv(jobs))
     assert len(output.splitlines()) == 4  # per job: one line for the two running, one for the 48 queued
-    report = host.backend.parse_status(output)
+    report = host.backend.parse_status(output, jobs)
     assert len(report.phases) == 100 and report.states[("host-1", 49)] == "QUEUED"
     host.run(host.backend.cancel_argv([(job, i) for job in jobs for i in range(50)]))
     host.wait_for(lambda: host.phases(jobs[0]) == {} and host.phases(jobs[1]) == {})

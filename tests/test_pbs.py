@@ -17,7 +17,7 @@ import pytest
 import workloads
 
 from clustrix_futures import JobFailedError
-from clustrix_futures.schedulers.base import ENDED, QUEUED, RUNNING, ArraySubmission
+from clustrix_futures.schedulers.base import ENDED, QUEUED, RUNNING, ArraySubmission, BackendContext
 from clustrix_futures.schedulers.pbs import PbsBackend
 
 DATA = Path(__file__).parent / "data"
@@ -97,13 +97,17 @@ def test_walltime_memory_and_cpus_reach_the_wrappers(make_executor, shim):
 # ------------------------------------------------------------------------ commands, both flavours
 
 
-def submission(size: int, flavor: str, start: int = 0, throttle=None, **resources) -> ArraySubmission:
+def submission(size: int, start: int = 0, throttle=None, **resources) -> ArraySubmission:
     return ArraySubmission(3, size, "/runs/r1/batches/3.sh", "/runs/r1/logs/3-{index}.out",
-                           "/runs/r1/logs/3-{index}.err", throttle, {"flavor": flavor, **resources}, start=start)
+                           "/runs/r1/logs/3-{index}.err", throttle, resources, start=start)
+
+
+def pbs_backend(flavor: str = "pbspro") -> PbsBackend:
+    return PbsBackend(BackendContext("python3", "/runs/r1", pbs_flavor=flavor))
 
 
 def test_pbspro_submits_a_J_array_with_its_index_placeholder():
-    argv = PbsBackend().submit_argv(submission(8, "pbspro", throttle=3, cpus=4, mem="2G", gpus=1, nodes=2,
+    argv = pbs_backend("pbspro").submit_argv(submission(8, throttle=3, cpus=4, mem="2G", gpus=1, nodes=2,
                                                time="1-00:30", partition="workq", account="proj"), "/s.sh")
     assert argv[:3] == ["qsub", "-N", "clustrix"]
     assert argv[argv.index("-J") + 1:argv.index("-J") + 3] == ["0-7", "-r"]
@@ -114,7 +118,7 @@ def test_pbspro_submits_a_J_array_with_its_index_placeholder():
 
 
 def test_torque_submits_a_t_array_with_its_throttle():
-    argv = PbsBackend().submit_argv(submission(8, "torque", throttle=3, cpus=4, mem="2G", gpus=1), "/s.sh")
+    argv = pbs_backend("torque").submit_argv(submission(8, throttle=3, cpus=4, mem="2G", gpus=1), "/s.sh")
     assert argv[argv.index("-t") + 1] == "0-7%3"
     assert argv[argv.index("-e") + 1] == "/runs/r1/logs/3-$PBS_ARRAYID.err"
     assert {"nodes=1:ppn=4:gpus=1", "mem=2048mb"} <= set(argv)
@@ -124,35 +128,38 @@ def test_torque_submits_a_t_array_with_its_throttle():
 @pytest.mark.parametrize("flavor", ["pbspro", "torque"])
 def test_one_element_is_a_plain_job_that_names_its_index(flavor):
     """PBS Pro refuses one-subjob arrays; a resubmitted element 5 runs as a plain job told its index."""
-    backend = PbsBackend()
-    argv = backend.submit_argv(submission(1, flavor, start=5), "/s.sh")
+    backend = pbs_backend(flavor)
+    job = submission(1, start=5)
+    argv = backend.submit_argv(job, "/s.sh")
     assert argv[argv.index("-v") + 1] == "CLUSTRIX_ARRAY_INDEX=5"
     assert "-J" not in argv and "-t" not in argv
     assert argv[argv.index("-o") + 1] == "/runs/r1/logs/3-5.out"
-    job = backend.parse_job_id("1240.pbsserver\n")
-    assert job == "1240"
-    assert backend.parse_status("1240.pbsserver alice workq clustrix 20230 1 1 -- 00:10 R 00:00\n").phases == {
-        ("1240", 5): RUNNING}
-    assert backend.cancel_argv([("1240", 5), ("77[]", 2)]) == ["qdel", "1240", "77[2]"]
+    job_id = backend.parse_job_id("1240.pbsserver\n", job)
+    assert job_id == "1240:5"  # qstat cannot show the element: the id keeps it
+    assert backend.parse_status("1240.pbsserver alice workq clustrix 20230 1 1 -- 00:10 R 00:00\n",
+                                [job_id]).phases == {(job_id, 5): RUNNING}
+    assert backend.final_argv(job_id)[-1] == "1240"
+    assert backend.cancel_argv([(job_id, 5), ("77[]", 2)]) == ["qdel", "1240", "77[2]"]
 
 
 def test_job_names_keep_only_what_pbs_accepts():
-    argv = PbsBackend().submit_argv(submission(2, "torque", job_name="my job;$(x)'"), "/s.sh")
+    argv = pbs_backend("torque").submit_argv(submission(2, job_name="my job;$(x)'"), "/s.sh")
     assert argv[argv.index("-N") + 1] == "my_job___x__"
 
 
 def test_status_lists_the_users_jobs_and_expands_arrays_only_when_there_are_some():
-    backend = PbsBackend()
+    backend = pbs_backend()
     assert backend.status_argv(["1240"]) == ["sh", "-c", 'exec qstat "$@" -u "$(id -un)"', "qstat"]
     assert backend.status_argv(["1240", "1234[]"])[-1] == "-t"
 
 
 def test_job_ids_and_array_limit():
-    backend = PbsBackend()
-    assert backend.parse_job_id("1234[].pbsserver.example.org\n") == "1234[]"
-    assert backend.parse_job_id("8159\n") == "8159"  # the wrappers print bare ids
+    backend = pbs_backend()
+    assert backend.parse_job_id("1234[].pbsserver.example.org\n", submission(4)) == "1234[]"
+    assert backend.parse_job_id("8159\n", submission(4)) == "8159"  # the wrappers print bare ids
+    assert backend.parse_job_id("8160\n", submission(1)) == "8160"  # a plain job of element 0
     with pytest.raises(ValueError):
-        backend.parse_job_id("There was an error running the Slurm sbatch command.\n")
+        backend.parse_job_id("There was an error running the Slurm sbatch command.\n", submission(4))
     assert backend.parse_max_array_size("set server max_array_size = 10000\n") == 10000  # PBS Pro
     assert backend.parse_max_array_size("set server max_job_array_size = 2048\n") == 2048  # Torque
 
@@ -161,32 +168,31 @@ def test_job_ids_and_array_limit():
 
 
 def test_pbspro_qstat_t_u():
-    report = PbsBackend().parse_status((DATA / "pbspro-qstat-t-u.txt").read_text())
+    report = pbs_backend().parse_status((DATA / "pbspro-qstat-t-u.txt").read_text(), ["1234[]", "1240", "1241"])
     assert report.phases == {
         ("1234[]", 0): RUNNING, ("1234[]", 1): RUNNING, ("1234[]", 2): QUEUED, ("1234[]", 3): ENDED,
         ("1234[]", 10): QUEUED, ("1240", 0): RUNNING, ("1241", 0): QUEUED}  # the array's own "B" line is not one
 
 
 def test_torque_qstat_t_u():
-    report = PbsBackend().parse_status((DATA / "torque-qstat-t-u.txt").read_text())
+    report = pbs_backend("torque").parse_status((DATA / "torque-qstat-t-u.txt").read_text(), ["5678[]", "5690"])
     assert report.phases == {("5678[]", 0): RUNNING, ("5678[]", 1): ENDED, ("5678[]", 2): QUEUED,
                              ("5678[]", 3): QUEUED, ("5690", 0): QUEUED}
 
 
 def test_pbspro_history_gives_exit_status_walltime_and_kills():
-    backend = PbsBackend()
+    backend = pbs_backend()
     assert backend.final_argv("1234[]") == ["qstat", "-x", "-f", "-t", "1234[]"]
-    finals = backend.parse_final((DATA / "pbspro-qstat-x-f-t.txt").read_text())
+    finals = backend.parse_final((DATA / "pbspro-qstat-x-f-t.txt").read_text(), "1234[]")
     assert {key: final.state for key, final in finals.items()} == {
         ("1234[]", 0): "COMPLETED", ("1234[]", 1): "FAILED", ("1234[]", 2): "TIMEOUT", ("1234[]", 3): "KILLED"}
     assert "signal 15" in finals[("1234[]", 3)].detail
 
 
 def test_torque_completed_jobs_give_exit_status():
-    backend = PbsBackend()
-    backend.submit_argv(submission(5, "torque"), "/s.sh")
+    backend = pbs_backend("torque")
     assert backend.final_argv("5678[]") == ["qstat", "-f", "-t", "5678[]"]
-    finals = backend.parse_final((DATA / "torque-qstat-f-t.txt").read_text())
+    finals = backend.parse_final((DATA / "torque-qstat-f-t.txt").read_text(), "5678[]")
     assert {key: final.state for key, final in finals.items()} == {
         ("5678[]", 0): "COMPLETED", ("5678[]", 1): "FAILED", ("5678[]", 2): "TIMEOUT", ("5678[]", 3): "KILLED"}
     assert "could not run" in finals[("5678[]", 1)].detail

@@ -192,7 +192,7 @@ def test_launcher_sets_the_index_and_logs(tmp_path):
 
 
 def test_qstat_xml_parses_ranges_holds_and_errors():
-    report = sge_backend().parse_status((DATA / "sge-qstat.xml").read_text())
+    report = sge_backend().parse_status((DATA / "sge-qstat.xml").read_text(), ["58", "59", "60"])
     assert report.phases == {
         ("58", 0): RUNNING, ("58", 1): RUNNING,                           # tasks 1 and 2 running
         ("58", 2): QUEUED, ("58", 3): QUEUED, ("58", 5): QUEUED,          # "3,4,6": task 5 was deleted
@@ -202,7 +202,7 @@ def test_qstat_xml_parses_ranges_holds_and_errors():
 
 
 def test_qacct_records_map_to_states():
-    finals = sge_backend().parse_final((DATA / "sge-qacct.txt").read_text())
+    finals = sge_backend().parse_final((DATA / "sge-qacct.txt").read_text(), "61")
     assert {key: final.state for key, final in finals.items()} == {
         ("61", 0): "COMPLETED", ("61", 1): "FAILED", ("61", 2): "TIMEOUT", ("61", 3): "KILLED"}
     assert finals[("61", 1)].detail == "failed 0, exit status 3"
@@ -215,7 +215,7 @@ def test_cancel_deletes_runs_of_tasks_in_one_qdel():
 
 
 def test_job_id_and_array_limit():
-    assert sge_backend().parse_job_id("4242.1-10:1\n") == "4242"
+    assert sge_backend().parse_job_id("4242.1-10:1\n", submission(10)) == "4242"
     with pytest.raises(ValueError):
-        sge_backend().parse_job_id("Unable to run job\n")
+        sge_backend().parse_job_id("Unable to run job\n", submission(10))
     assert sge_backend().parse_max_array_size("max_aj_instances 2000\nmax_aj_tasks 75000\n") == 75000

@@ -30,8 +30,8 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
-from typing import Any, Callable, Optional
+from collections.abc import Callable, Mapping
+from typing import Any, Optional
 
 from clustrix_futures.config import Settings
 from clustrix_futures.engine.records import Books, Element, Environment
@@ -41,8 +41,7 @@ from clustrix_futures.future import ClusterFuture, someone_waits
 from clustrix_futures.remote.storage import Storage
 from clustrix_futures.remote.transport import TransportLost
 from clustrix_futures.runfiles.layout import parse_result_name
-from clustrix_futures.schedulers.base import ENDED, QUEUED, RUNNING, ElementKey, FinalState, StatusReport
-from clustrix_futures.schedulers.command import Scheduler
+from clustrix_futures.schedulers.base import ENDED, QUEUED, RUNNING, ElementKey, FinalState, Scheduler, StatusReport
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ runs on the loop until shutdown, and the run directory is removed after it unles
 
 Three parts, chosen from the options: the transport (this machine, or ``host`` over SSH), the storage of
 payloads and results (the transport's filesystem, or S3 with ``storage``; :mod:`clustrix_futures.remote.storage`),
-and the scheduler (:mod:`clustrix_futures.schedulers.command`).
+and the scheduler (:mod:`clustrix_futures.schedulers`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import concurrent.futures
 import itertools
 import logging
 import threading
-from collections.abc import Iterator, Mapping
-from typing import Any, Callable, Optional
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Optional
 
 from clustrix_futures import config
 from clustrix_futures.engine.bridge import LoopThread
@@ -27,18 +27,17 @@ from clustrix_futures.engine.monitor import Monitor
 from clustrix_futures.engine.startup import Started, Startup
 from clustrix_futures.errors import ConfigError, JobFailedError
 from clustrix_futures.future import ClusterFuture
-from clustrix_futures.mapping.sizing import AdaptiveSizes, ItemRate
+from clustrix_futures.mapping.sizing import FunctionRates, scheduler_sizes
 from clustrix_futures.remote.files import RemoteFiles
 from clustrix_futures.remote.site import Site
 from clustrix_futures.remote.storage import Storage
 from clustrix_futures.remote.transport import Transport
 from clustrix_futures.runfiles.layout import RunDir
-from clustrix_futures.schedulers.command import Scheduler
+from clustrix_futures.schedulers.base import Scheduler
 
 log = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT = 120.0
-MIN_MAP_CHUNKS = 16  # without max_workers, a map keeps at least this many elements in parallel
 
 
 class ClusterEngine:
@@ -62,7 +61,7 @@ class ClusterEngine:
         self._ids = itertools.count()
         self._outstanding: set[ClusterFuture] = set()
         self._submitted = self._unsuccessful = 0
-        self._rates: dict[Any, ItemRate] = {}
+        self._rates = FunctionRates()
         self._lock = threading.Lock()
         self._finished = threading.Event()
         self._bridge = LoopThread("clustrix-futures-monitor")
@@ -104,11 +103,7 @@ class ClusterEngine:
 
     def chunk_sizes(self, total: Optional[int], fn: Callable[..., Any]) -> Iterator[int]:
         """Map chunks sized so each array element runs about ``element_seconds``, learned per function."""
-        key = getattr(fn, "__code__", None) or id(fn)  # one function (however often re-created), not one name
-        with self._lock:
-            rate = self._rates.setdefault(key, ItemRate())
-        width = self.settings.max_workers or MIN_MAP_CHUNKS
-        return AdaptiveSizes(total, self.settings["element_seconds"], width, rate)
+        return scheduler_sizes(total, self._rates.of(fn), self.settings["element_seconds"], self.settings.max_workers)
 
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
         if self._finished.is_set():

@@ -26,7 +26,7 @@ import cloudpickle
 from clustrix_futures import __version__, config
 from clustrix_futures.engine.records import Environment
 from clustrix_futures.errors import ConfigError
-from clustrix_futures.remote.site import API_BACKENDS, Site
+from clustrix_futures.remote.site import Site
 from clustrix_futures.remote.storage import ENDPOINT_VARIABLE, S3Storage, Storage
 from clustrix_futures.remote.transport import Transport
 from clustrix_futures.runfiles.layout import (
@@ -37,8 +37,8 @@ from clustrix_futures.runfiles.layout import (
     read_batches,
     read_manifest,
 )
-from clustrix_futures.schedulers.base import BackendContext
-from clustrix_futures.schedulers.command import Scheduler, make_scheduler
+from clustrix_futures.schedulers import capabilities, make_scheduler
+from clustrix_futures.schedulers.base import BackendContext, Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +123,8 @@ class Startup:
         settings = self.settings
         self.storage = self.site.storage(attach_to or settings["storage"])
         manifest = await self._read_manifest(attach_to) if attach_to else {}
-        s3, api = isinstance(self.storage, S3Storage), settings.backend in API_BACKENDS
-        if api and not s3:
+        s3, api = isinstance(self.storage, S3Storage), capabilities(settings.backend).api
+        if capabilities(settings.backend).needs_s3 and not s3:
             raise ConfigError(f"the {settings.backend} backend needs S3 storage (its pods do not see this machine's "
                               f"files): set the option 'storage' to 's3://BUCKET/PREFIX'")
         python, staged = await self._interpreter(manifest.get("python"), s3, api)
@@ -132,7 +132,8 @@ class Startup:
             run_dir = RunDir(attach_to, manifest.get("host_dir"))
         else:
             run_dir = await self._make_run_dir(new_run_name(), s3, api)
-        scheduler = make_scheduler(settings, BackendContext(python, run_dir.host), self.transport, run_dir.log)
+        context = BackendContext.of(settings, python, run_dir.host)
+        scheduler = make_scheduler(settings, context, self.transport, run_dir.log)
         if staged:
             await self._stage_code(run_dir)
         max_array = await scheduler.max_array_size()

@@ -10,22 +10,28 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any, Callable, Optional
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Optional
 
 from clustrix_futures.config import Settings
 from clustrix_futures.engine.records import Books, Element, Environment, Task
 from clustrix_futures.errors import JobFailedError
 from clustrix_futures.future import ClusterFuture
+from clustrix_futures.mapping.sizing import tasks_per_element
 from clustrix_futures.node.worker import encode_batch
 from clustrix_futures.remote.storage import Storage
 from clustrix_futures.runfiles.layout import batch_document, encode_json, job_script
-from clustrix_futures.schedulers.base import QUEUED, ArraySubmission, FinalState
-from clustrix_futures.schedulers.command import Scheduler, SchedulerUnreachable, SubmitRefused
+from clustrix_futures.schedulers.base import (
+    QUEUED,
+    ArraySubmission,
+    FinalState,
+    Scheduler,
+    SchedulerUnreachable,
+    SubmitRefused,
+)
 
 log = logging.getLogger(__name__)
 
-MAX_TASKS_PER_ELEMENT = 10_000
 # The options each array is submitted with; "pe" (Grid Engine) and "flavor" (PBS) are read by those backends.
 RESOURCE_OPTIONS = ("cpus", "mem", "time", "partition", "account", "gpus", "nodes", "job_name", "scheduler_args",
                     "pe", "flavor")
@@ -40,16 +46,6 @@ def resources_of(settings: Settings, overrides: Optional[Mapping[str, Any]]) -> 
 
 def resource_key(resources: Mapping[str, Any]) -> tuple[Any, ...]:
     return tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(resources.items()))
-
-
-def tasks_per_element(setting: Any, seconds_per_task: Optional[float], element_seconds: float) -> int:
-    """An integer setting is used as is; "auto" packs tasks so an element runs about ``element_seconds``,
-    once task durations have been measured (one task per element until then)."""
-    if setting != "auto":
-        return int(setting)
-    if seconds_per_task is None:
-        return 1
-    return max(1, min(MAX_TASKS_PER_ELEMENT, math.floor(element_seconds / max(seconds_per_task, 1e-6))))
 
 
 def plan_arrays(task_ids: Sequence[int], per_element: int, max_array_size: Optional[int]) -> list[list[list[int]]]:

@@ -24,13 +24,14 @@ import sys
 import threading
 import weakref
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import clustrix_futures
 from clustrix_futures.errors import ExecutorBrokenError, JobFailedError
 from clustrix_futures.future import ClusterFuture
+from clustrix_futures.mapping.sizing import local_sizes
 from clustrix_futures.node import worker as worker_module
 from clustrix_futures.remote.files import RemoteFiles, local_files
 from clustrix_futures.runfiles.layout import RunDir
@@ -40,7 +41,6 @@ log = logging.getLogger(__name__)
 
 Entry = tuple[ClusterFuture, bytes]
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(clustrix_futures.__file__)))
-_LARGEST_CHUNK = 50_000
 _STARTUP_FAILURES_TOLERATED = 3
 
 
@@ -119,14 +119,8 @@ class LocalPool:
         return future
 
     def chunk_sizes(self, total: Optional[int], fn: Callable[..., Any]) -> Iterator[int]:
-        """Chunks small enough to balance load (16 per worker) and large enough to amortise a round trip.
-
-        With no length known, sizes grow geometrically from 1, so a slow function still gets parallelism
-        from the first items and a fast one soon travels in large chunks.
-        """
-        if total is not None:
-            return itertools.repeat(max(1, min(total // (16 * self.max_workers), _LARGEST_CHUNK)))
-        return itertools.chain((2 ** k for k in range(16)), itertools.repeat(_LARGEST_CHUNK))
+        """Chunks that balance load over the workers (:func:`~clustrix_futures.mapping.sizing.local_sizes`)."""
+        return local_sizes(total, self.max_workers)
 
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
         with self._lock:

@@ -1,9 +1,29 @@
-"""Every chunk-size rule: how many items a map chunk (an array element, or a local task) holds."""
+"""Every chunk-size rule, for both engines: how many items a map chunk holds, and how many tasks an array
+element packs.
+
+* :func:`map_sizes` reads ``map``'s ``chunksize``: an integer is used as is, ``None`` or ``"auto"`` asks the
+  engine (its ``chunk_sizes(total, fn)``), which calls one of the two rules below.
+* :func:`local_sizes`: the local pool's chunks, balancing load over its workers (known length) or growing
+  geometrically (unknown length).
+* :func:`scheduler_sizes` and :class:`AdaptiveSizes`: a scheduler's chunks, sized so an array element runs about
+  ``element_seconds``, from item durations learned per function (:class:`FunctionRates`).
+* :func:`tasks_per_element`: how many tasks submitted one by one an array element packs.
+"""
 
 from __future__ import annotations
 
-from typing import Optional
+import itertools
+import math
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Optional, Union
 
+from clustrix_futures.mapping.chunks import length_of
+
+MIN_MAP_CHUNKS = 16  # without max_workers, a scheduler's map keeps at least this many elements in parallel
+MAX_TASKS_PER_ELEMENT = 10_000
+LOCAL_CHUNKS_PER_WORKER = 16  # a known-length local map is split into this many chunks per worker
+LARGEST_LOCAL_CHUNK = 50_000
 MIN_CHUNK_SHARE = 0.2  # of the target element duration: the shortest chunk the parallelism rule makes
 # A chunk's values are held whole, by its worker and, decoded, by the consumer: about 40 MB for 10**6 ints.
 MAX_CHUNK_ITEMS = 10**6
@@ -103,3 +123,62 @@ class ItemRate:
     @property
     def seconds_per_item(self) -> Optional[float]:
         return self.seconds / self.items if self.items else None
+
+
+class FunctionRates:
+    """The item rates an engine has measured, one per function (however often the function object is re-created:
+    the key is its code), shared by that engine's maps. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rates: dict[Any, ItemRate] = {}
+
+    def of(self, fn: Callable[..., Any]) -> ItemRate:
+        key = getattr(fn, "__code__", None) or id(fn)
+        with self._lock:
+            return self._rates.setdefault(key, ItemRate())
+
+
+def scheduler_sizes(total: Optional[int], rate: ItemRate, element_seconds: float,
+                    max_workers: Optional[int]) -> AdaptiveSizes:
+    """A scheduler's map chunks: each array element runs about ``element_seconds`` once ``rate`` is known, and
+    at least ``max_workers`` (else ``MIN_MAP_CHUNKS``) elements run in parallel (see :class:`AdaptiveSizes`)."""
+    return AdaptiveSizes(total, element_seconds, max_workers or MIN_MAP_CHUNKS, rate)
+
+
+def local_sizes(total: Optional[int], workers: int) -> Iterator[int]:
+    """The local pool's map chunks: small enough to balance load (``LOCAL_CHUNKS_PER_WORKER`` per worker) and
+    large enough to amortise a round trip.
+
+    With no length known, sizes grow geometrically from 1, so a slow function still gets parallelism from the
+    first items and a fast one soon travels in large chunks.
+    """
+    if total is not None:
+        return itertools.repeat(max(1, min(total // (LOCAL_CHUNKS_PER_WORKER * workers), LARGEST_LOCAL_CHUNK)))
+    return itertools.chain((2 ** k for k in range(16)), itertools.repeat(LARGEST_LOCAL_CHUNK))
+
+
+def map_sizes(chunksize: Union[int, str, None], fn: Callable[..., Any], iterables: Sequence[Iterable[Any]],
+              automatic: Callable[[Optional[int], Callable[..., Any]], Iterator[int]]) -> Iterator[int]:
+    """The chunk sizes of ``map(fn, *iterables, chunksize=chunksize)``.
+
+    A positive integer is repeated; ``None`` or ``"auto"`` gives the engine's ``automatic(total, fn)``, where
+    ``total`` is the input's length when it is known without reading it (one iterable with a ``len``). Anything
+    else raises ``ValueError``.
+    """
+    if chunksize is None or chunksize == "auto":
+        return automatic(length_of(iterables[0]) if len(iterables) == 1 else None, fn)
+    if isinstance(chunksize, int) and not isinstance(chunksize, bool) and chunksize >= 1:
+        return itertools.repeat(chunksize)
+    raise ValueError(f"chunksize must be a positive integer or 'auto', not {chunksize!r}")
+
+
+def tasks_per_element(setting: Any, seconds_per_task: Optional[float], element_seconds: float) -> int:
+    """Tasks packed into one array element. An integer setting is used as is; "auto" packs tasks so an element
+    runs about ``element_seconds``, once task durations have been measured (one task per element until then),
+    and never more than ``MAX_TASKS_PER_ELEMENT``."""
+    if setting != "auto":
+        return int(setting)
+    if seconds_per_task is None:
+        return 1
+    return max(1, min(MAX_TASKS_PER_ELEMENT, math.floor(element_seconds / max(seconds_per_task, 1e-6))))

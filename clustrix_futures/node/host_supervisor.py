@@ -43,8 +43,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable, Iterator, Sequence
+from typing import NamedTuple, Optional
 
 INDEX_PLACEHOLDER = "%a"
 INDEX_VARIABLE = "CLUSTRIX_ARRAY_INDEX"

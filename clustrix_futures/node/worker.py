@@ -25,8 +25,8 @@ import struct
 import sys
 import time
 import traceback
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Callable, Optional
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Optional
 
 import cloudpickle
 

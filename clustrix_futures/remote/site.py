@@ -16,10 +16,6 @@ from clustrix_futures import config
 from clustrix_futures.remote.storage import S3Storage, Storage, is_s3
 from clustrix_futures.remote.transport import LocalTransport, Transport
 
-# Schedulers driven through an API (no interpreter to probe, no files on a transport: scripts and logs are the
-# API's); the scheduler registry's capabilities(name).api is meant to replace this tuple.
-API_BACKENDS = ("kubernetes",)
-
 SiteT = TypeVar("SiteT", bound="Site")
 
 

@@ -28,8 +28,8 @@ import secrets
 import shlex
 import socket
 import time
-from collections.abc import Awaitable, Sequence
-from typing import Any, Callable, Optional, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Optional, TypeVar
 
 import asyncssh
 

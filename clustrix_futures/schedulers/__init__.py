@@ -1,25 +1,79 @@
-"""Scheduler backends: one small module each, behind :class:`~clustrix_futures.schedulers.base.Backend`."""
+"""The schedulers, in one registry: for each name its :class:`Capabilities` and how to make it.
+
+:func:`make_scheduler` gives the :class:`~clustrix_futures.schedulers.base.Scheduler` of a backend name, and
+:func:`capabilities` what the rest of the package needs to know about it before it has one (whether there is
+an interpreter to probe, a filesystem for scripts and logs, ...). The protocols, value types and exceptions
+are in :mod:`clustrix_futures.schedulers.base`; ``local`` is no scheduler (the local engine runs no jobs).
+"""
 
 from __future__ import annotations
 
-from clustrix_futures.schedulers.base import Backend, BackendContext
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from clustrix_futures.config import Settings
+from clustrix_futures.remote.transport import Transport
+from clustrix_futures.schedulers.base import Backend, BackendContext, Scheduler
+from clustrix_futures.schedulers.command import CommandScheduler
+from clustrix_futures.schedulers.host import HostBackend
+from clustrix_futures.schedulers.kubernetes import KubernetesScheduler
+from clustrix_futures.schedulers.pbs import PbsBackend
+from clustrix_futures.schedulers.sge import SgeBackend
+from clustrix_futures.schedulers.slurm import SlurmBackend
+
+__all__ = ["SCHEDULERS", "Capabilities", "capabilities", "make_scheduler"]
 
 
-def get_backend(name: str, context: BackendContext) -> Backend:
-    if name == "slurm":
-        from clustrix_futures.schedulers.slurm import SlurmBackend
+@dataclass(frozen=True)
+class Capabilities:
+    """What differs between schedulers, beyond their commands.
 
-        return SlurmBackend()
-    if name == "ssh":
-        from clustrix_futures.schedulers.host import HostBackend
+    ``api``: scheduled through an API, not commands run through the transport: there is no interpreter to
+    probe (it is the image's) and no files on the transport; job scripts and logs are the API's (a pod's log).
+    ``needs_s3``: its nodes do not see the client's filesystem; payloads and results go through S3 storage.
+    ``states_array_limit``: its configuration query always names the largest array, so a query that gives
+    none means the controller did not answer.
+    """
 
-        return HostBackend(context)
-    if name == "sge":
-        from clustrix_futures.schedulers.sge import SgeBackend
+    api: bool = False
+    needs_s3: bool = False
+    states_array_limit: bool = False
 
-        return SgeBackend(context)
-    if name == "pbs":
-        from clustrix_futures.schedulers.pbs import PbsBackend
 
-        return PbsBackend()
-    raise KeyError(name)
+LogPath = Callable[[int, str, str], str]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    capabilities: Capabilities
+    make: Callable[[Settings, BackendContext, Transport, LogPath], Scheduler]
+
+
+def _command(backend: Callable[[BackendContext], Backend]) -> Callable[[Settings, BackendContext, Transport, LogPath],
+                                                                        Scheduler]:
+    """A maker of the command scheduler running ``backend``'s commands."""
+    return lambda settings, context, transport, log_path: CommandScheduler(backend(context), transport, log_path)
+
+
+_REGISTRY: dict[str, _Entry] = {
+    "slurm": _Entry(Capabilities(states_array_limit=True), _command(lambda context: SlurmBackend())),
+    "ssh": _Entry(Capabilities(), _command(HostBackend)),
+    "sge": _Entry(Capabilities(states_array_limit=True), _command(SgeBackend)),
+    "pbs": _Entry(Capabilities(), _command(PbsBackend)),
+    "kubernetes": _Entry(Capabilities(api=True, needs_s3=True),
+                         lambda settings, context, transport, log_path: KubernetesScheduler(settings, context)),
+}
+SCHEDULERS = tuple(_REGISTRY)  # the backend names that are schedulers (every one but "local")
+
+
+def capabilities(name: str) -> Capabilities:
+    """The capabilities of the scheduler ``name`` (one of :data:`SCHEDULERS`; KeyError for another)."""
+    return _REGISTRY[name].capabilities
+
+
+def make_scheduler(settings: Settings, context: BackendContext, transport: Transport, log_path: LogPath) -> Scheduler:
+    """The scheduler of ``settings.backend`` for a run: a command backend whose commands run through
+    ``transport`` (``log_path(batch, index as text, stream)`` names an element's log on its filesystem), or
+    an API scheduler. Raises ConfigError when the scheduler cannot be set up (a missing client library or
+    option) and KeyError for a backend that is no scheduler."""
+    return _REGISTRY[settings.backend].make(settings, context, transport, log_path)

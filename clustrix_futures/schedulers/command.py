@@ -1,34 +1,32 @@
-"""What the monitor asks of a scheduler, as coroutines: :class:`Scheduler`.
+"""The command schedulers (SLURM, Grid Engine, PBS, the ``ssh`` host runner): :class:`CommandScheduler` runs a
+:class:`~clustrix_futures.schedulers.base.Backend`'s argv lists through a transport, here or over SSH.
 
-Two kinds of backend meet this one interface:
-
-* command schedulers (SLURM, Grid Engine, PBS, the ``ssh`` host runner): a
-  :class:`~clustrix_futures.schedulers.base.Backend` builds argv lists and parses their output, and
-  :class:`CommandScheduler` runs them through the transport (here or over SSH), writing each job script
-  first; every backend module stays a set of pure functions;
-* API schedulers (Kubernetes): a class that makes the API calls itself and implements :class:`Scheduler`
-  directly (:mod:`clustrix_futures.schedulers.kubernetes`).
-
-``commands`` counts what each scheduler issued, by name: the command (``sbatch``, ``squeue``...) or the API
-call (``list_namespaced_pod``...).
+It writes each job script first, counts the commands it runs by name in ``commands``, and decides what a
+failed command means: a failure whose stderr the backend calls transient is "scheduler unreachable" (a status
+of None, :class:`~clustrix_futures.schedulers.base.SchedulerUnreachable` for a submission), any other is the
+request's own failure. :class:`CommandBackend` holds the defaults of the ``Backend`` protocol that the
+backends fill in the same way, and :func:`phase_of` and :func:`report` the shape their status parsers share.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any, Callable, Optional, Protocol
+import re
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Optional
 
-from clustrix_futures.config import Settings
 from clustrix_futures.remote.transport import Transport
-from clustrix_futures.schedulers import get_backend
 from clustrix_futures.schedulers.base import (
+    ENDED,
+    QUEUED,
+    RUNNING,
     ArraySubmission,
     Backend,
-    BackendContext,
     ElementKey,
     FinalState,
+    SchedulerUnreachable,
     StatusReport,
+    SubmitRefused,
 )
 
 log = logging.getLogger(__name__)
@@ -36,47 +34,10 @@ log = logging.getLogger(__name__)
 NOT_ENDED = ("PENDING", "RUNNING", "REQUEUED")
 
 
-class SubmitRefused(Exception):
-    """The scheduler refused a submission; the message says why, in its words."""
-
-
-class SchedulerUnreachable(Exception):
-    """A submission did not reach the scheduler (it could not be contacted): submit it again later."""
-
-
-class Scheduler(Protocol):
-    name: str
-    index_placeholder: str  # how the scheduler names the array index in log paths
-    commands: dict[str, int]
-
-    async def max_array_size(self) -> Optional[int]:
-        """The largest array the scheduler accepts, or None if it has no limit we can read. Asked once, at
-        start-up: a scheduler that cannot be used raises ConfigError here."""
-
-    async def submit(self, job: ArraySubmission, script: str) -> str:
-        """Submit ``job``, whose elements run ``script`` (a shell script's text); return the job id or raise
-        :class:`SubmitRefused`."""
-
-    async def status(self, job_ids: Sequence[str]) -> Optional[StatusReport]:
-        """ONE query for every element of the listed jobs still known as queued or running; None when the
-        scheduler could not be reached (nothing is concluded from that cycle)."""
-
-    async def final(self, job_id: str) -> Optional[dict[ElementKey, FinalState]]:
-        """The final states of the job's ended elements; None when the scheduler could not be reached."""
-
-    async def cancel(self, elements: Sequence[ElementKey]) -> set[ElementKey]:
-        """Withdraw queued elements; return those that will run anyway (their tasks must be skipped)."""
-
-    async def log_tail(self, key: ElementKey, batch: int, size: int) -> bytes:
-        """The last ``size`` bytes of an ended element's stderr, or b"" if there is none to read."""
-
-    async def close(self, remove: bool) -> None:
-        """The run is over; with ``remove``, its records at the scheduler may go too."""
-
-
 class CommandScheduler:
-    """A :class:`Scheduler` from an argv backend and the transport that runs its commands. The job script and
-    the logs live in the run's host directory (``RunDir.host``), on the transport's filesystem."""
+    """A :class:`~clustrix_futures.schedulers.base.Scheduler` from an argv backend and the transport that runs
+    its commands. The job script and the logs live in the run's host directory (``RunDir.host``), on the
+    transport's filesystem; ``log_path(batch, index as text, stream)`` names an element's log there."""
 
     def __init__(self, backend: Backend, transport: Transport, log_path: Callable[[int, str, str], str]) -> None:
         self.backend = backend
@@ -84,8 +45,8 @@ class CommandScheduler:
         self.name = backend.name
         self.index_placeholder = backend.index_placeholder
         self.commands: dict[str, int] = {}
-        self._log_path = log_path  # (batch, index as text, stream) -> path
-        self._accounting = True
+        self._log_path = log_path
+        self._accounting = True  # until an accounting query fails: this cluster keeps none
 
     async def _run(self, argv: list[str]) -> Any:
         self.commands[argv[0]] = self.commands.get(argv[0], 0) + 1
@@ -102,7 +63,7 @@ class CommandScheduler:
         await self.transport.write(job.script, script.encode(), 0o700)
         result = await self._run(self.backend.submit_argv(job, job.script))
         try:
-            job_id = self.backend.parse_job_id(result.stdout) if result.ok else ""
+            job_id = self.backend.parse_job_id(result.stdout, job) if result.ok else ""
         except ValueError:
             job_id = ""
         if not job_id:
@@ -116,13 +77,13 @@ class CommandScheduler:
         if not status.ok and self.backend.is_transient_error(status.stderr):
             log.warning("status query failed, will retry: %s", status.describe())
             return None
-        return self.backend.parse_status(status.stdout) if status.ok else StatusReport()
+        return self.backend.parse_status(status.stdout, job_ids) if status.ok else StatusReport()
 
     async def final(self, job_id: str) -> Optional[dict[ElementKey, FinalState]]:
         result = await self._run(self.backend.final_argv(job_id))
         if not result.ok and self.backend.is_transient_error(result.stderr):
             return None
-        states = self.backend.parse_final(result.stdout) if result.ok else {}
+        states = self.backend.parse_final(result.stdout, job_id) if result.ok else {}
         accounting = self.backend.accounting_argv(job_id) if self._accounting and not states else None
         if accounting:
             answer = await self._run(accounting)
@@ -147,11 +108,47 @@ class CommandScheduler:
         pass
 
 
-def make_scheduler(settings: Settings, context: BackendContext, transport: Transport,
-                   log_path: Callable[[int, str, str], str]) -> Scheduler:
-    """The scheduler of ``settings.backend``: an API scheduler, or a command backend run through ``transport``."""
-    if settings.backend == "kubernetes":
-        from clustrix_futures.schedulers.kubernetes import KubernetesScheduler
+class CommandBackend:
+    """Defaults of the :class:`~clustrix_futures.schedulers.base.Backend` protocol. A subclass sets ``name``,
+    ``index_placeholder`` and, where it has them, ``transient_markers`` (stderr fragments meaning "scheduler
+    unreachable") and ``max_array_pattern`` (a regular expression whose group 1 is the largest array size in
+    ``config_argv``'s output)."""
 
-        return KubernetesScheduler(settings, context)
-    return CommandScheduler(get_backend(settings.backend, context), transport, log_path)
+    name = ""
+    index_placeholder = ""
+    transient_markers: tuple[str, ...] = ()
+    max_array_pattern: Optional[str] = None
+
+    def config_argv(self) -> Optional[list[str]]:
+        return None
+
+    def parse_max_array_size(self, stdout: str) -> Optional[int]:
+        found = re.search(self.max_array_pattern, stdout, re.MULTILINE) if self.max_array_pattern else None
+        return int(found.group(1)) if found else None
+
+    def accounting_argv(self, job_id: str) -> Optional[list[str]]:
+        return None
+
+    def parse_accounting(self, stdout: str) -> dict[ElementKey, FinalState]:
+        return {}
+
+    def is_transient_error(self, stderr: str) -> bool:
+        return any(marker in stderr for marker in self.transient_markers)
+
+
+def phase_of(state: str, queued: Iterable[str], running: Iterable[str]) -> str:
+    """A scheduler's state word to our phase: queued, running, or (anything else) ended."""
+    if state in queued:
+        return QUEUED
+    if state in running:
+        return RUNNING
+    return ENDED
+
+
+def report(entries: Iterable[tuple[ElementKey, str, str]]) -> StatusReport:
+    """A status report from ``(element, state word, phase)`` triples."""
+    made = StatusReport()
+    for key, state, phase in entries:
+        made.states[key] = state
+        made.phases[key] = phase
+    return made

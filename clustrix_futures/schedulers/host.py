@@ -29,7 +29,7 @@ from clustrix_futures.schedulers.base import (
     FinalState,
     StatusReport,
 )
-from clustrix_futures.schedulers.common import SchedulerBackend, report
+from clustrix_futures.schedulers.command import CommandBackend, report
 
 # ``python -c BOOTSTRAP COMMAND RUN ...``: sys.argv is ['-c', COMMAND, RUN, ...].
 BOOTSTRAP = ("import os, sys; code = os.path.join(sys.argv[2], 'code'); "
@@ -38,7 +38,7 @@ BOOTSTRAP = ("import os, sys; code = os.path.join(sys.argv[2], 'code'); "
 _PHASES = {"QUEUED": QUEUED, "RUNNING": RUNNING}
 
 
-class HostBackend(SchedulerBackend):
+class HostBackend(CommandBackend):
     name = "ssh"
     index_placeholder = hostrun.INDEX_PLACEHOLDER
     # The host or the connection failed us, not the query: the monitor retries next cycle.
@@ -58,7 +58,7 @@ class HostBackend(SchedulerBackend):
         return self._argv("launch", str(job.batch), str(job.start), str(job.size), str(job.throttle or 0),
                           script_path, job.stdout_pattern, job.stderr_pattern)
 
-    def parse_job_id(self, stdout: str) -> str:
+    def parse_job_id(self, stdout: str, job: ArraySubmission) -> str:
         job_id = (stdout.split() or [""])[-1]
         if hostrun.job_directory("", job_id) is None:
             raise ValueError(f"hostrun launch printed no job id: {stdout!r}")
@@ -67,7 +67,7 @@ class HostBackend(SchedulerBackend):
     def status_argv(self, job_ids: Sequence[str]) -> list[str]:
         return self._argv("status", *job_ids)
 
-    def parse_status(self, stdout: str) -> StatusReport:
+    def parse_status(self, stdout: str, job_ids: Sequence[str]) -> StatusReport:
         entries = []
         for line in stdout.splitlines():
             words = line.split()
@@ -81,7 +81,7 @@ class HostBackend(SchedulerBackend):
     def final_argv(self, job_id: str) -> list[str]:
         return self._argv("final", job_id)
 
-    def parse_final(self, stdout: str) -> dict[ElementKey, FinalState]:
+    def parse_final(self, stdout: str, job_id: str) -> dict[ElementKey, FinalState]:
         states = {}
         for line in stdout.splitlines():
             name, _, rest = line.strip().partition(" ")

@@ -1,7 +1,6 @@
 """Kubernetes: one Indexed Job per batch, through the ``kubernetes`` Python client (``pip install
 'clustrix-futures[kubernetes]'``). An API scheduler: it implements
-:class:`~clustrix_futures.schedulers.command.Scheduler`
-itself, since there are no commands to build (see that module).
+:class:`~clustrix_futures.schedulers.base.Scheduler` itself, since there are no commands to build.
 
 * A batch of N elements is a Job with ``completionMode: Indexed``, ``completions: N``, ``parallelism:
   max_workers`` (the throttle) and ``backoffLimitPerIndex: 0`` (an element runs once; ``retries`` and
@@ -39,8 +38,8 @@ import posixpath
 import re
 import secrets
 import sys
-from collections.abc import Sequence
-from typing import Any, Callable, Optional
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
 
 from clustrix_futures.config import Settings
 from clustrix_futures.errors import ConfigError
@@ -53,20 +52,25 @@ from clustrix_futures.schedulers.base import (
     ElementKey,
     FinalState,
     StatusReport,
+    SubmitRefused,
 )
-from clustrix_futures.schedulers.command import SubmitRefused
-from clustrix_futures.schedulers.common import expand_ranges, megabytes, walltime_seconds
+from clustrix_futures.schedulers.kubernetes_objects import (
+    INDEX_ANNOTATION,
+    JOB_NAME_LABELS,
+    RUN_LABEL,
+    START_ANNOTATION,
+    STUCK,
+    created,
+    describe,
+    index_set,
+    job_body,
+    job_failure,
+    pod_phase,
+)
 
 log = logging.getLogger(__name__)
 
-RUN_LABEL = "clustrix-futures/run"
-BATCH_LABEL = "clustrix-futures/batch"
-START_ANNOTATION = "clustrix-futures/start"
-INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
-JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 MAX_COMPLETIONS = 100_000  # the API's limit for an Indexed Job
-TTL_SECONDS = 24 * 3600
-STUCK = ("ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError")
 TRANSIENT_STATUS = (0, 408, 429, 500, 502, 503, 504)
 SUBMIT_ATTEMPTS = 3
 _IN_CLUSTER_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
@@ -82,6 +86,9 @@ def _client() -> Any:
 
 
 class KubernetesScheduler:
+    """The :class:`~clustrix_futures.schedulers.base.Scheduler` of one run on Kubernetes (see the module
+    docstring). What it learnt of the run's Jobs lives here, rebuilt from the listings on attach."""
+
     name = "kubernetes"
     index_placeholder = "%a"  # unused: pods' logs are read through the API
 
@@ -93,7 +100,6 @@ class KubernetesScheduler:
             raise ConfigError(f"the kubernetes backend needs the option 'image': a container image with Python "
                               f"{version}, cloudpickle, boto3 and clustrix-futures")
         self.settings = settings
-        self.image = settings["image"]
         api, context_namespace = self._connect(kubernetes, settings["kubeconfig"])
         self.namespace = settings["namespace"] or context_namespace or "default"
         self.batch_api, self.core_api = kubernetes.client.BatchV1Api(api), kubernetes.client.CoreV1Api(api)
@@ -143,14 +149,14 @@ class KubernetesScheduler:
                             limit=1)
         except Exception as exc:
             raise ConfigError(f"cannot list Jobs in the Kubernetes namespace {self.namespace!r} at "
-                              f"{self.batch_api.api_client.configuration.host}: {_describe(exc)}") from exc
+                              f"{self.batch_api.api_client.configuration.host}: {describe(exc)}") from exc
         return MAX_COMPLETIONS
 
     async def submit(self, job: ArraySubmission, script: str) -> str:
         name = f"{self.prefix}-{self.run}-{job.batch}"
         if name in self._named:  # an element run again: a Job of its own
             name += f"-{job.start}-{secrets.token_hex(2)}"
-        body, retried = self._job(name, job, script), False
+        body, retried = job_body(self.k8s, name, job, script, self.settings, self.run), False
         for attempt in range(SUBMIT_ATTEMPTS):
             try:
                 await self._api(self.batch_api.create_namespaced_job, self.namespace, body)
@@ -164,42 +170,12 @@ class KubernetesScheduler:
                     continue
                 retried = self._transient(exc)
                 if attempt + 1 == SUBMIT_ATTEMPTS or not retried:
-                    raise SubmitRefused(f"creating Job {name} failed: {_describe(exc)}") from exc
+                    raise SubmitRefused(f"creating Job {name} failed: {describe(exc)}") from exc
                 await asyncio.sleep(1.0 + attempt)
         self._named.add(f"{self.prefix}-{self.run}-{job.batch}")
         self._jobs[name] = (job.start, job.size)
         self._unfinished[name] = set(range(job.start, job.start + job.size))
         return name
-
-    def _job(self, name: str, job: ArraySubmission, script: str) -> Any:
-        k8s, resources = self.k8s, job.resources
-        env = [k8s.V1EnvVar(name=key, value=value) if isinstance(value, str) else k8s.V1EnvVar(
-            name=key, value_from=k8s.V1EnvVarSource(secret_key_ref=k8s.V1SecretKeySelector(
-                name=value["secret"], key=value["key"])))
-            for key, value in sorted((self.settings["env"] or {}).items())]
-        if job.start:
-            assert job.size == 1, "only single elements are submitted with an offset"
-            env.append(k8s.V1EnvVar(name="CLUSTRIX_ARRAY_INDEX", value=str(job.start)))
-        requests, limits = {}, {}
-        if resources.get("cpus"):
-            requests["cpu"] = str(resources["cpus"])
-        if resources.get("mem"):
-            requests["memory"] = limits["memory"] = f"{megabytes(resources['mem'])}Mi"
-        if resources.get("gpus"):
-            limits["nvidia.com/gpu"] = str(resources["gpus"])
-        container = k8s.V1Container(name="worker", image=self.image, command=["/bin/sh", "-c", script], env=env,
-                                    resources=k8s.V1ResourceRequirements(requests=requests or None,
-                                                                         limits=limits or None))
-        deadline = walltime_seconds(resources["time"]) if resources.get("time") else None
-        labels = {RUN_LABEL: self.run, BATCH_LABEL: str(job.batch)}
-        pod = k8s.V1PodSpec(restart_policy="Never", containers=[container], active_deadline_seconds=deadline,
-                            service_account_name=self.settings["service_account"])
-        spec = k8s.V1JobSpec(completion_mode="Indexed", completions=job.size,
-                             parallelism=min(job.throttle or job.size, job.size), backoff_limit_per_index=0,
-                             ttl_seconds_after_finished=TTL_SECONDS,
-                             template=k8s.V1PodTemplateSpec(metadata=k8s.V1ObjectMeta(labels=labels), spec=pod))
-        return k8s.V1Job(api_version="batch/v1", kind="Job", spec=spec, metadata=k8s.V1ObjectMeta(
-            name=name, labels=labels, annotations={START_ANNOTATION: str(job.start)}))
 
     async def status(self, job_ids: Sequence[str]) -> Optional[StatusReport]:
         try:
@@ -209,37 +185,49 @@ class KubernetesScheduler:
         except Exception as exc:
             if not self._transient(exc):
                 raise
-            log.warning("listing Jobs and pods failed, will retry: %s", _describe(exc))
+            log.warning("listing Jobs and pods failed, will retry: %s", describe(exc))
             return None
         for name in set(self._jobs) - set(job_ids):  # the monitor is done with it: its pods would fill listings
-            if all(self._finals.get((name, i), FinalState("COMPLETED")).state == "COMPLETED"
-                   for i in self._indices(name)):
-                await self._delete(name)  # a Job with failures is kept, for its pods' logs
-            for index in self._indices(name):
-                self._finals.pop((name, index), None)
-                self._pods.pop((name, index), None)
-            self._forget(name)
-        report, watched = StatusReport(), set(job_ids)  # with Jobs adopted on attach
+            await self._retire(name)
+        watched = set(job_ids)  # with Jobs adopted on attach
         listed = [job for job in jobs.items if job.metadata.name in watched]
-        for name in set(self._jobs) - {job.metadata.name for job in listed}:  # deleted by someone else
-            for index in self._unfinished.get(name, set()):
-                self._finals.setdefault((name, index), FinalState("CANCELLED", f"the Job {name} was deleted"))
-            self._forget(name)
+        for name in set(self._jobs) - {job.metadata.name for job in listed}:
+            self._deleted_elsewhere(name)
         for job in listed:  # (Jobs adopted on attach are learnt here)
             start = int((job.metadata.annotations or {}).get(START_ANNOTATION, "0"))
             self._jobs[job.metadata.name] = (start, job.spec.completions)
-        latest: dict[ElementKey, Any] = {}
-        for pod in pods.items:
-            key = self._element_of(pod)
-            if key is not None and (key not in latest or _created(pod) >= _created(latest[key])):
-                latest[key] = pod
+        latest = self._latest_pods(pods.items)
+        report = StatusReport()
         for job in listed:
             name = job.metadata.name
             stuck = self._read_job(job, latest, report)
-            unfinished = self._unfinished[name]
-            if stuck is not None and not any(report.phases[(name, i)] == RUNNING for i in unfinished):
+            if stuck is not None and not any(report.phases[(name, i)] == RUNNING for i in self._unfinished[name]):
                 await self._delete_stuck(name, stuck, report)
         return report
+
+    async def _retire(self, name: str) -> None:
+        """The monitor is done with the Job: delete it unless an element failed (kept for its pods' logs)."""
+        if all(self._finals.get((name, i), FinalState("COMPLETED")).state == "COMPLETED" for i in self._indices(name)):
+            await self._delete(name)
+        for index in self._indices(name):
+            self._finals.pop((name, index), None)
+            self._pods.pop((name, index), None)
+        self._forget(name)
+
+    def _deleted_elsewhere(self, name: str) -> None:
+        """The Job is gone from the listing (deleted by someone else): its unfinished elements end CANCELLED."""
+        for index in self._unfinished.get(name, set()):
+            self._finals.setdefault((name, index), FinalState("CANCELLED", f"the Job {name} was deleted"))
+        self._forget(name)
+
+    def _latest_pods(self, pods: Sequence[Any]) -> dict[ElementKey, Any]:
+        """The latest pod of each element of the known Jobs."""
+        latest: dict[ElementKey, Any] = {}
+        for pod in pods:
+            key = self._element_of(pod)
+            if key is not None and (key not in latest or created(pod) >= created(latest[key])):
+                latest[key] = pod
+        return latest
 
     def _indices(self, name: str) -> range:
         start, size = self._jobs[name]
@@ -261,24 +249,23 @@ class KubernetesScheduler:
         """Put one Job's elements in the report; the state of a pod that cannot start, if one is stuck."""
         name, status = job.metadata.name, job.status
         start = self._jobs[name][0]
-        completed = _indices(status.completed_indexes if status else None)
-        failed = _indices(getattr(status, "failed_indexes", None) if status else None)
-        job_failure = next((FinalState(c.reason or "FAILED", c.message or "") for c in (status.conditions or [])
-                            if status and c.type == "Failed" and c.status == "True"), None) if status else None
+        completed = index_set(status.completed_indexes if status else None)
+        failed = index_set(getattr(status, "failed_indexes", None) if status else None)
+        failure = job_failure(job)
         unfinished, stuck = set(), None
         for offset in range(job.spec.completions):
             key = (name, start + offset)
             pod = pods.get(key)
             if pod is not None:
                 self._pods[key] = pod.metadata.name
-                phase, word, final = _pod_phase(pod)
+                phase, word, final = pod_phase(pod)
                 stuck = stuck or (final if phase == ENDED and final.state in STUCK else None)
             elif offset in completed:
                 phase, word, final = ENDED, "Succeeded", FinalState("COMPLETED")
             elif offset in failed:
                 phase, word, final = ENDED, "Failed", FinalState("FAILED", "the index failed; its pod is gone")
-            elif job_failure is not None:
-                phase, word, final = ENDED, "Failed", job_failure
+            elif failure is not None:
+                phase, word, final = ENDED, "Failed", failure
             else:
                 phase, word, final = QUEUED, "Pending", FinalState("PENDING")
             report.phases[key], report.states[key] = phase, word
@@ -323,7 +310,7 @@ class KubernetesScheduler:
                             propagation_policy="Background")
         except Exception as exc:
             if getattr(exc, "status", None) != 404:
-                log.warning("could not delete Job %s: %s", name, _describe(exc))
+                log.warning("could not delete Job %s: %s", name, describe(exc))
 
     async def log_tail(self, key: ElementKey, batch: int, size: int) -> bytes:
         pod = self._pods.get(key)
@@ -332,7 +319,7 @@ class KubernetesScheduler:
         try:
             text = await self._api(self.core_api.read_namespaced_pod_log, pod, self.namespace, tail_lines=100)
         except Exception as exc:
-            log.debug("no log for pod %s: %s", pod, _describe(exc))
+            log.debug("no log for pod %s: %s", pod, describe(exc))
             return b""
         return str(text).encode()[-size:]
 
@@ -342,64 +329,6 @@ class KubernetesScheduler:
                 await self._api(self.batch_api.delete_collection_namespaced_job, self.namespace,
                                 label_selector=self.selector, propagation_policy="Background")
         except Exception as exc:
-            log.warning("could not delete the run's Jobs: %s", _describe(exc))
+            log.warning("could not delete the run's Jobs: %s", describe(exc))
         finally:
             self._pool.shutdown(wait=False)
-
-
-# ---------------------------------------------------------------- reading pods
-
-def _pod_phase(pod: Any) -> tuple[str, str, FinalState]:
-    """A pod's (phase, state word, final state if it ended)."""
-    status = pod.status
-    phase = (status.phase if status else None) or "Pending"
-    containers = (status.container_statuses or []) if status else []
-    if phase == "Pending":
-        waiting = next((c.state.waiting for c in containers if c.state and c.state.waiting), None)
-        if waiting is not None and waiting.reason in STUCK:
-            return ENDED, waiting.reason, FinalState(waiting.reason, waiting.message or "")
-        return QUEUED, phase, FinalState("PENDING")
-    if phase == "Succeeded":
-        return ENDED, phase, FinalState("COMPLETED")
-    if phase == "Failed":
-        return ENDED, phase, _failure(pod)
-    return RUNNING, phase, FinalState("RUNNING")  # Running, or Unknown (node lost: Kubernetes decides)
-
-
-def _failure(pod: Any) -> FinalState:
-    status = pod.status
-    disruption = next((c for c in (status.conditions or []) if c.type == "DisruptionTarget" and c.status == "True"),
-                      None)
-    if disruption is not None:
-        return FinalState("PREEMPTED", f"{disruption.reason}: {disruption.message or ''}".strip())
-    if status.reason in ("DeadlineExceeded", "Evicted"):
-        return FinalState(status.reason, status.message or "")
-    terminated = next((c.state.terminated for c in (status.container_statuses or [])
-                       if c.state and c.state.terminated), None)
-    if terminated is None:
-        return FinalState("FAILED", status.message or status.reason or "")
-    if terminated.reason == "OOMKilled":
-        return FinalState("OOMKilled", f"exit code {terminated.exit_code}")
-    return FinalState("FAILED", f"exit code {terminated.exit_code}" + (
-        f", {terminated.reason}" if terminated.reason not in (None, "Error") else ""))
-
-
-def _indices(ranges: Optional[str]) -> set[int]:
-    return set(expand_ranges(ranges)) if ranges else set()
-
-
-def _created(pod: Any) -> Any:
-    return pod.metadata.creation_timestamp or ""
-
-
-def _describe(exc: BaseException) -> str:
-    """An API error in the server's words (its Status message), else the exception."""
-    body = getattr(exc, "body", None)
-    if body:
-        import json
-
-        try:
-            return f"{exc.status} {json.loads(body).get('message', body)}"  # type: ignore[attr-defined]
-        except (ValueError, AttributeError):
-            return f"{getattr(exc, 'status', '')} {body}"
-    return str(exc) or type(exc).__name__

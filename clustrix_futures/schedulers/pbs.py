@@ -10,7 +10,9 @@ the server (where it is not expanded, the subjobs of an array share one log file
 tail).
 
 Job ids are kept as their sequence number, with ``[]`` for an array (``1234[]``, ``1234``): ``qstat``
-truncates long ids (``1234[5].serv*``), and every PBS command accepts the short form. Status is ONE
+truncates long ids (``1234[5].serv*``), and every PBS command accepts the short form. qstat cannot show the
+element a plain job runs, so the id of one running element I > 0 (a resubmitted element) carries it,
+``1240:5``, in the run's records too; PBS commands get the number. Status is ONE
 ``qstat -u USER`` per cycle (``-t`` expands arrays into subjobs), listing the user's jobs rather than ours by
 id, because PBS answers a list that names one purged job with an error for the whole call. Final states come
 from ``qstat -f`` (``-x`` on PBS Pro, whose finished jobs are history) and its ``exit_status``: 0 COMPLETED;
@@ -27,11 +29,12 @@ Resources: PBS Pro ``-l select=NODES:ncpus=CPUS:mem=MEM:ngpus=GPUS``, Torque
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Optional
 
-from clustrix_futures.schedulers.base import ArraySubmission, ElementKey, FinalState, StatusReport
-from clustrix_futures.schedulers.common import Resources, SchedulerBackend, hhmmss, phase_of, report, walltime_seconds
+from clustrix_futures.schedulers.base import ArraySubmission, BackendContext, ElementKey, FinalState, StatusReport
+from clustrix_futures.schedulers.command import CommandBackend, phase_of, report
+from clustrix_futures.schedulers.units import Resources, hhmmss, walltime_seconds
 
 _QUEUED_STATES = {"Q", "H", "W", "T", "S", "U", "M"}
 _RUNNING_STATES = {"R", "E", "B"}
@@ -41,6 +44,7 @@ _TRANSIENT = ("cannot connect to server", "Cannot connect to", "Connection refus
 _NAME_UNSAFE = r"[^A-Za-z0-9_.+-]"
 _JOB = re.compile(r"^(\d+)(?:\[(\d*)\])?")  # 1234, 1234[], 1234[5], each maybe with .server after it
 _PLACEHOLDERS = {"pbspro": "^array_index^", "torque": "$PBS_ARRAYID"}
+_PLAIN = ":"  # in the id of a plain job that runs element I > 0: NUMBER:I
 
 
 def _seconds(clock: str) -> Optional[int]:
@@ -66,35 +70,19 @@ def _final(fields: Mapping[str, str]) -> FinalState:
     return FinalState("COMPLETED" if code == 0 else "FAILED", detail)
 
 
-class PbsBackend(SchedulerBackend):
+class PbsBackend(CommandBackend):
     name = "pbs"
     index_placeholder = "{index}"  # replaced in submit_argv by the flavour's own
     transient_markers = _TRANSIENT
     max_array_pattern = r"^set server max_(?:job_)?array_size\s*=\s*(\d+)"
 
-    def __init__(self) -> None:
-        # Learnt from the submissions: the flavour (the same for every array of an executor), and the element
-        # each plain job (a one-element submission) runs, which qstat cannot show. The monitor parses the job
-        # id of each submission right after building it.
-        self.flavor = "pbspro"
-        self._plain_start: Optional[int] = None
-        self._plain_jobs: dict[str, int] = {}
-
-    def _key(self, job_id: str) -> Optional[ElementKey]:
-        """A subjob or a plain job to its element; None for an array's summary line."""
-        found = _JOB.match(job_id)
-        if found is None or found.group(2) == "":
-            return None
-        if found.group(2) is None:
-            return found.group(1), self._plain_jobs.get(found.group(1), 0)
-        return f"{found.group(1)}[]", int(found.group(2))
+    def __init__(self, context: BackendContext) -> None:
+        self.flavor = context.pbs_flavor
 
     def config_argv(self) -> Optional[list[str]]:
         return ["qmgr", "-c", "print server"]
 
     def submit_argv(self, job: ArraySubmission, script_path: str) -> list[str]:
-        self.flavor = str(job.resources.get("flavor") or self.flavor)
-        self._plain_start = job.start if job.size == 1 else None
         if job.size == 1:
             array, index = ["-v", f"CLUSTRIX_ARRAY_INDEX={job.start}"], str(job.start)
         elif self.flavor == "torque":
@@ -110,37 +98,37 @@ class PbsBackend(SchedulerBackend):
         return ["qsub", "-N", resources.name(_NAME_UNSAFE), *array, *logs,
                 *_resource_args(resources, self.flavor), *resources.extra, script_path]
 
-    def parse_job_id(self, stdout: str) -> str:
+    def parse_job_id(self, stdout: str, job: ArraySubmission) -> str:
         found = _JOB.match(stdout.strip())
         if found is None:
             raise ValueError(f"qsub printed no job id: {stdout!r}")
         if found.group(2) is not None:
             return f"{found.group(1)}[]"
-        if self._plain_start is not None:
-            self._plain_jobs[found.group(1)] = self._plain_start
+        if job.size == 1 and job.start:
+            return f"{found.group(1)}{_PLAIN}{job.start}"
         return found.group(1)
 
     def status_argv(self, job_ids: Sequence[str]) -> list[str]:
         expand = ["-t"] if any("[" in job for job in job_ids) else []
         return ["sh", "-c", 'exec qstat "$@" -u "$(id -un)"', "qstat", *expand]
 
-    def parse_status(self, stdout: str) -> StatusReport:
-        entries = []
+    def parse_status(self, stdout: str, job_ids: Sequence[str]) -> StatusReport:
+        plain, entries = _plain_jobs(job_ids), []
         for line in stdout.splitlines():
             words = line.split()
-            key = self._key(words[0]) if len(words) >= 3 else None
+            key = _key(words[0], plain) if len(words) >= 3 else None
             if key is not None:
                 entries.append((key, words[-2], phase_of(words[-2], _QUEUED_STATES, _RUNNING_STATES)))
         return report(entries)
 
     def final_argv(self, job_id: str) -> list[str]:
         history = ["-x"] if self.flavor == "pbspro" else []
-        return ["qstat", *history, "-f", *(["-t"] if "[" in job_id else []), job_id]
+        return ["qstat", *history, "-f", *(["-t"] if "[" in job_id else []), job_id.split(_PLAIN)[0]]
 
-    def parse_final(self, stdout: str) -> dict[ElementKey, FinalState]:
-        states = {}
+    def parse_final(self, stdout: str, job_id: str) -> dict[ElementKey, FinalState]:
+        plain, states = _plain_jobs([job_id]), {}
         for block in re.split(r"^Job Id:\s*", stdout, flags=re.MULTILINE)[1:]:
-            key = self._key(block.split()[0]) if block.split() else None
+            key = _key(block.split()[0], plain) if block.split() else None
             fields = {name.lower() if name.lower() in ("exit_status", "job_state") else name: value
                       for name, value in re.findall(r"^\s+([\w.]+) = (.*?)\s*$", block, re.MULTILINE)}
             if key is not None and fields.get("job_state") in _FINISHED_STATES:
@@ -148,9 +136,25 @@ class PbsBackend(SchedulerBackend):
         return states
 
     def cancel_argv(self, elements: Sequence[ElementKey]) -> list[str]:
-        """Subjobs as ``1234[5]``; a plain job by its id."""
-        return ["qdel", *(job if job in self._plain_jobs else f"{job.rstrip('[]')}[{index}]"
-                          for job, index in elements)]
+        """Subjobs as ``1234[5]``; a job without brackets by its number, whole (the wrappers' bare array ids
+        name no subjob either: their qdel takes ``1234[5]`` as ``1234``)."""
+        return ["qdel", *dict.fromkeys(f"{job[:-2]}[{index}]" if job.endswith("[]") else job.split(_PLAIN)[0]
+                                       for job, index in elements)]
+
+
+def _plain_jobs(job_ids: Iterable[str]) -> dict[str, ElementKey]:
+    """The element keys of the plain jobs among ``job_ids`` that run an element other than 0, by job number."""
+    return {job.split(_PLAIN)[0]: (job, int(job.split(_PLAIN)[1])) for job in job_ids if _PLAIN in job}
+
+
+def _key(job_id: str, plain: Mapping[str, ElementKey]) -> Optional[ElementKey]:
+    """A subjob or a plain job, as qstat names it, to its element; None for an array's summary line."""
+    found = _JOB.match(job_id)
+    if found is None or found.group(2) == "":
+        return None
+    if found.group(2) is None:
+        return plain.get(found.group(1), (found.group(1), 0))
+    return f"{found.group(1)}[]", int(found.group(2))
 
 
 def _resource_args(resources: Resources, flavor: str) -> list[str]:

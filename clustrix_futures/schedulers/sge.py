@@ -30,13 +30,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Optional
 
 from clustrix_futures.schedulers.base import ArraySubmission, BackendContext, ElementKey, FinalState, StatusReport
-from clustrix_futures.schedulers.common import (
-    Resources,
-    SchedulerBackend,
-    expand_ranges,
-    phase_of,
-    report,
-)
+from clustrix_futures.schedulers.command import CommandBackend, phase_of, report
+from clustrix_futures.schedulers.units import Resources, expand_ranges
 
 # bash -c LAUNCHER NAME OUT_PREFIX OUT_SUFFIX ERR_PREFIX ERR_SUFFIX SCRIPT
 LAUNCHER = ('i=$((SGE_TASK_ID - 1)); export CLUSTRIX_ARRAY_INDEX="$i"; '
@@ -69,7 +64,7 @@ def _final(fields: Mapping[str, str]) -> FinalState:
     return FinalState("COMPLETED", detail)
 
 
-class SgeBackend(SchedulerBackend):
+class SgeBackend(CommandBackend):
     name = "sge"
     index_placeholder = "{index}"  # replaced by the launcher, not by Grid Engine
     transient_markers = _TRANSIENT
@@ -93,7 +88,7 @@ class SgeBackend(SchedulerBackend):
         return [*argv, "-b", "y", "-shell", "no", "/bin/bash", "-c", LAUNCHER, "clustrix-element",
                 out_prefix, out_suffix, err_prefix, err_suffix, script_path]
 
-    def parse_job_id(self, stdout: str) -> str:
+    def parse_job_id(self, stdout: str, job: ArraySubmission) -> str:
         job_id = stdout.strip().split(".")[0]  # -terse prints "JOB.FIRST-LAST:STEP" for an array
         if not job_id.isdigit():
             raise ValueError(f"qsub printed no job id: {stdout!r}")
@@ -102,7 +97,7 @@ class SgeBackend(SchedulerBackend):
     def status_argv(self, job_ids: Sequence[str]) -> list[str]:
         return ["qstat", "-xml"]  # every job of this user; Grid Engine's qstat takes no list of job ids
 
-    def parse_status(self, stdout: str) -> StatusReport:
+    def parse_status(self, stdout: str, job_ids: Sequence[str]) -> StatusReport:
         entries = []
         for job in ET.fromstring(stdout).iter("job_list"):
             number, state, tasks = (job.findtext(tag, "").strip() for tag in ("JB_job_number", "state", "tasks"))
@@ -113,7 +108,7 @@ class SgeBackend(SchedulerBackend):
     def final_argv(self, job_id: str) -> list[str]:
         return ["qacct", "-j", job_id]
 
-    def parse_final(self, stdout: str) -> dict[ElementKey, FinalState]:
+    def parse_final(self, stdout: str, job_id: str) -> dict[ElementKey, FinalState]:
         states = {}
         for record in re.split(r"^=+$", stdout, flags=re.MULTILINE):
             fields = dict(re.findall(r"^(\w+)\s+(.*?)\s*$", record, re.MULTILINE))

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from typing import Optional
 
 from clustrix_futures.schedulers.base import ArraySubmission, ElementKey, FinalState, StatusReport
-from clustrix_futures.schedulers.common import Resources, SchedulerBackend, expand_ranges, phase_of, report
+from clustrix_futures.schedulers.command import CommandBackend, phase_of, report
+from clustrix_futures.schedulers.units import Resources, expand_ranges
 
 _RESOURCE_FLAGS = {
     "cpus": "--cpus-per-task",
@@ -27,7 +28,7 @@ _TRANSIENT = ("Unable to contact slurm controller", "Socket timed out", "Connect
 _ELEMENT = re.compile(r"^(\d+)_(\d+|\[[^\]]*\])$")
 
 
-class SlurmBackend(SchedulerBackend):
+class SlurmBackend(CommandBackend):
     name = "slurm"
     index_placeholder = "%a"
     transient_markers = _TRANSIENT
@@ -45,7 +46,7 @@ class SlurmBackend(SchedulerBackend):
                 argv.append(f"{flag}={job.resources[option]}")
         return [*argv, *Resources(job.resources).extra, script_path]
 
-    def parse_job_id(self, stdout: str) -> str:
+    def parse_job_id(self, stdout: str, job: ArraySubmission) -> str:
         job_id = stdout.strip().split(";")[0]
         if not job_id.isdigit():
             raise ValueError(f"sbatch printed no job id: {stdout!r}")
@@ -54,7 +55,7 @@ class SlurmBackend(SchedulerBackend):
     def status_argv(self, job_ids: Sequence[str]) -> list[str]:
         return ["squeue", "--noheader", "--array", f"--jobs={','.join(job_ids)}", "--format=%i %T"]
 
-    def parse_status(self, stdout: str) -> StatusReport:
+    def parse_status(self, stdout: str, job_ids: Sequence[str]) -> StatusReport:
         entries = []
         for line in stdout.splitlines():
             words = line.split()
@@ -67,7 +68,7 @@ class SlurmBackend(SchedulerBackend):
     def final_argv(self, job_id: str) -> list[str]:
         return ["scontrol", "--oneliner", "show", "job", job_id]
 
-    def parse_final(self, stdout: str) -> dict[ElementKey, FinalState]:
+    def parse_final(self, stdout: str, job_id: str) -> dict[ElementKey, FinalState]:
         states = {}
         for line in stdout.splitlines():
             fields = dict(re.findall(r"\b(ArrayJobId|ArrayTaskId|JobState|Reason|ExitCode)=(\S+)", line))

@@ -16,10 +16,13 @@ import functools
 import importlib
 import math
 import os
+import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
+
+import cloudpickle
 
 from clustrix_futures import config
 from clustrix_futures.executor import ClusterPoolExecutor
@@ -27,8 +30,16 @@ from clustrix_futures.executor import ClusterPoolExecutor
 PLOT_HINT = "pip install 'clustrix-futures[plot]'"
 DEFAULT_TASKS = 100  # synthetic tasks per duration: the same count at every duration
 MIN_TASKS, MAX_TASKS = 32, 100_000  # synthetic task counts, when sized from run_seconds instead
+LOCAL_WITH_LOCAL = ("bench compares local processes with a cluster, and the cluster selected here is the local "
+                    "backend: that would compare local processes with themselves. Name a cluster: --profile P "
+                    "(whose backend is not local) or --backend slurm|sge|pbs|ssh|kubernetes")
 OVERHEAD_DEFINITION = ("overhead/task = (wall - tasks x task_s / P) / tasks: the wall time per task beyond "
                        "perfectly parallel work on P slots")
+
+
+# A compute node has only the worker's code (engine.startup.NODE_CLOSURE), not this module: what a bench sends
+# from here (the synthetic task) travels by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 def synthetic_task(x: int, seconds: float, busy: bool = False) -> int:
@@ -144,10 +155,8 @@ def synthetic_workloads(durations: Sequence[float], *, tasks: Optional[int] = No
 
 
 def _slots(settings: config.Settings) -> int:
-    """The tasks an executor runs at once in a map: local workers, or the elements a map keeps in parallel."""
-    if settings.backend == "local":
-        return settings.max_workers or os.cpu_count() or 1
-    from clustrix_futures.engine.session import MIN_MAP_CHUNKS
+    """The tasks a cluster executor runs at once in a map: the elements a map keeps in parallel."""
+    from clustrix_futures.mapping.sizing import MIN_MAP_CHUNKS
 
     return settings.max_workers or MIN_MAP_CHUNKS
 
@@ -165,11 +174,15 @@ def _timed_run(make: Callable[[], ClusterPoolExecutor], workload: Workload) -> f
 def run_bench(workloads: Sequence[Workload], cluster: Mapping[str, Any], *, local_workers: Optional[int] = None,
               repeat: int = 1, log: Optional[Callable[[str], None]] = None) -> BenchResult:
     """Run every workload on local processes and on ``cluster`` (keyword arguments of
-    :class:`ClusterPoolExecutor`: ``profile``, ``backend``, ``max_workers`` and options), best of ``repeat``."""
+    :class:`ClusterPoolExecutor`: ``profile``, ``backend``, ``max_workers`` and options), best of ``repeat``.
+
+    A ``cluster`` that resolves to the local backend is refused with ``ValueError`` (:data:`LOCAL_WITH_LOCAL`)."""
     cluster = dict(cluster)
     profile = cluster.pop("profile", None)
     settings = config.resolve(profile, cluster.pop("backend", None),
                               cluster.pop("max_workers", None), cluster)  # a ConfigError comes before any run
+    if settings.backend == "local":
+        raise ValueError(LOCAL_WITH_LOCAL)
     workers = local_workers or os.cpu_count() or 1
     cluster_slots = _slots(settings)
 

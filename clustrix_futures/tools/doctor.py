@@ -27,11 +27,12 @@ from clustrix_futures import config
 from clustrix_futures.engine.startup import interpreter_problem, probe_interpreter
 from clustrix_futures.engine.submission import resources_of
 from clustrix_futures.errors import ConfigError, HostKeyError
-from clustrix_futures.remote.site import API_BACKENDS, Site
+from clustrix_futures.remote.site import Site
 from clustrix_futures.remote.storage import S3Storage, is_s3
-from clustrix_futures.schedulers import get_backend
+from clustrix_futures.schedulers import capabilities, make_scheduler
 from clustrix_futures.schedulers.base import ArraySubmission, BackendContext
-from clustrix_futures.schedulers.command import CommandScheduler, make_scheduler
+from clustrix_futures.schedulers.command import CommandScheduler
+from clustrix_futures.schedulers.slurm import SlurmBackend
 
 PASS, FAIL, SKIP = "ok", "FAIL", "skipped"
 
@@ -111,7 +112,7 @@ class Doctor:
 
     async def _python(self, site: Site) -> bool:
         settings = site.settings
-        if settings.backend in API_BACKENDS:
+        if capabilities(settings.backend).api:
             return self.add("python", SKIP, "the image's interpreter is known only when a pod runs (see the test "
                             "job)")
         python = settings["python"] or (sys.executable if settings["host"] is None else "python3")
@@ -126,8 +127,8 @@ class Doctor:
 
     async def _scheduler(self, site: Site) -> bool:
         settings = site.settings
-        scheduler = make_scheduler(settings, BackendContext(settings["python"] or "python3", "/"), site.transport,
-                                   lambda batch, index, stream: "")
+        context = BackendContext.of(settings, settings["python"] or "python3", "/")
+        scheduler = make_scheduler(settings, context, site.transport, lambda batch, index, stream: "")
         if isinstance(scheduler, CommandScheduler):
             backend = scheduler.backend
             job = ArraySubmission(0, 1, "/x", "/x", "/x", None, {})
@@ -144,7 +145,7 @@ class Doctor:
             largest = await scheduler.max_array_size()
         except ConfigError as exc:
             return self.add("scheduler", FAIL, str(exc), "check the scheduler's connection settings")
-        if largest is None and settings.backend in ("slurm", "sge"):
+        if largest is None and capabilities(settings.backend).states_array_limit:
             return self.add("scheduler", FAIL, f"the {settings.backend} controller did not answer on {site.where()}",
                             "run the scheduler's own status command there; it may be down or unreachable")
         limit = f", arrays up to {largest} elements" if largest else ""
@@ -162,7 +163,7 @@ class Doctor:
                                 "check the bucket, boto3's credentials and 'endpoint_url'")
             finally:
                 await storage.close()
-            if settings.backend in API_BACKENDS:
+            if capabilities(settings.backend).api:
                 return self.add("work_dir", PASS, f"{settings['storage']} is writable")
         work_dir = await site.work_dir()
         try:
@@ -184,7 +185,7 @@ class Doctor:
         script = posixpath.join(work_dir, f".doctor-{secrets.token_hex(4)}.sh")
         resources = resources_of(settings, None)
         job = ArraySubmission(0, 1, script, "/dev/null", "/dev/null", None, resources)
-        argv = get_backend("slurm", BackendContext("python3", work_dir)).submit_argv(job, script)
+        argv = SlurmBackend().submit_argv(job, script)
         try:
             await site.transport.write(script, b"#!/bin/sh\ntrue\n", 0o700)
             answer = await site.transport.run([argv[0], "--test-only", *argv[1:]])

@@ -27,12 +27,12 @@ import cloudpickle
 from clustrix_futures import config
 from clustrix_futures.errors import ConfigError
 from clustrix_futures.node.worker import PARTIAL_SUFFIX, RESULT_SUFFIX, ChunkResult, read_journal
-from clustrix_futures.remote.site import API_BACKENDS, Site
+from clustrix_futures.remote.site import Site
 from clustrix_futures.remote.storage import Storage, is_s3
 from clustrix_futures.remote.transport import Transport
 from clustrix_futures.runfiles.layout import RunDir, read_batches, read_manifest
-from clustrix_futures.schedulers.base import QUEUED, RUNNING, BackendContext, ElementKey, FinalState
-from clustrix_futures.schedulers.command import Scheduler, make_scheduler
+from clustrix_futures.schedulers import capabilities, make_scheduler
+from clustrix_futures.schedulers.base import QUEUED, RUNNING, BackendContext, ElementKey, FinalState, Scheduler
 
 # A task's state, as `status` reports it.
 SUCCEEDED, RAISED, CANCELLED, FAILED = "succeeded", "raised", "cancelled", "failed"
@@ -95,9 +95,8 @@ class OpenRun:
         self.manifest = manifest
         self.backend: str = manifest["backend"]
         self.run_dir = RunDir(root, manifest.get("host_dir"))
-        self.scheduler: Scheduler = make_scheduler(settings, BackendContext(manifest.get("python") or "python3",
-                                                                            self.run_dir.host),
-                                                   transport, self.run_dir.log)
+        context = BackendContext.of(settings, manifest.get("python") or "python3", self.run_dir.host)
+        self.scheduler: Scheduler = make_scheduler(settings, context, transport, self.run_dir.log)
 
     def client_alive(self) -> bool:
         """Whether the client that made the run still runs (known only when it ran on this machine)."""
@@ -178,7 +177,7 @@ class OpenRun:
     async def logs(self, task: TaskState) -> dict[str, bytes]:
         """The end of the stdout and stderr of the element that ran ``task`` (shared by the tasks packed into
         it). API schedulers (Kubernetes) keep one log per pod, shown as stderr."""
-        if self.backend in API_BACKENDS:
+        if capabilities(self.backend).api:
             return {"err": await self.scheduler.log_tail((task.job_id, task.index), task.batch, LOG_LIMIT)}
         paths = self.log_paths(task)
         contents = await self.transport.read_many(list(paths.values()))

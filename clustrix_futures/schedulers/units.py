@@ -1,65 +1,18 @@
-"""What the scheduler backends (SLURM, Grid Engine, PBS) share, written once.
+"""How schedulers write times, sizes and array index ranges, and our resource options in those units.
 
-:class:`SchedulerBackend` holds the defaults of the :class:`~clustrix_futures.schedulers.base.Backend` protocol
-that the three fill in the same way; the functions below read index ranges and convert our resource units
-(SLURM's time forms, sizes like ``8G``) into the numbers other schedulers want.
+:class:`Resources` reads the options an array is submitted with (``ArraySubmission.resources``) as the numbers
+and words the schedulers want; the functions convert SLURM's time forms (what the ``time`` option accepts),
+sizes like ``8G`` (the ``mem`` option) and the index ranges schedulers print.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, Optional
 
-from clustrix_futures.schedulers.base import ENDED, QUEUED, RUNNING, ElementKey, FinalState, StatusReport
-
 _MEMORY_UNITS = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
-
-
-class SchedulerBackend:
-    """Protocol defaults. A subclass sets ``name``, ``index_placeholder`` and, where it has them,
-    ``transient_markers`` (stderr fragments meaning "scheduler unreachable") and ``max_array_pattern``
-    (a regular expression whose group 1 is the largest array size in ``config_argv``'s output)."""
-
-    name = ""
-    index_placeholder = ""
-    transient_markers: tuple[str, ...] = ()
-    max_array_pattern: Optional[str] = None
-
-    def config_argv(self) -> Optional[list[str]]:
-        return None
-
-    def parse_max_array_size(self, stdout: str) -> Optional[int]:
-        found = re.search(self.max_array_pattern, stdout, re.MULTILINE) if self.max_array_pattern else None
-        return int(found.group(1)) if found else None
-
-    def accounting_argv(self, job_id: str) -> Optional[list[str]]:
-        return None
-
-    def parse_accounting(self, stdout: str) -> dict[ElementKey, FinalState]:
-        return {}
-
-    def is_transient_error(self, stderr: str) -> bool:
-        return any(marker in stderr for marker in self.transient_markers)
-
-
-def phase_of(state: str, queued: Iterable[str], running: Iterable[str]) -> str:
-    """A scheduler's state word to our phase: queued, running, or (anything else) ended."""
-    if state in queued:
-        return QUEUED
-    if state in running:
-        return RUNNING
-    return ENDED
-
-
-def report(entries: Iterable[tuple[ElementKey, str, str]]) -> StatusReport:
-    """A status report from ``(element, state word, phase)`` triples."""
-    made = StatusReport()
-    for key, state, phase in entries:
-        made.states[key] = state
-        made.phases[key] = phase
-    return made
 
 
 def expand_ranges(spec: str) -> list[int]:
