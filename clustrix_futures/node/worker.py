@@ -81,6 +81,7 @@ def element_main(root: str, batch: int, element: Optional[int]) -> None:
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as results:
         results.write(journal.preamble())
+        results.flush()  # a reader of the running element's journal sees its version at once
         for task_id, payload in tasks:
             if os.path.exists(run_dir.skip(task_id)):
                 continue
