@@ -12,6 +12,7 @@
     RUN/logs/B-I.out|.err    the element's stdout and stderr
     RUN/skip/TASK            marker: skip this task if its element runs (cancelled, or already done)
     RUN/code/                the worker's code, staged only when the remote interpreter lacks it
+    RUN/host/                the SSH-host backend's supervisor state (:mod:`clustrix_futures.node.host_supervisor`)
 
 Directories are created 0700 and files 0600. The JSON records (manifest, ``B.json``, ``B-I.rerun.json``) are
 :mod:`clustrix_futures.runfiles.records`.

@@ -307,7 +307,7 @@ class Site:
 
 
 def _looks_like_run(name: str) -> bool:
-    parts = name.split("-")  # rundir.new_run_name: YYYYmmdd-HHMMSS-hex
+    parts = name.split("-")  # runfiles.layout.new_run_name: YYYYmmdd-HHMMSS-hex
     return len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit() and len(parts[0]) == 8
 
 
