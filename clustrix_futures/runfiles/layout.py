@@ -30,13 +30,12 @@ batch, results and skip markers. Standard library only.
 
 from __future__ import annotations
 
+import os
 import posixpath
-import secrets
 import shlex
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 SUBDIRECTORIES = ("batches", "results", "logs", "skip")
 RESULT_SUFFIX = ".res"
@@ -46,7 +45,7 @@ ENDPOINT_VARIABLE = "CLUSTRIX_S3_ENDPOINT_URL"  # set in job scripts when the ru
 
 
 def new_run_name() -> str:
-    return time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(4)
+    return time.strftime("%Y%m%d-%H%M%S-") + os.urandom(4).hex()  # what secrets.token_hex does, without its imports
 
 
 def is_s3(location: Optional[str]) -> bool:
@@ -63,8 +62,7 @@ def split_url(url: str) -> tuple[str, str]:
     return bucket, key.strip("/")
 
 
-@dataclass(frozen=True)
-class RunDir:
+class RunDir(NamedTuple):  # not a dataclass: the node imports this, and dataclasses costs it import time
     """The paths of one run directory (see the module docstring), each a filesystem path or an ``s3://`` URL."""
 
     root: str  # the run's storage: a directory, or an s3:// URL
