@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, Optional
 
 import cloudpickle
 
@@ -20,13 +20,14 @@ from clustrix_futures.runfiles.outcomes import ChunkResult, Outcome, encode_outc
 MAX_STEP = 4096  # items run between two looks at the clock, once items have proved fast
 
 
-class Recorded(NamedTuple):
-    """A task's encoded outcome, whether it succeeded, and when it ran (wall clock, ``time.time()``)."""
+class Recorded:  # a plain class: making a NamedTuple costs the node's start-up
+    """A task's encoded ``outcome``, whether it succeeded (``ok``), and when it ran (``start`` and ``end``,
+    wall clock: ``time.time()``)."""
 
-    ok: bool
-    outcome: bytes
-    start: float
-    end: float
+    __slots__ = ("end", "ok", "outcome", "start")
+
+    def __init__(self, ok: bool, outcome: bytes, start: float, end: float) -> None:
+        self.ok, self.outcome, self.start, self.end = ok, outcome, start, end
 
 
 def run_call(fn: Callable[..., Any], args: Sequence[Any], kwargs: dict) -> Outcome:

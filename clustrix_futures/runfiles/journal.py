@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from typing import NamedTuple
 
 MAGIC = b"CFJL"
 VERSION = 2
@@ -37,15 +36,18 @@ class UnknownJournalVersion(ValueError):
     """A result journal this client cannot read: written by a worker of another journal version."""
 
 
-class Frame(NamedTuple):
-    """One frame's header, and where its body lies in the journal's bytes."""
+class Frame:  # a plain class: making a NamedTuple costs the node's start-up
+    """One frame's header (``task_id``, ``kind``, ``start``, ``end``, and the ``size`` of its body), and the
+    ``offset`` of its body in the journal's bytes."""
 
-    task_id: int
-    kind: int
-    start: float
-    end: float
-    size: int  # of the body
-    offset: int  # of the body
+    __slots__ = ("end", "kind", "offset", "size", "start", "task_id")
+
+    def __init__(self, task_id: int, kind: int, start: float, end: float, size: int, offset: int) -> None:
+        self.task_id, self.kind, self.start, self.end, self.size, self.offset = task_id, kind, start, end, size, offset
+
+    def __repr__(self) -> str:
+        return (f"Frame(task_id={self.task_id}, kind={self.kind}, start={self.start}, end={self.end}, "
+                f"size={self.size}, offset={self.offset})")
 
 
 def preamble() -> bytes:

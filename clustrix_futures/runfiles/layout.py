@@ -32,10 +32,9 @@ from __future__ import annotations
 
 import os
 import posixpath
-import shlex
 import time
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple, Optional
+from typing import Optional
 
 SUBDIRECTORIES = ("batches", "results", "logs", "skip")
 RESULT_SUFFIX = ".res"
@@ -62,11 +61,21 @@ def split_url(url: str) -> tuple[str, str]:
     return bucket, key.strip("/")
 
 
-class RunDir(NamedTuple):  # not a dataclass: the node imports this, and dataclasses costs it import time
-    """The paths of one run directory (see the module docstring), each a filesystem path or an ``s3://`` URL."""
+class RunDir:  # a plain class: the node imports this, and making a dataclass or NamedTuple costs its start-up
+    """The paths of one run directory (see the module docstring), each a filesystem path or an ``s3://`` URL.
 
-    root: str  # the run's storage: a directory, or an s3:// URL
-    host_root: Optional[str] = None  # job scripts, logs and staged code, when not under root (S3 storage)
+    ``root`` is the run's storage: a directory, or an s3:// URL; ``host_root`` holds the job scripts, logs and
+    staged code when they are not under ``root`` (S3 storage).
+    """
+
+    __slots__ = ("host_root", "root")
+
+    def __init__(self, root: str, host_root: Optional[str] = None) -> None:
+        self.root = root
+        self.host_root = host_root
+
+    def __repr__(self) -> str:
+        return f"RunDir({self.root!r}, {self.host_root!r})"
 
     def path(self, *parts: str) -> str:
         return posixpath.join(self.root, *parts)
@@ -128,6 +137,8 @@ def job_script(run_dir: RunDir, batch: int, python: str, setup: Sequence[str], s
                env: Optional[Mapping[str, str]] = None) -> str:
     """A bash script for one array element (POSIX sh too, as Kubernetes runs it). ``setup`` lines are the
     user's shell code, run as written; ``env`` is exported first; every path and value we insert is quoted."""
+    import shlex  # here, not above: only the client writes job scripts, and the node's start-up need not pay
+
     exports = [f"export {name}={shlex.quote(value)}" for name, value in sorted((env or {}).items())]
     lines = ["#!/bin/bash", f"# clustrix-futures: batch {batch} of {run_dir.root}", "set -e", *exports, *setup]
     if staged:
