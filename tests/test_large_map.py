@@ -17,7 +17,7 @@ from clustrix_futures import chunks
 from clustrix_futures.future import ClusterFuture, someone_waits
 from clustrix_futures.mapping.run import Feeders, map_in_chunks
 from clustrix_futures.mapping.sizing import MAX_CHUNK_ITEMS, AdaptiveSizes, ItemRate
-from clustrix_futures.node.worker import apply_chunk, run_payload
+from clustrix_futures.node.calls import apply_chunk, run_payload
 
 pytestmark = pytest.mark.slurm
 

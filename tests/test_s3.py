@@ -117,7 +117,8 @@ def test_worker_skips_marked_tasks_at_start_and_at_checkpoints(s3, s3_options):
     while the element runs, and the checkpoint after it sees that marker."""
     import cloudpickle
 
-    from clustrix_futures.node.worker import encode_batch, read_journal
+    from clustrix_futures.runfiles.batches import encode_batch
+    from clustrix_futures.runfiles.journal import read_journal
 
     root = s3_options["storage"] + "/run"
     bucket, _, prefix = root[len("s3://"):].partition("/")

@@ -38,10 +38,13 @@ from clustrix_futures.engine.submission import plan_arrays, resource_key, resour
 from clustrix_futures.errors import JobFailedError
 from clustrix_futures.future import ClusterFuture, someone_waits
 from clustrix_futures.mapping.sizing import tasks_per_element
-from clustrix_futures.node.worker import encode_batch, read_journal
 from clustrix_futures.remote.storage import Storage
 from clustrix_futures.remote.transport import TransportLost
-from clustrix_futures.runfiles.layout import RunDir, batch_document, encode_json, job_script, parse_result_name
+from clustrix_futures.runfiles.batches import encode_batch
+from clustrix_futures.runfiles.journal import read_journal
+from clustrix_futures.runfiles.layout import RunDir, job_script, parse_result_name
+from clustrix_futures.runfiles.outcomes import loads_outcome
+from clustrix_futures.runfiles.records import batch_document, encode_json
 from clustrix_futures.schedulers.base import (
     ENDED,
     QUEUED,
@@ -54,7 +57,7 @@ from clustrix_futures.schedulers.base import (
     StatusReport,
     SubmitRefused,
 )
-from clustrix_futures.serialization import loads_outcome, resolve
+from clustrix_futures.serialization import resolve
 
 log = logging.getLogger(__name__)
 
@@ -492,7 +495,7 @@ class Monitor:
 
     def adopt(self, documents: list[dict[str, Any]],
               make_future: Callable[[int], ClusterFuture]) -> list[ClusterFuture]:
-        """Take over the batches recorded in a run directory (:func:`~clustrix_futures.runfiles.layout.read_batches`):
+        """Take over the batches recorded in a run directory (:func:`~clustrix_futures.runfiles.records.read_batches`):
         one future per task, in submission order, its element watched as live. Results already written resolve
         in the first cycle."""
         futures: dict[int, ClusterFuture] = {}

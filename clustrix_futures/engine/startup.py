@@ -29,24 +29,17 @@ from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Optional, TypeVar
 
-import cloudpickle
-
 from clustrix_futures import __version__, config
 from clustrix_futures.engine.monitor import Environment, Monitor
+from clustrix_futures.engine.staging import stage
 from clustrix_futures.errors import ConfigError, JobFailedError
 from clustrix_futures.future import ClusterFuture
 from clustrix_futures.mapping.sizing import FunctionRates, scheduler_sizes
 from clustrix_futures.remote.files import RemoteFiles
-from clustrix_futures.remote.storage import ENDPOINT_VARIABLE, S3Storage, Storage, is_s3
+from clustrix_futures.remote.storage import S3Storage, Storage
 from clustrix_futures.remote.transport import LocalTransport, Transport
-from clustrix_futures.runfiles.layout import (
-    SUBDIRECTORIES,
-    RunDir,
-    encode_json,
-    new_run_name,
-    read_batches,
-    read_manifest,
-)
+from clustrix_futures.runfiles.layout import ENDPOINT_VARIABLE, SUBDIRECTORIES, RunDir, is_s3, new_run_name
+from clustrix_futures.runfiles.records import encode_json, read_batches, read_manifest
 from clustrix_futures.schedulers import capabilities, make_scheduler
 from clustrix_futures.schedulers.base import BackendContext, Scheduler
 
@@ -59,8 +52,6 @@ _PROBE = ("import sys, importlib.util as u; print('%d.%d' % sys.version_info[:2]
           "print(bool(u.find_spec('cloudpickle')), bool(u.find_spec('boto3'))); "
           "print(__import__('clustrix_futures').__version__ if u.find_spec('clustrix_futures') else '-')")
 STARTUP_TIMEOUT = 120.0
-# What a compute node imports of this package (paths relative to it): all that staging copies.
-NODE_CLOSURE = ("__init__.py", "errors.py", "worker.py", "hostrun.py", "node" + os.sep, "runfiles" + os.sep)
 
 
 @dataclass(frozen=True)
@@ -230,7 +221,7 @@ class ClusterEngine:
         self.scheduler = make_scheduler(settings, BackendContext.of(settings, python, run_dir.host), transport,
                                         run_dir.log)
         if staged:
-            await self._stage_code(run_dir)
+            await self._stage_code(run_dir, python)
         max_array = await self.scheduler.max_array_size()
         if not attach_to:
             await self.storage.write(run_dir.manifest, encode_json({
@@ -292,24 +283,9 @@ class ClusterEngine:
             future.add_done_callback(self._on_done)
         return futures
 
-    async def _stage_code(self, run_dir: RunDir) -> None:
-        """Copy what the worker imports (pure Python: :data:`NODE_CLOSURE` and cloudpickle) into RUN/code."""
-        import clustrix_futures
-
-        package = os.path.dirname(os.path.abspath(clustrix_futures.__file__))
-        sources = [("clustrix_futures", package, NODE_CLOSURE),
-                   ("cloudpickle", os.path.dirname(os.path.abspath(cloudpickle.__file__)), None)]
-        for name, directory, wanted in sources:
-            for folder, _, entries in sorted(os.walk(directory)):
-                relative = os.path.relpath(folder, directory)
-                for entry in sorted(entries):
-                    inner = os.path.normpath(os.path.join(relative, entry))
-                    if not entry.endswith(".py") or (wanted is not None and not inner.startswith(wanted)):
-                        continue
-                    target = posixpath.join(run_dir.code, name, *inner.split(os.sep))
-                    await self.transport.makedirs(posixpath.dirname(target))
-                    with open(os.path.join(folder, entry), "rb") as source:
-                        await self.transport.write(target, source.read())
+    async def _stage_code(self, run_dir: RunDir, python: str) -> None:
+        """Copy what the worker imports (:data:`~clustrix_futures.engine.staging.NODE_CLOSURE` and cloudpickle)."""
+        await stage(self.transport, run_dir.code, python)
 
     async def _spawn_monitor(self) -> asyncio.Task[None]:
         return asyncio.ensure_future(self._run_monitor())
