@@ -1,4 +1,4 @@
-"""The concurrent.futures contract, run on every backend in ``conftest.BACKENDS``.
+"""The concurrent.futures contract, run on every backend in ``support.executors.BACKENDS``.
 
 Each test states one contract point. Tests that only make sense on local processes say so.
 """
@@ -13,7 +13,7 @@ import textwrap
 import time
 
 import pytest
-import workloads
+from support import workloads
 
 from clustrix_futures import ClusterFuture, ConfigError, JobFailedError, RemoteError
 
@@ -137,7 +137,7 @@ def test_exception_that_cannot_come_back_becomes_remote_error(make_executor):
     ex = make_executor()
     with pytest.raises(RemoteError) as caught:
         ex.submit(workloads.raise_unreturnable).result(RESULT_WAIT)
-    assert caught.value.type_name == "workloads.Unreturnable"
+    assert caught.value.type_name == f"{workloads.__name__}.Unreturnable"
     assert "raise_unreturnable" in caught.value.traceback
 
 

@@ -11,8 +11,8 @@ import sys
 import time
 
 import pytest
-import workloads
-from conftest import killed_client
+from support import workloads
+from support.executors import killed_client
 
 from clustrix_futures import ClusterPoolExecutor, ConfigError, JobFailedError
 

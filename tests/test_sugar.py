@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
-import workloads
-from conftest import ssh_options
+from support import workloads
+from support.infra import ssh_options
 
 from clustrix_futures import ClusterPoolExecutor, cluster, progress
 from clustrix_futures.progressbar import counts
@@ -31,12 +31,11 @@ def test_map_with_progress_shows_items(capsys):
 
 def test_every_export_is_what_it_names_whatever_was_imported_before():
     import importlib
+    import pkgutil
     import subprocess
     import sys
 
     import clustrix_futures
-
-    import pkgutil
 
     for module in pkgutil.walk_packages(clustrix_futures.__path__, "clustrix_futures."):  # submodules set
         if module.name != "clustrix_futures.schedulers.kubernetes":                      # package attributes

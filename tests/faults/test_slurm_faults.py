@@ -13,12 +13,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-import workloads
-from conftest import killed_client
+from support import workloads
+from support.executors import killed_client
 
 from clustrix_futures import ClusterPoolExecutor, JobFailedError
 
-pytestmark = pytest.mark.slurm
 INFRA = Path(__file__).parent.parent / "infra"
 TESTS = Path(__file__).parent.parent
 
