@@ -188,12 +188,17 @@ def test_closing_the_iterator_cancels_work_not_started(make_executor, signals):
     started, release = signals / "started", signals / "release"
     blocker = ex.submit(workloads.touch_then_wait, str(started), str(release))
     workloads.wait_for_file(str(started), RESULT_WAIT)
-    results = ex.map(workloads.square, range(100), chunksize=10)
+    ran = signals / "ran"
+    ran.mkdir(mode=0o777)
+    ran.chmod(0o777)  # tasks run as cfuser over SSH
+    results = ex.map(workloads.square_and_record, [str(ran)] * 100, range(100), chunksize=10)
     results.close()
     release.touch()
     blocker.result(RESULT_WAIT)
-    # nothing of the map runs after the close: a following task is served at once
-    assert ex.submit(workloads.square, 9).result(RESULT_WAIT) == 81
+    # a task submitted after the close runs after anything of the map that was not cancelled: once it is
+    # done, every map task that was going to run has run
+    assert ex.submit(workloads.square_and_record, str(ran), -1).result(RESULT_WAIT) == 1
+    assert set(workloads.runs_recorded(ran)) == {-1}
 
 
 def test_invalid_arguments(make_executor):
