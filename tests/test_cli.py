@@ -74,7 +74,7 @@ def make_run(tmp_path: Path, options: dict[str, Any]) -> str:
     script.write_text(textwrap.dedent(f"""
         import os, sys
         sys.path.insert(0, {str(TESTS)!r})
-        import workloads
+        from support import workloads
         from clustrix_futures import ClusterPoolExecutor
         ex = ClusterPoolExecutor(**{{**{options!r}, "tasks_per_element": 1}})
         quick = [ex.submit(print, "hello-from-task-0"), ex.submit(workloads.sleep_then, 0, 1), ex.submit(divmod, 1, 0)]
