@@ -20,7 +20,8 @@ import pytest
 from support import workloads
 from support.executors import backend_options
 
-from clustrix_futures import ClusterPoolExecutor, JobFailedError, hostrun
+from clustrix_futures import ClusterPoolExecutor, JobFailedError
+from clustrix_futures.node import host_supervisor as hostrun
 from clustrix_futures.schedulers.base import ENDED, QUEUED, RUNNING, ArraySubmission, BackendContext
 from clustrix_futures.schedulers.host import HostBackend
 

@@ -111,6 +111,13 @@ def square_and_record(directory: str, x: int) -> int:
     return x * x
 
 
+def gated_record(directory: str, gate: str, x: int) -> int:
+    """Wait for the file ``gate`` (if one is named), then ``square_and_record(directory, x)``."""
+    if gate:
+        wait_for_file(gate)
+    return square_and_record(directory, x)
+
+
 def runs_recorded(directory: Any) -> dict[int, int]:
     """How often each ``square_and_record(directory, x)`` ran, by x."""
     return {int(p.name[4:]): len(p.read_text().splitlines()) for p in Path(directory).glob("ran-*")}
