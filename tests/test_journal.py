@@ -13,7 +13,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
-import workloads
+from support import workloads
 
 from clustrix_futures import JobFailedError
 from clustrix_futures.runfiles import journal

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import cloudpickle
 import pytest
-from conftest import REMOTE_WORK_DIR, ssh_options
+from support.infra import REMOTE_WORK_DIR, ssh_options
 
 from clustrix_futures import config
 from clustrix_futures.engine.staging import stage

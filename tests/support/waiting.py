@@ -7,7 +7,8 @@ chance (a file a task touched, a monitor cycle, a state change), never on a bare
 from __future__ import annotations
 
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 RESULT_WAIT = 120.0  # seconds: a generous bound for one result on a busy 2-core CI machine
 
