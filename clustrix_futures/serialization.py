@@ -1,4 +1,5 @@
-"""Client-side pickling: tasks out (failing loudly, naming the culprit), outcomes back into futures."""
+"""Client-side pickling: tasks out (failing loudly, naming the culprit), outcomes back into futures (decoded by
+:mod:`clustrix_futures.runfiles.outcomes`)."""
 
 from __future__ import annotations
 
@@ -8,26 +9,14 @@ import site
 import sys
 import sysconfig
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
 import cloudpickle
 
-from clustrix_futures.errors import RemoteError
 from clustrix_futures.future import ClusterFuture
-from clustrix_futures.node.worker import ChunkResult, Outcome
-
-
-class RemoteTraceback(Exception):
-    """Carries the remote traceback text; attached as ``__cause__`` of a task's exception."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-    def __str__(self) -> str:
-        return '\n"""\n' + self.text + '"""'
+from clustrix_futures.runfiles.outcomes import Outcome, exception_of
 
 
 def _describe(obj: Any) -> str:
@@ -104,37 +93,9 @@ def dumps_task(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str,
                 cloudpickle.unregister_pickle_by_value(module)
 
 
-def loads_outcome(data: bytes) -> Outcome:
-    try:
-        outcome: Outcome = cloudpickle.loads(data)
-    except Exception as exc:
-        text = f"{type(exc).__name__}: {exc}"
-        return (False, RemoteError(type(exc).__name__, f"the task's outcome could not be unpickled: {exc}",
-                                   text), text, 0.0)
-    return outcome
-
-
-def exception_of(outcome: Outcome) -> BaseException:
-    _, exc, text, _ = outcome
-    exc.__cause__ = RemoteTraceback(text)
-    return exc
-
-
 def resolve(future: ClusterFuture, outcome: Outcome) -> None:
     """Set the future's result or exception from an outcome, unless it has already ended."""
     if outcome[0]:
         future.set_result_if_pending(outcome[1])
     else:
         future.set_exception_if_pending(exception_of(outcome))
-
-
-def unpack_items(chunk: ChunkResult) -> Iterator[Any]:
-    """Yield a map chunk's values in order, raising at the first item that failed."""
-    if not chunk.failures:
-        yield from chunk.values
-        return
-    first = min(chunk.failures)
-    yield from chunk.values[:first]
-    exc, text = chunk.failures[first]
-    exc.__cause__ = RemoteTraceback(text)
-    raise exc

@@ -1,51 +1,47 @@
-"""Shared fixtures: the real test infrastructure, and executors for every backend.
+"""Shared fixtures: thin wrappers over :mod:`support` (the real infrastructure, executors for every backend,
+the scheduler-command shim, the Kubernetes stand-in), and the hook that marks each test with the
+infrastructure it uses.
 
-SLURM and sshd are brought up by ``tests/infra/*.sh`` the first time a test needs them, and stopped at the
-end of the session if this session started them. ``CF_SKIP_INFRA=1`` skips those tests instead (for a
-contributor without root); CI never sets it.
+SLURM, sshd, Grid Engine, the PBS wrappers and moto's S3 are brought up by ``tests/infra/*.sh`` the first
+time a test needs them, and stopped at the end of the session if this session started them (see
+:mod:`support.infra`; ``CF_SKIP_INFRA=1`` skips those tests instead).
+
+Markers (``slurm``, ``ssh``, ``sge``, ``pbs``, ``s3``, ``kubernetes``) are not written by hand: every test gets
+those of the infrastructure fixtures it requests and of the backend it is parametrized with
+(:func:`support.executors.infra_markers`), so ``-m "not slurm"`` cannot drift from what a test really uses.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-INFRA = Path(__file__).parent / "infra"
-
-# The backends the conformance suite runs on; later backends add themselves here.
-BACKENDS = ["local", "slurm", "slurm-ssh", "ssh", "sge", "pbs", "slurm-s3", "kubernetes-s3"]
+from support.executors import BACKENDS, ExecutorFactory, backend_options, infra_markers
+from support.infra import Infra, kubeconfig_text, ssh_options
+from support.shim import Shim
 
 
-class Infra:
-    def __init__(self, name: str) -> None:
-        self.script = INFRA / f"{name}.sh"
-        self.started = False
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        for name in sorted(infra_markers(list(getattr(item, "fixturenames", ())), params)):
+            item.add_marker(name)
 
-    def up(self) -> None:
-        if os.environ.get("CF_SKIP_INFRA"):
-            pytest.skip(f"CF_SKIP_INFRA is set: not starting {self.script.name}")
-        was_up = subprocess.run(["bash", str(self.script), "status"], capture_output=True).returncode == 0
-        if not was_up:
-            result = subprocess.run(["bash", str(self.script), "up"], capture_output=True, text=True)
-            if result.returncode != 0:
-                pytest.fail(f"{self.script} up failed:\n{result.stdout}\n{result.stderr}")
-            self.started = True
 
-    def down_if_started(self) -> None:
-        if self.started:
-            subprocess.run(["bash", str(self.script), "down"], capture_output=True)
+# ---------------------------------------------------------------- the real infrastructure
 
 
 @pytest.fixture(scope="session")
 def slurm() -> Iterator[Infra]:
+    """A real single-node SLURM (tests/infra/slurm.sh)."""
     infra = Infra("slurm")
     infra.up()
     yield infra
@@ -54,11 +50,10 @@ def slurm() -> Iterator[Infra]:
 
 @pytest.fixture(scope="session")
 def sshd() -> Iterator[dict[str, str]]:
+    """A real sshd on 127.0.0.1:2222 (tests/infra/sshd.sh); its environment (host, port, user, key...)."""
     infra = Infra("sshd")
     infra.up()
-    out = subprocess.run(["bash", str(infra.script), "env"], capture_output=True, text=True, check=True).stdout
-    env = dict(line.replace("export ", "", 1).split("=", 1) for line in out.splitlines() if "=" in line)
-    yield env
+    yield infra.env()
     infra.down_if_started()
 
 
@@ -77,8 +72,7 @@ def pbs(slurm: Infra) -> Iterator[dict[str, str]]:
     server. The environment (PATH first of all) that selects them; see ``pbs_commands``."""
     infra = Infra("pbs")
     infra.up()
-    out = subprocess.run(["bash", str(infra.script), "env"], capture_output=True, text=True, check=True).stdout
-    yield dict(line.replace("export ", "", 1).split("=", 1) for line in out.splitlines() if "=" in line)
+    yield infra.env()
     infra.down_if_started()
 
 
@@ -91,8 +85,7 @@ def s3() -> Iterator[dict[str, str]]:
 
     infra = Infra("s3")
     infra.up()
-    out = subprocess.run(["bash", str(infra.script), "env"], capture_output=True, text=True, check=True).stdout
-    env = dict(line.replace("export ", "", 1).split("=", 1) for line in out.splitlines() if "=" in line)
+    env = infra.env()
     with pytest.MonkeyPatch.context() as patch:
         for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
             patch.setenv(name, env[name])
@@ -112,24 +105,20 @@ def s3_options(s3: dict[str, str], request: pytest.FixtureRequest) -> dict[str, 
 
 @pytest.fixture(scope="session")
 def k8s_standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """The Kubernetes API stand-in (tests/k8s_standin.py: Jobs and pods, each pod's command run as a local
-    process), in a subprocess; a kubeconfig for it (bearer token, namespace ``clustrix``)."""
+    """The Kubernetes API stand-in (tests/support/k8s_standin.py: Jobs and pods, each pod's command run as a
+    local process), in a subprocess; a kubeconfig for it (bearer token, namespace ``clustrix``)."""
     directory = tmp_path_factory.mktemp("k8s")
     token = os.urandom(16).hex()
-    server = subprocess.Popen([sys.executable, str(Path(__file__).parent / "k8s_standin.py"), "--token", token,
-                               "--state", str(directory / "pods")], stdout=subprocess.PIPE, text=True)
+    standin = Path(__file__).parent / "support" / "k8s_standin.py"
+    server = subprocess.Popen([sys.executable, str(standin), "--token", token, "--state", str(directory / "pods")],
+                              stdout=subprocess.PIPE, text=True)
     assert server.stdout is not None
     port = server.stdout.readline().strip()
     if not port.isdigit():
         server.kill()
         pytest.fail("the Kubernetes stand-in did not start")
     kubeconfig = directory / "kubeconfig"
-    kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: standin\n"
-        f"clusters:\n- name: standin\n  cluster:\n    server: http://127.0.0.1:{port}\n"
-        f"users:\n- name: standin\n  user:\n    token: {token}\n"
-        "contexts:\n- name: standin\n  context:\n    cluster: standin\n    user: standin\n"
-        "    namespace: clustrix\n")
+    kubeconfig.write_text(kubeconfig_text(port, token))
     yield {"kubeconfig": str(kubeconfig), "url": f"http://127.0.0.1:{port}", "token": token,
            "namespace": "clustrix"}
     server.terminate()
@@ -145,18 +134,14 @@ def k8s_s3_secret(k8s_standin: dict[str, str], s3: dict[str, str]) -> str:
     """A Secret holding the S3 credentials, made through the real client: the pods get them as references."""
     from kubernetes import client, config
 
+    def b64(text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+
     api = client.CoreV1Api(config.new_client_from_config(config_file=k8s_standin["kubeconfig"]))
     api.create_namespaced_secret(k8s_standin["namespace"], client.V1Secret(
         metadata=client.V1ObjectMeta(name="s3-credentials"),
-        data={"access-key": _b64(s3["AWS_ACCESS_KEY_ID"]),
-                                "secret-key": _b64(s3["AWS_SECRET_ACCESS_KEY"])}))
+        data={"access-key": b64(s3["AWS_ACCESS_KEY_ID"]), "secret-key": b64(s3["AWS_SECRET_ACCESS_KEY"])}))
     return "s3-credentials"
-
-
-def _b64(text: str) -> str:
-    import base64
-
-    return base64.b64encode(text.encode()).decode()
 
 
 @pytest.fixture
@@ -177,10 +162,13 @@ def pbs_commands(pbs: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(name, os.path.expandvars(value))
 
 
-ExecutorFactory = Callable[..., Any]
+@pytest.fixture
+def remote(sshd: dict[str, str], slurm: Infra) -> dict[str, Any]:
+    """Executor options for SLURM over SSH as cfuser."""
+    return {"backend": "slurm", **ssh_options(sshd)}
 
-# Where the SSH test user (cfuser) keeps run directories on the "remote" side.
-REMOTE_WORK_DIR = "/home/cfuser/cf-test-runs"
+
+# ---------------------------------------------------------------- executors
 
 
 @pytest.fixture
@@ -192,42 +180,20 @@ def signals() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def ssh_options(env: dict[str, str]) -> dict[str, Any]:
-    return {"host": env["CF_SSH_HOST"], "port": int(env["CF_SSH_PORT"]), "username": env["CF_SSH_USER"],
-            "client_keys": [env["CF_SSH_KEY"]], "known_hosts": env["CF_SSH_KNOWN_HOSTS"],
-            "python": "/usr/bin/python3", "work_dir": REMOTE_WORK_DIR}
-
-
-def backend_options(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
-    """Executor options that select one backend of the conformance suite."""
-    if backend == "local":
-        return {"backend": "local"}
-    if backend == "slurm":
-        request.getfixturevalue("slurm")
-        return {"backend": "slurm", "work_dir": str(tmp_path / "runs")}
-    if backend == "slurm-ssh":
-        request.getfixturevalue("slurm")
-        return {"backend": "slurm", **ssh_options(request.getfixturevalue("sshd"))}
-    if backend == "ssh":
-        return {"backend": "ssh", **ssh_options(request.getfixturevalue("sshd"))}
-    if backend == "sge":
-        request.getfixturevalue("sge")
-        return {"backend": "sge", "work_dir": str(tmp_path / "runs")}
-    if backend == "pbs":
-        request.getfixturevalue("pbs_commands")
-        return {"backend": "pbs", "flavor": "torque", "work_dir": str(tmp_path / "runs")}
-    if backend == "slurm-s3":
-        request.getfixturevalue("slurm")
-        return {"backend": "slurm", "work_dir": str(tmp_path / "runs"), **request.getfixturevalue("s3_options")}
-    if backend == "kubernetes-s3":
-        return {"backend": "kubernetes", **request.getfixturevalue("kubernetes_options"),
-                **request.getfixturevalue("s3_options")}
-    raise ValueError(backend)
-
-
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+def _executor_factory(base: dict[str, Any], created: list[Any]) -> ExecutorFactory:
+    from clustrix_futures import ClusterPoolExecutor
+
+    def make(max_workers: Any = None, **options: Any) -> Any:
+        executor = ClusterPoolExecutor(max_workers, **{**base, **options})
+        created.append(executor)
+        return executor
+
+    return make
 
 
 @pytest.fixture
@@ -235,46 +201,28 @@ def make_executor(backend: str, request: pytest.FixtureRequest, tmp_path: Path,
                   signals: Path) -> Iterator[ExecutorFactory]:
     """Builds executors for the selected backend; shuts every one down (cancelling) after the test,
     before the signal directory goes (so a task waiting on a signal file sees it)."""
-    from clustrix_futures import ClusterPoolExecutor
-
     created: list[Any] = []
-    base = backend_options(backend, request, tmp_path)
-
-    def make(max_workers: Any = None, **options: Any) -> Any:
-        executor = ClusterPoolExecutor(max_workers, **{**base, **options})
-        created.append(executor)
-        return executor
-
-    yield make
+    yield _executor_factory(backend_options(backend, request, tmp_path), created)
     for executor in created:
         executor.shutdown(wait=True, cancel_futures=True)
 
 
-# ---------------------------------------------------------------- scheduler command counting
+@pytest.fixture
+def slurm_executor(slurm: Infra, tmp_path: Path, signals: Path) -> Iterator[ExecutorFactory]:
+    """Builds SLURM executors (work_dir under tmp_path unless given); shuts them down after the test."""
+    created: list[Any] = []
+    yield _executor_factory({"backend": "slurm", "work_dir": str(tmp_path / "runs")}, created)
+    for executor in created:
+        executor.shutdown(wait=True, cancel_futures=True)
 
-SCHEDULER_COMMANDS = ("sbatch", "squeue", "scancel", "scontrol", "sacct", "qsub", "qstat", "qdel", "qacct")
 
-
-class Shim:
-    """Logs ``epoch command args...`` for every scheduler command, then runs the real one."""
-
-    def __init__(self, directory: Path) -> None:
-        self.log = directory / "calls.log"
-        self.log.touch()
-        for command in SCHEDULER_COMMANDS:
-            real = shutil.which(command)
-            if real is None:
-                continue
-            script = directory / command
-            script.write_text(f'#!/bin/sh\necho "$(date +%s.%N) {command} $*" >> {self.log}\nexec {real} "$@"\n')
-            script.chmod(0o755)
-
-    def calls(self, command: str) -> list[list[str]]:
-        lines = self.log.read_text().splitlines()
-        return [line.split()[2:] for line in lines if line.split()[1] == command]
-
-    def times(self, command: str) -> list[float]:
-        return [float(line.split()[0]) for line in self.log.read_text().splitlines() if line.split()[1] == command]
+@pytest.fixture
+def executors() -> Iterator[list[Any]]:
+    """Executors made by a test itself; shut down (cancelling) at its end."""
+    made: list[Any] = []
+    yield made
+    for executor in made:
+        executor.shutdown(wait=True, cancel_futures=True)
 
 
 @pytest.fixture
@@ -285,49 +233,3 @@ def shim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Shim:
     made = Shim(directory)
     monkeypatch.setenv("PATH", f"{directory}{os.pathsep}{os.environ['PATH']}")
     return made
-
-
-@pytest.fixture
-def slurm_executor(slurm: Infra, tmp_path: Path, signals: Path) -> Iterator[ExecutorFactory]:
-    """Builds SLURM executors (work_dir under tmp_path unless given); shuts them down after the test."""
-    from clustrix_futures import ClusterPoolExecutor
-
-    made: list[Any] = []
-
-    def make(max_workers: Any = None, **options: Any) -> Any:
-        options.setdefault("work_dir", str(tmp_path / "runs"))
-        ex = ClusterPoolExecutor(max_workers, backend="slurm", **options)
-        made.append(ex)
-        return ex
-
-    yield make
-    for ex in made:
-        ex.shutdown(wait=True, cancel_futures=True)
-
-
-def killed_client(tmp_path: Path, options: dict[str, Any], tasks: int, seconds: float) -> str:
-    """Run a client process that submits ``tasks`` calls of ``workloads.sleep_then(seconds, i)`` through
-    ``ClusterPoolExecutor(**options)``, waits for the first result, prints its run directory, and is then
-    killed with SIGKILL. Returns that run directory, for a test to attach to."""
-    import signal
-    import sys
-    import textwrap
-
-    script = tmp_path / "client.py"
-    script.write_text(textwrap.dedent(f"""
-        import sys, time
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
-        import workloads
-        from clustrix_futures import ClusterPoolExecutor
-        ex = ClusterPoolExecutor(**{options!r})
-        futures = [ex.submit(workloads.sleep_then, {seconds!r}, i) for i in range({tasks!r})]
-        futures[0].result()
-        print(ex.run_dir, flush=True)
-        time.sleep(600)
-    """))
-    client = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
-    assert client.stdout is not None
-    run_dir = client.stdout.readline().strip()
-    client.send_signal(signal.SIGKILL)
-    client.wait(10)
-    return run_dir

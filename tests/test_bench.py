@@ -48,7 +48,6 @@ def assert_sane(result: bench.BenchResult, durations: list[float]) -> None:
         assert min(durations) <= result.crossover <= max(durations)
 
 
-@pytest.mark.slurm
 def test_api_on_local_and_slurm_returns_sane_rows(slurm, tmp_path):
     durations = [0.001, 0.05]
     workloads = bench.synthetic_workloads(durations, tasks=24, local_workers=2)
@@ -61,7 +60,6 @@ def test_api_on_local_and_slurm_returns_sane_rows(slurm, tmp_path):
     assert "sleep 0.001 s" in table and "crossover:" in table and "overhead/task =" in table
 
 
-@pytest.mark.slurm
 def test_cli_on_slurm_prints_the_table_and_writes_a_readable_png(slurm, tmp_path):
     out = tmp_path / "plot.png"
     done = cli("--synthetic", "--task-seconds", "0.001,0.02", "--tasks", "16", "--backend", "slurm",
@@ -79,9 +77,8 @@ def test_cli_on_slurm_prints_the_table_and_writes_a_readable_png(slurm, tmp_path
     assert image.shape[:2] == (height, width)
 
 
-@pytest.mark.ssh
 def test_cli_over_ssh_compares_with_slurm_on_the_remote_side(slurm, sshd, tmp_path):
-    from conftest import ssh_options
+    from support.infra import ssh_options
 
     options = ssh_options(sshd)
     flags = [arg for name, value in options.items() if name not in ("host", "work_dir")

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import REMOTE_WORK_DIR, ssh_options
+from support.infra import REMOTE_WORK_DIR, ssh_options
 
 from clustrix_futures.tools import cli
 from clustrix_futures.tools.doctor import FAIL, PASS, Doctor
@@ -74,7 +74,7 @@ def make_run(tmp_path: Path, options: dict[str, Any]) -> str:
     script.write_text(textwrap.dedent(f"""
         import os, sys
         sys.path.insert(0, {str(TESTS)!r})
-        import workloads
+        from support import workloads
         from clustrix_futures import ClusterPoolExecutor
         ex = ClusterPoolExecutor(**{{**{options!r}, "tasks_per_element": 1}})
         quick = [ex.submit(print, "hello-from-task-0"), ex.submit(workloads.sleep_then, 0, 1), ex.submit(divmod, 1, 0)]
@@ -169,7 +169,7 @@ def test_nodes_shows_cpus_and_gpus_free_and_what_a_job_takes(where, slurm_execut
     code, text = run_cli(capsys, "nodes", "--backend", "slurm", *where["args"])
     assert code == 0 and "GPUS FREE BY TYPE" in text and "tesla" in text
 
-    import workloads
+    from support import workloads
 
     ex = slurm_executor(partition="gpu", gpus=1, cpus=3)
     holding = ex.submit(workloads.wait_for_file, str(signals / "release"))

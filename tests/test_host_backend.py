@@ -2,7 +2,8 @@
 
 Real processes only. The executor-level tests run on this machine (no ``host``: LocalTransport) and over the
 real sshd (user cfuser, Debian's /usr/bin/python3); the supervisor tests run the backend's own commands here.
-The whole conformance suite also runs here on ``ssh`` without a host (conftest's ``ssh`` runs it over sshd).
+The whole conformance suite runs on this backend too, without a host (``ssh-local``) and over sshd (``ssh``):
+see ``support.executors.BACKENDS``.
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import test_conformance
-import workloads
-from conftest import backend_options
+from support import workloads
+from support.executors import backend_options
 
 from clustrix_futures import ClusterPoolExecutor, JobFailedError
 from clustrix_futures.node import host_supervisor as hostrun
@@ -27,38 +27,12 @@ from clustrix_futures.schedulers.host import HostBackend
 
 WAIT = 60  # seconds: bound for anything we wait on (never asserted)
 
-# ---------------------------------------------------------------- conformance, ssh backend on this machine
-
-globals().update({name: test for name, test in vars(test_conformance).items() if name.startswith("test_")})
-
-
-@pytest.fixture(params=["ssh-local"])
-def backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def make_executor(backend: str, tmp_path: Path, signals: Path) -> Any:
-    created: list[ClusterPoolExecutor] = []
-
-    def make(max_workers: Any = None, **options: Any) -> ClusterPoolExecutor:
-        executor = ClusterPoolExecutor(max_workers, **{"backend": "ssh", "work_dir": str(tmp_path / "runs"),
-                                                       **options})
-        created.append(executor)
-        return executor
-
-    yield make
-    for executor in created:
-        executor.shutdown(wait=True, cancel_futures=True)
-
-
 # ---------------------------------------------------------------- the executor, here and over sshd
 
-@pytest.fixture(params=["here", "sshd"])
+@pytest.fixture(params=["ssh-local", "ssh"])
 def host_options(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
-    if request.param == "here":
-        return {"backend": "ssh", "work_dir": str(tmp_path / "runs")}
-    return backend_options("ssh", request, tmp_path)
+    """The ssh backend on this machine (no host), and over the real sshd."""
+    return backend_options(request.param, request, tmp_path)
 
 
 def record_overlap(directory: str, index: int, together: int) -> int:
@@ -101,7 +75,7 @@ def test_killed_supervisor_fails_its_elements_instead_of_hanging(host_options, s
     with ClusterPoolExecutor(1, **host_options) as ex:
         future = ex.submit(workloads.touch_then_wait, str(started), str(signals / "never"))
         workloads.wait_for_file(str(started), WAIT)
-        kill_supervisor_and_element(ex._engine.run_dir.root, "host-0")
+        kill_supervisor_and_element(ex.run_dir, "host-0")
         with pytest.raises(JobFailedError, match="supervisor") as caught:
             future.result(WAIT)
         assert caught.value.state == "LOST"
@@ -113,11 +87,11 @@ def test_lost_element_runs_again_when_retry_states_say_so(host_options, signals)
         future = ex.submit(workloads.touch_then_wait, str(started), str(release))
         workloads.wait_for_file(str(started), WAIT)
         started.unlink()
-        kill_supervisor_and_element(ex._engine.run_dir.root, "host-0")
+        kill_supervisor_and_element(ex.run_dir, "host-0")
         workloads.wait_for_file(str(started), WAIT)  # the second launch of batch 0 runs it again
         release.touch()
         assert future.result(WAIT) == str(release)
-        assert hostrun.read_job(hostrun.job_directory(ex._engine.run_dir.root, "host-0.1") or "") is not None
+        assert hostrun.read_job(hostrun.job_directory(ex.run_dir, "host-0.1") or "") is not None
 
 
 def kill_supervisor_and_element(run: str, job_id: str) -> None:

@@ -11,8 +11,8 @@ import sys
 import time
 
 import pytest
-import workloads
-from conftest import killed_client
+from support import workloads
+from support.executors import killed_client
 
 from clustrix_futures import ClusterPoolExecutor, ConfigError, JobFailedError
 
@@ -77,7 +77,8 @@ def test_a_batch_is_one_indexed_job_with_the_options(k8s, api, signals):
     assert env["AWS_DEFAULT_REGION"].value == "us-east-1"
     wait_until(lambda: sum(p.status.phase == "Running" for p in api[1].list_namespaced_pod(
         "clustrix", label_selector=f"batch.kubernetes.io/job-name={job.metadata.name}").items) == 2)
-    time.sleep(0.5)  # parallelism holds: still two
+    # the controller pass that reports both ready is the one that would have started a third pod
+    wait_until(lambda: api[0].read_namespaced_job(job.metadata.name, "clustrix").status.ready == 2)
     assert len(api[1].list_namespaced_pod("clustrix", label_selector=f"batch.kubernetes.io/job-name="
                                                                       f"{job.metadata.name}").items) == 2
     release.touch()

@@ -11,15 +11,13 @@ from concurrent.futures import as_completed
 
 import cloudpickle
 import pytest
-import workloads
+from support import workloads
 
 from clustrix_futures import chunks
 from clustrix_futures.future import ClusterFuture, someone_waits
 from clustrix_futures.mapping.run import Feeders, map_in_chunks
 from clustrix_futures.mapping.sizing import MAX_CHUNK_ITEMS, AdaptiveSizes, ItemRate
-from clustrix_futures.node.worker import apply_chunk, run_payload
-
-pytestmark = pytest.mark.slurm
+from clustrix_futures.node.calls import apply_chunk, run_payload
 
 
 def test_map_over_a_million_items_is_correct_in_order_with_few_arrays(slurm_executor, shim):

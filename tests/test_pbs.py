@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-import workloads
+from support import workloads
 
 from clustrix_futures import JobFailedError
 from clustrix_futures.schedulers.base import ENDED, QUEUED, RUNNING, ArraySubmission, BackendContext
@@ -23,10 +23,10 @@ from clustrix_futures.schedulers.pbs import PbsBackend
 DATA = Path(__file__).parent / "data"
 
 
-@pytest.fixture
-def backend() -> str:
+@pytest.fixture(params=["pbs"])
+def backend(request: pytest.FixtureRequest) -> str:
     """The conftest's make_executor (and shim, requested after it) for this backend only."""
-    return "pbs"
+    return str(request.param)
 
 
 def wrapper_job_ids(job_name: str) -> list[str]:

@@ -7,6 +7,7 @@ what each monitor cycle costs, the worker's checkpoints, and the errors at start
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -14,13 +15,12 @@ from pathlib import Path
 
 import boto3
 import pytest
-import workloads
-from conftest import killed_client
+from support import workloads
+from support.executors import killed_client
 
 from clustrix_futures import ClusterPoolExecutor, ConfigError, JobFailedError
 from clustrix_futures.remote.storage import S3Storage
 
-pytestmark = pytest.mark.slurm
 TESTS = Path(__file__).parent
 
 
@@ -31,15 +31,23 @@ def keys(s3: dict[str, str], url: str) -> list[str]:
     return sorted(item["Key"][len(prefix) + 1:] for page in pages for item in page.get("Contents", ()))
 
 
+def host_dir(s3: dict[str, str], url: str) -> str:
+    """Where a run keeps its scripts and logs on disk: its manifest's ``host_dir`` (read while the run exists)."""
+    bucket, _, prefix = url[len("s3://"):].partition("/")
+    client = boto3.client("s3", endpoint_url=s3["CF_S3_ENDPOINT"])
+    body = client.get_object(Bucket=bucket, Key=f"{prefix}/manifest.json")
+    return str(json.loads(body["Body"].read())["host_dir"])
+
+
 def test_payloads_and_results_live_in_s3_scripts_and_logs_on_disk(slurm_executor, s3, s3_options):
     ex = slurm_executor(keep_files=True, tasks_per_element=2, **s3_options)
     assert [f.result(120) for f in [ex.submit(workloads.square, i) for i in range(4)]] == [0, 1, 4, 9]
     ex.shutdown()
-    run = ex._engine.run_dir
-    assert ex.run_dir == run.root and run.root.startswith(s3_options["storage"] + "/")
-    assert keys(s3, run.root) == ["batches/0.json", "batches/0.pkl", "manifest.json", "results/0-0.res",
+    root = ex.run_dir
+    assert root is not None and root.startswith(s3_options["storage"] + "/")
+    assert keys(s3, root) == ["batches/0.json", "batches/0.pkl", "manifest.json", "results/0-0.res",
                                   "results/0-1.res"]  # the checkpoints (.part) were deleted
-    host = Path(run.host_root)
+    host = Path(host_dir(s3, root))
     assert sorted(p.name for p in (host / "batches").iterdir()) == ["0.sh"]
     assert {p.name for p in (host / "logs").iterdir()} == {"0-0.out", "0-0.err", "0-1.out", "0-1.err"}
     assert not (host / "results").exists()
@@ -81,8 +89,10 @@ def test_listing_pages_through_more_than_a_thousand_results(s3, s3_options):
 def test_run_is_removed_from_s3_and_disk_after_success_and_kept_after_failure(slurm_executor, s3, s3_options):
     ok = slurm_executor(**s3_options)
     assert ok.submit(workloads.square, 2).result(120) == 4
+    host = host_dir(s3, ok.run_dir)
+    assert Path(host).exists()
     ok.shutdown()
-    assert keys(s3, ok.run_dir) == [] and not Path(ok._engine.run_dir.host_root).exists()
+    assert keys(s3, ok.run_dir) == [] and not Path(host).exists()
     bad = slurm_executor(**s3_options)
     with pytest.raises(workloads.CustomError):
         bad.submit(workloads.raise_custom, "x").result(120)
@@ -117,7 +127,8 @@ def test_worker_skips_marked_tasks_at_start_and_at_checkpoints(s3, s3_options):
     while the element runs, and the checkpoint after it sees that marker."""
     import cloudpickle
 
-    from clustrix_futures.node.worker import encode_batch, read_journal
+    from clustrix_futures.runfiles.batches import encode_batch
+    from clustrix_futures.runfiles.journal import read_journal
 
     root = s3_options["storage"] + "/run"
     bucket, _, prefix = root[len("s3://"):].partition("/")

@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-import workloads
+from support import workloads
 
 from clustrix_futures import JobFailedError
 from clustrix_futures.schedulers.base import ENDED, QUEUED, RUNNING, ArraySubmission, BackendContext
@@ -24,10 +24,10 @@ from clustrix_futures.schedulers.sge import SgeBackend
 DATA = Path(__file__).parent / "data"
 
 
-@pytest.fixture
-def backend() -> str:
+@pytest.fixture(params=["sge"])
+def backend(request: pytest.FixtureRequest) -> str:
     """The conftest's make_executor (and shim, requested after it) for this backend only."""
-    return "sge"
+    return str(request.param)
 
 
 def unique_name() -> str:
@@ -64,7 +64,7 @@ def test_element_i_runs_task_i_plus_one_and_logs_under_its_own_index(make_execut
     futures = [ex.submit(element_identity, str(i)) for i in range(4)]
     assert [f.result(120) for f in futures] == [(str(i), str(i), str(i + 1)) for i in range(4)]
     ex.shutdown()
-    logs = Path(ex._engine.run_dir.root) / "logs"
+    logs = Path(ex.run_dir) / "logs"
     assert {p.name for p in logs.iterdir()} == {f"0-{i}.{s}" for i in range(4) for s in ("out", "err")}
     for i in range(4):
         assert (logs / f"0-{i}.out").read_text().strip() == f"element {i} {i} {i + 1}"

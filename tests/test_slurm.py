@@ -12,11 +12,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-import workloads
+from support import workloads
 
 from clustrix_futures.engine.submission import plan_arrays
 
-pytestmark = pytest.mark.slurm
+
 def squeue_ids(job_name: str) -> list[str]:
     out = subprocess.run(["squeue", "--noheader", "--array", f"--name={job_name}", "--format=%i"],
                          capture_output=True, text=True, check=True).stdout
@@ -91,7 +91,7 @@ def test_run_directory_layout(slurm_executor, tmp_path):
     ex = slurm_executor(keep_files=True, tasks_per_element=2)
     assert [f.result(120) for f in [ex.submit(workloads.square, i) for i in range(4)]] == [0, 1, 4, 9]
     ex.shutdown()
-    run = Path(ex._engine.run_dir.root)
+    run = Path(ex.run_dir)
     assert stat.S_IMODE(run.stat().st_mode) == 0o700
     assert sorted(p.name for p in (run / "batches").iterdir()) == ["0.json", "0.pkl", "0.sh"]
     results = sorted(p.name for p in (run / "results").iterdir())
@@ -105,12 +105,12 @@ def test_run_directory_removed_after_success_and_kept_after_failure(slurm_execut
     ok = slurm_executor()
     ok.submit(workloads.square, 2).result(120)
     ok.shutdown()
-    assert not Path(ok._engine.run_dir.root).exists()
+    assert not Path(ok.run_dir).exists()
     bad = slurm_executor()
     with pytest.raises(workloads.CustomError):
         bad.submit(workloads.raise_custom, "x").result(120)
     bad.shutdown()
-    assert Path(bad._engine.run_dir.root).exists()
+    assert Path(bad.run_dir).exists()
 
 
 @pytest.mark.parametrize("tasks,per_element,limit,expected", [

@@ -9,13 +9,10 @@ and a connection that stays down fails the live futures with CONNECTION_LOST.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import os
-import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,25 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import workloads
-from conftest import INFRA, REMOTE_WORK_DIR, ssh_options
+from support import workloads
+from support.infra import REMOTE_WORK_DIR, ssh_options
+from support.sshd import kill_connection, own_connections
+from support.waiting import RESULT_WAIT
 
 from clustrix_futures import ClusterPoolExecutor, ConfigError, config
 from clustrix_futures.remote.ssh import SSHTransport
 
-pytestmark = pytest.mark.ssh
-
-RESULT_WAIT = 120  # seconds: a bound against hangs, never a performance assertion
-SSHD = INFRA / "sshd.sh"
-
-
 # ------------------------------------------------------------------ helpers
-
-
-@pytest.fixture
-def remote(sshd: dict[str, str], slurm: Any) -> dict[str, Any]:
-    """Executor options for SLURM over SSH as cfuser."""
-    return {"backend": "slurm", **ssh_options(sshd)}
 
 
 @pytest.fixture
@@ -66,68 +53,11 @@ def own_key(sshd: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, str]]:
     temporary.replace(authorized)
 
 
-@pytest.fixture
-def executors() -> Iterator[list[ClusterPoolExecutor]]:
-    """Executors made by a test; shut down (cancelling) at its end."""
-    made: list[ClusterPoolExecutor] = []
-    yield made
-    for executor in made:
-        executor.shutdown(wait=True, cancel_futures=True)
-
-
-def sshd_ctl(action: str) -> None:
-    subprocess.run(["bash", str(SSHD), action], check=True, capture_output=True, timeout=60)
-
-
 def accepted(env: dict[str, str], fingerprint: str) -> int:
     """SSH logins with one key so far. sshd.log is appended to across restarts (compare differences) and is
     shared with anyone else testing against this sshd: count only a key of our own."""
     log = Path(env["CF_SSHD_LOG"]).read_text(errors="replace")
     return sum(1 for line in log.splitlines() if "Accepted publickey for cfuser" in line and fingerprint in line)
-
-
-def kill_connection(transport: SSHTransport) -> int:
-    """Kill the sshd processes serving the transport's current connection (found by its client port): the
-    connection drops as on a network cut. Other clients of this sshd are left alone."""
-    port = transport._conn.get_extra_info("sockname")[1]
-    listing = subprocess.run(["ss", "-Htnp", "state", "established", f"( sport = :2222 and dport = :{port} )"],
-                             capture_output=True, text=True).stdout
-    pids = {int(pid) for pid in re.findall(r"pid=(\d+)", listing)}
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):  # gone with the other one
-            os.kill(pid, signal.SIGKILL)
-    return len(pids)
-
-
-def wait_until(condition: Any, timeout: float = RESULT_WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
-def arrays_named(job_name: str) -> set[str]:
-    """Array jobs submitted under a job name (finished ones stay visible for MinJobAge)."""
-    out = subprocess.run(["squeue", "-h", "-t", "all", "-n", job_name, "-o", "%F"], capture_output=True, text=True,
-                         check=True).stdout
-    return set(out.split())
-
-
-def own_connections() -> str:
-    """This process's established connections to the sshd."""
-    listing = subprocess.run(["ss", "-Htnp", "state", "established", "( dport = :2222 )"], capture_output=True,
-                             text=True).stdout
-    return "\n".join(line for line in listing.splitlines() if f"pid={os.getpid()}," in line)
-
-
-def square_after(release: str, x: int) -> int:
-    """Square x once ``release`` exists (shipped by value: this test module is the user's own code)."""
-    deadline = time.monotonic() + 90
-    while not os.path.exists(release):
-        if time.monotonic() > deadline:
-            raise TimeoutError(release)
-        time.sleep(0.02)
-    return x * x
 
 
 def staged_imports() -> tuple[str, str, tuple[int, int], int]:
@@ -145,7 +75,7 @@ def test_bare_remote_python_gets_the_worker_code_staged(remote, executors):
     ex = ClusterPoolExecutor(**remote)
     executors.append(ex)
     pickler, package, version, uid = ex.submit(staged_imports).result(RESULT_WAIT)
-    run_dir = ex._engine.run_dir.root
+    run_dir = ex.run_dir
     assert run_dir.startswith(REMOTE_WORK_DIR + "/")
     assert pickler.startswith(f"{run_dir}/code/cloudpickle/")  # cfuser's python3 has no cloudpickle
     assert package.startswith(f"{run_dir}/code/clustrix_futures/")

@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
-import workloads
-from conftest import ssh_options
+from support import workloads
+from support.infra import ssh_options
 
 from clustrix_futures import ClusterPoolExecutor, cluster, progress
 from clustrix_futures.progressbar import counts

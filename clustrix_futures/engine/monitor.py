@@ -349,7 +349,7 @@ class Monitor:
 
     def adopt(self, documents: list[dict[str, Any]],
               make_future: Callable[[int], ClusterFuture]) -> list[ClusterFuture]:
-        """Take over the batches recorded in a run directory (:func:`~clustrix_futures.runfiles.layout.read_batches`):
+        """Take over the batches recorded in a run directory (:func:`~clustrix_futures.runfiles.records.read_batches`):
         one future per task, in submission order, its element watched as live. Results already written resolve
         in the first cycle."""
         futures = self._submission.adopt(documents, make_future)

@@ -14,10 +14,11 @@ from typing import Any, Optional
 
 from clustrix_futures.errors import JobFailedError
 from clustrix_futures.future import ClusterFuture
-from clustrix_futures.node.worker import read_journal
+from clustrix_futures.runfiles.journal import read_journal
 from clustrix_futures.runfiles.layout import RunDir
+from clustrix_futures.runfiles.outcomes import loads_outcome
 from clustrix_futures.schedulers.base import QUEUED, ElementKey, FinalState
-from clustrix_futures.serialization import loads_outcome, resolve
+from clustrix_futures.serialization import resolve
 
 log = logging.getLogger(__name__)
 

@@ -21,22 +21,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-import cloudpickle
-
 from clustrix_futures import __version__, config
 from clustrix_futures.engine.records import Environment
+from clustrix_futures.engine.staging import stage
 from clustrix_futures.errors import ConfigError
 from clustrix_futures.remote.site import Site
-from clustrix_futures.remote.storage import ENDPOINT_VARIABLE, S3Storage, Storage
+from clustrix_futures.remote.storage import S3Storage, Storage
 from clustrix_futures.remote.transport import Transport
-from clustrix_futures.runfiles.layout import (
-    SUBDIRECTORIES,
-    RunDir,
-    encode_json,
-    new_run_name,
-    read_batches,
-    read_manifest,
-)
+from clustrix_futures.runfiles.layout import ENDPOINT_VARIABLE, SUBDIRECTORIES, RunDir, new_run_name
+from clustrix_futures.runfiles.records import encode_json, read_batches, read_manifest
 from clustrix_futures.schedulers import capabilities, make_scheduler
 from clustrix_futures.schedulers.base import BackendContext, Scheduler
 
@@ -47,8 +40,6 @@ log = logging.getLogger(__name__)
 _PROBE = ("import sys, importlib.util as u; print('%d.%d' % sys.version_info[:2]); "
           "print(bool(u.find_spec('cloudpickle')), bool(u.find_spec('boto3'))); "
           "print(__import__('clustrix_futures').__version__ if u.find_spec('clustrix_futures') else '-')")
-# What a compute node imports of this package (paths relative to it): all that staging copies.
-NODE_CLOSURE = ("__init__.py", "errors.py", "worker.py", "hostrun.py", "node" + os.sep, "runfiles" + os.sep)
 
 
 @dataclass(frozen=True)
@@ -135,7 +126,7 @@ class Startup:
         context = BackendContext.of(settings, python, run_dir.host)
         scheduler = make_scheduler(settings, context, self.transport, run_dir.log)
         if staged:
-            await self._stage_code(run_dir)
+            await self._stage_code(run_dir, python)
         max_array = await scheduler.max_array_size()
         if not attach_to:
             await self._write_manifest(run_dir, python, staged)
@@ -191,21 +182,6 @@ class Startup:
         config.adopt_manifest(self.settings, manifest)
         return manifest
 
-    async def _stage_code(self, run_dir: RunDir) -> None:
-        """Copy what the worker imports (pure Python: :data:`NODE_CLOSURE` and cloudpickle) into RUN/code."""
-        import clustrix_futures
-
-        package = os.path.dirname(os.path.abspath(clustrix_futures.__file__))
-        sources = [("clustrix_futures", package, NODE_CLOSURE),
-                   ("cloudpickle", os.path.dirname(os.path.abspath(cloudpickle.__file__)), None)]
-        for name, directory, wanted in sources:
-            for folder, _, entries in sorted(os.walk(directory)):
-                relative = os.path.relpath(folder, directory)
-                for entry in sorted(entries):
-                    inner = os.path.normpath(os.path.join(relative, entry))
-                    if not entry.endswith(".py") or (wanted is not None and not inner.startswith(wanted)):
-                        continue
-                    target = posixpath.join(run_dir.code, name, *inner.split(os.sep))
-                    await self.transport.makedirs(posixpath.dirname(target))
-                    with open(os.path.join(folder, entry), "rb") as source:
-                        await self.transport.write(target, source.read())
+    async def _stage_code(self, run_dir: RunDir, python: str) -> None:
+        """Copy what the worker imports (:data:`~clustrix_futures.engine.staging.NODE_CLOSURE` and cloudpickle)."""
+        await stage(self.transport, run_dir.code, python)

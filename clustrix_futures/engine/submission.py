@@ -18,9 +18,10 @@ from clustrix_futures.engine.records import Books, Element, Environment, Task
 from clustrix_futures.errors import JobFailedError
 from clustrix_futures.future import ClusterFuture
 from clustrix_futures.mapping.sizing import tasks_per_element
-from clustrix_futures.node.worker import encode_batch
 from clustrix_futures.remote.storage import Storage
-from clustrix_futures.runfiles.layout import batch_document, encode_json, job_script
+from clustrix_futures.runfiles.batches import encode_batch
+from clustrix_futures.runfiles.layout import job_script
+from clustrix_futures.runfiles.records import batch_document, encode_json
 from clustrix_futures.schedulers.base import (
     QUEUED,
     ArraySubmission,

@@ -35,7 +35,8 @@ from clustrix_futures.mapping.sizing import local_sizes
 from clustrix_futures.node import worker as worker_module
 from clustrix_futures.remote.files import RemoteFiles, local_files
 from clustrix_futures.runfiles.layout import RunDir
-from clustrix_futures.serialization import loads_outcome, resolve
+from clustrix_futures.runfiles.outcomes import loads_outcome
+from clustrix_futures.serialization import resolve
 
 log = logging.getLogger(__name__)
 

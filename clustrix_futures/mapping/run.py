@@ -35,9 +35,10 @@ from clustrix_futures.future import ClusterFuture
 from clustrix_futures.mapping.chunks import length_of, split
 from clustrix_futures.mapping.feeder import Feeders, MapRun
 from clustrix_futures.mapping.sizing import AdaptiveSizes
-from clustrix_futures.node.worker import apply_chunk
+from clustrix_futures.node.calls import apply_chunk
 from clustrix_futures.progressbar import Bar
-from clustrix_futures.serialization import dumps_task, unpack_items
+from clustrix_futures.runfiles.outcomes import unpack_items
+from clustrix_futures.serialization import dumps_task
 
 SubmitPayload = Callable[[bytes], ClusterFuture]
 ChunkValues = Generator[Iterable[Any], None, None]

@@ -35,7 +35,7 @@ class AdaptiveSizes:
     Until a duration is known (``learned``), sizes are guesses, and every guessed chunk must run under a time
     budget of ``target_seconds`` (``guessed`` tells whether the size just handed out was one; the map passes
     the budget to the worker, which stops the chunk there and reports how far it got, see
-    :func:`clustrix_futures.node.worker.apply_chunk`). With a known ``total`` of at most ``min_chunks`` times
+    :func:`clustrix_futures.node.calls.apply_chunk`). With a known ``total`` of at most ``min_chunks`` times
     ``MAX_CHUNK_ITEMS`` (``guesses_cover``), the guesses are ``min_chunks`` equal chunks covering the whole
     input: the largest size the parallelism rule below allows, so the whole input goes out at once, in one
     array, and the budget keeps an element of a slow function from running far past ``target_seconds``;

@@ -13,8 +13,9 @@ import posixpath
 from typing import Any, Optional, TypeVar
 
 from clustrix_futures import config
-from clustrix_futures.remote.storage import S3Storage, Storage, is_s3
+from clustrix_futures.remote.storage import S3Storage, Storage
 from clustrix_futures.remote.transport import LocalTransport, Transport
+from clustrix_futures.runfiles.layout import is_s3
 
 SiteT = TypeVar("SiteT", bound="Site")
 

@@ -11,34 +11,21 @@ coroutines, all on full paths under the run's root. Two kinds:
   ending in ``/``. ``listdir`` is ONE paginated ``list_objects_v2`` (``Delimiter="/"``), ``read_many`` gets
   objects concurrently, ``write`` is one ``put_object`` (atomic per object).
 
-On the compute node, :func:`run_element` is the worker's side of an S3 run (see :mod:`clustrix_futures.node.worker`
-for the filesystem side): it reads its slice of ``batches/B.pkl`` with ranged GETs, runs its tasks, and
-PUTs ``results/B-I.res`` once, at the end. Crash recovery uses a checkpoint object ``results/B-I.part``
-holding the journal so far: it is written after the element's first task (when more follow), then again
-after a task once the time since the last checkpoint is at least :data:`CHECKPOINT_FACTOR` times what that
-checkpoint took, so checkpoints cost at most about 1/CHECKPOINT_FACTOR of the element's run time. If the
-element dies, the tasks in the last checkpoint keep their results; the rest fail with the element. The
-checkpoint is deleted after the result is written. Skip markers (``skip/TASK``) are listed once when the
-element starts and again with each checkpoint.
-
-boto3 is imported only here, only when an S3 run needs it: filesystem runs need nothing beyond the
-standard library and cloudpickle on the node.
+The compute node's side of an S3 run is :mod:`clustrix_futures.node.s3`, whose boto3 client this module
+uses too. boto3 is imported only when an S3 run needs it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import os
-import posixpath
-import time
 from collections.abc import Sequence
 from typing import Any, Optional, Protocol
 
-SCHEME = "s3://"
-ENDPOINT_VARIABLE = "CLUSTRIX_S3_ENDPOINT_URL"  # set in job scripts when the run has an endpoint_url
+from clustrix_futures.node.s3 import s3_client
+from clustrix_futures.runfiles.layout import split_url
+
 PARALLEL_REQUESTS = 32
-CHECKPOINT_FACTOR = 10.0
 DELETE_BATCH = 1000  # delete_objects takes at most this many keys
 
 
@@ -56,31 +43,6 @@ class Storage(Protocol):
     async def remove_tree(self, path: str) -> None: ...
 
 
-def is_s3(location: Optional[str]) -> bool:
-    return bool(location) and str(location).startswith(SCHEME)
-
-
-def split_url(url: str) -> tuple[str, str]:
-    """``s3://bucket/a/b`` to ``("bucket", "a/b")``."""
-    if not is_s3(url):
-        raise ValueError(f"not an s3:// URL: {url!r}")
-    bucket, _, key = url[len(SCHEME):].partition("/")
-    if not bucket:
-        raise ValueError(f"no bucket in {url!r}")
-    return bucket, key.strip("/")
-
-
-def s3_client(endpoint_url: Optional[str]) -> Any:
-    """A boto3 S3 client (credentials and region from boto3's chain; ``us-east-1`` if none is configured)."""
-    import boto3
-    from botocore.config import Config
-
-    session = boto3.session.Session()
-    return session.client("s3", endpoint_url=endpoint_url or None, region_name=session.region_name or "us-east-1",
-                          config=Config(max_pool_connections=PARALLEL_REQUESTS,
-                                        retries={"mode": "standard", "max_attempts": 5}))
-
-
 def _missing(exc: Exception) -> bool:
     code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
     return code in ("NoSuchKey", "404", "NotFound")
@@ -91,7 +53,7 @@ class S3Storage:
     requests made, by operation (``ListObjectsV2``, ``GetObject``...), pages included."""
 
     def __init__(self, endpoint_url: Optional[str] = None) -> None:
-        self.client = s3_client(endpoint_url)
+        self.client = s3_client(endpoint_url, PARALLEL_REQUESTS)
         self.requests: dict[str, int] = {}
         self.client.meta.events.register("before-call.s3", self._count)
         self._pool = concurrent.futures.ThreadPoolExecutor(PARALLEL_REQUESTS, thread_name_prefix="clustrix-s3")
@@ -159,55 +121,3 @@ class S3Storage:
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False)
-
-
-# ---------------------------------------------------------------- on the compute node
-
-def run_element(run_dir: str, batch: int, element: int) -> None:
-    """The worker's side of an S3 run: one array element's tasks, from ``batches/B.pkl`` to
-    ``results/B-I.res`` (see the module docstring for checkpoints and skip markers)."""
-    from clustrix_futures.node.worker import PARTIAL_SUFFIX, RESULT_SUFFIX, encode_frame, run_payload
-
-    client = s3_client(os.environ.get(ENDPOINT_VARIABLE))
-    bucket, root = split_url(run_dir)
-    tasks = _read_element(client, bucket, posixpath.join(root, "batches", f"{batch}.pkl"), element)
-    partial = posixpath.join(root, "results", f"{batch}-{element}{PARTIAL_SUFFIX}")
-    skipped = _skip_markers(client, bucket, root)
-    frames: list[bytes] = []
-    checkpoint_cost: Optional[float] = None
-    last_checkpoint = time.perf_counter()
-    for position, (task_id, payload) in enumerate(tasks):
-        if task_id in skipped:
-            continue
-        frames.append(encode_frame(task_id, run_payload(payload)))
-        more = position < len(tasks) - 1
-        if more and (checkpoint_cost is None
-                     or time.perf_counter() - last_checkpoint >= CHECKPOINT_FACTOR * checkpoint_cost):
-            start = time.perf_counter()
-            client.put_object(Bucket=bucket, Key=partial, Body=b"".join(frames))
-            skipped |= _skip_markers(client, bucket, root)
-            last_checkpoint = time.perf_counter()
-            checkpoint_cost = last_checkpoint - start
-    result = posixpath.join(root, "results", f"{batch}-{element}{RESULT_SUFFIX}")
-    client.put_object(Bucket=bucket, Key=result, Body=b"".join(frames))
-    if checkpoint_cost is not None:
-        client.delete_object(Bucket=bucket, Key=partial)
-
-
-def _read_element(client: Any, bucket: str, key: str, element: int) -> list[tuple[int, bytes]]:
-    """An element's slice of a batch object: three ranged GETs, whatever the batch's size."""
-    from clustrix_futures.node.worker import element_tasks
-
-    def read(start: int, size: int) -> bytes:
-        answer = client.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{start + size - 1}")
-        data: bytes = answer["Body"].read()
-        return data
-
-    return element_tasks(read, element)
-
-
-def _skip_markers(client: Any, bucket: str, root: str) -> set[int]:
-    prefix = posixpath.join(root, "skip") + "/"
-    names = (item["Key"][len(prefix):] for page in client.get_paginator("list_objects_v2").paginate(
-        Bucket=bucket, Prefix=prefix) for item in page.get("Contents", ()))
-    return {int(name) for name in names if name.isdigit()}

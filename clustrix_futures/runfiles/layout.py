@@ -3,50 +3,79 @@
 ::
 
     RUN/manifest.json        backend, options, interpreter: enough for a later process to reattach
-    RUN/batches/B.pkl        the tasks of batch B, indexed by element (one file per batch, not per task)
+    RUN/batches/B.pkl        the tasks of batch B, indexed by element (:mod:`~clustrix_futures.runfiles.batches`)
     RUN/batches/B.sh         the job script of batch B
     RUN/batches/B.json       batch B's job id and the task ids of each element
+    RUN/batches/B-I.rerun.json  the job of element I of batch B's last run, when it ran again
     RUN/results/B-I.res      outcomes of element I of batch B (journalled as B-I.part, then renamed)
+                             (:mod:`~clustrix_futures.runfiles.journal`)
     RUN/logs/B-I.out|.err    the element's stdout and stderr
     RUN/skip/TASK            marker: skip this task if its element runs (cancelled, or already done)
     RUN/code/                the worker's code, staged only when the remote interpreter lacks it
+    RUN/host/                the SSH-host backend's supervisor state (:mod:`clustrix_futures.node.host_supervisor`)
 
-Directories are created 0700 and files 0600.
+Directories are created 0700 and files 0600. The JSON records (manifest, ``B.json``, ``B-I.rerun.json``) are
+:mod:`clustrix_futures.runfiles.records`.
 
 With S3 storage (``storage="s3://bucket/prefix"``) the run's root is ``s3://bucket/prefix/RUN`` and holds
 everything above but the job scripts, the logs and the staged code: those stay where the scheduler reads
 and writes them, in ``host`` (``WORK_DIR/RUN`` on the transport's filesystem; unused by Kubernetes, where
-scripts travel in the Job and logs are the pods'). Without S3 storage ``host`` is the root itself.
+scripts travel in the Job and logs are the pods'). Without S3 storage ``host`` is the root itself. An S3 path
+is ``s3://BUCKET/KEY``: :func:`split_url` gives the bucket and the key. A job script of an S3 run with an
+``endpoint_url`` exports it as :data:`ENDPOINT_VARIABLE`.
+
+Both sides use this module: the client to make a run, the node (:mod:`clustrix_futures.node`) to find its
+batch, results and skip markers. Standard library only.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import posixpath
-import secrets
-import shlex
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
-
-from clustrix_futures.errors import ConfigError
-from clustrix_futures.node.worker import PARTIAL_SUFFIX, RESULT_SUFFIX
-
-if TYPE_CHECKING:
-    from clustrix_futures.remote.storage import Storage
+from typing import Optional
 
 SUBDIRECTORIES = ("batches", "results", "logs", "skip")
+RESULT_SUFFIX = ".res"
+PARTIAL_SUFFIX = ".part"
+SCHEME = "s3://"
+ENDPOINT_VARIABLE = "CLUSTRIX_S3_ENDPOINT_URL"  # set in job scripts when the run has an endpoint_url
 
 
 def new_run_name() -> str:
-    return time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(4)
+    return time.strftime("%Y%m%d-%H%M%S-") + os.urandom(4).hex()  # what secrets.token_hex does, without its imports
 
 
-@dataclass(frozen=True)
-class RunDir:
-    root: str  # the run's storage: a directory, or an s3:// URL
-    host_root: Optional[str] = None  # job scripts, logs and staged code, when not under root (S3 storage)
+def is_s3(location: Optional[str]) -> bool:
+    return bool(location) and str(location).startswith(SCHEME)
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/a/b`` to ``("bucket", "a/b")``."""
+    if not is_s3(url):
+        raise ValueError(f"not an s3:// URL: {url!r}")
+    bucket, _, key = url[len(SCHEME):].partition("/")
+    if not bucket:
+        raise ValueError(f"no bucket in {url!r}")
+    return bucket, key.strip("/")
+
+
+class RunDir:  # a plain class: the node imports this, and making a dataclass or NamedTuple costs its start-up
+    """The paths of one run directory (see the module docstring), each a filesystem path or an ``s3://`` URL.
+
+    ``root`` is the run's storage: a directory, or an s3:// URL; ``host_root`` holds the job scripts, logs and
+    staged code when they are not under ``root`` (S3 storage).
+    """
+
+    __slots__ = ("host_root", "root")
+
+    def __init__(self, root: str, host_root: Optional[str] = None) -> None:
+        self.root = root
+        self.host_root = host_root
+
+    def __repr__(self) -> str:
+        return f"RunDir({self.root!r}, {self.host_root!r})"
 
     def path(self, *parts: str) -> str:
         return posixpath.join(self.root, *parts)
@@ -60,6 +89,10 @@ class RunDir:
         return self.path("results")
 
     @property
+    def skips(self) -> str:
+        return self.path("skip")
+
+    @property
     def code(self) -> str:
         return posixpath.join(self.host, "code")
 
@@ -71,6 +104,9 @@ class RunDir:
 
     def batch_meta(self, batch: int) -> str:
         return self.path("batches", f"{batch}.json")
+
+    def rerun_meta(self, batch: int, element: int) -> str:
+        return self.path("batches", f"{batch}-{element}.rerun.json")
 
     def result(self, batch: int, element: int) -> str:
         return self.path("results", f"{batch}-{element}{RESULT_SUFFIX}")
@@ -101,6 +137,8 @@ def job_script(run_dir: RunDir, batch: int, python: str, setup: Sequence[str], s
                env: Optional[Mapping[str, str]] = None) -> str:
     """A bash script for one array element (POSIX sh too, as Kubernetes runs it). ``setup`` lines are the
     user's shell code, run as written; ``env`` is exported first; every path and value we insert is quoted."""
+    import shlex  # here, not above: only the client writes job scripts, and the node's start-up need not pay
+
     exports = [f"export {name}={shlex.quote(value)}" for name, value in sorted((env or {}).items())]
     lines = ["#!/bin/bash", f"# clustrix-futures: batch {batch} of {run_dir.root}", "set -e", *exports, *setup]
     if staged:
@@ -108,35 +146,3 @@ def job_script(run_dir: RunDir, batch: int, python: str, setup: Sequence[str], s
     lines.append(" ".join(shlex.quote(word) for word in
                           [python, "-m", "clustrix_futures.node.worker", "element", run_dir.root, str(batch)]))
     return "\n".join(lines) + "\n"
-
-
-def encode_json(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, indent=1, sort_keys=True, default=str).encode()
-
-
-def batch_document(batch: int, job_id: str, elements: list[list[int]], resources: dict[str, Any]) -> bytes:
-    return encode_json({"batch": batch, "job_id": job_id, "elements": elements, "resources": resources})
-
-
-async def read_manifest(storage: Storage, root: str, where: str, hint: str = "") -> dict[str, Any]:
-    """The manifest of the run directory ``root``; ConfigError if it has none (it is not a run directory)."""
-    path = RunDir(root).manifest
-    data = (await storage.read_many([path]))[path]
-    if data is None:
-        raise ConfigError(f"{root} on {where} is not a clustrix-futures run directory: it has no manifest.json{hint}")
-    manifest: dict[str, Any] = json.loads(data)
-    return manifest
-
-
-async def read_batches(storage: Storage, run_dir: RunDir) -> list[dict[str, Any]]:
-    """The recorded batches (``batches/B.json``) in order, each with ``job_ids``: the job of each element, the
-    one of its last run for an element run again (``batches/B-I.rerun.json``)."""
-    names = [n for n in await storage.listdir(run_dir.path("batches")) if n.endswith(".json")]
-    contents = await storage.read_many([run_dir.path("batches", n) for n in names])
-    documents = [json.loads(data) for data in contents.values() if data]
-    reruns = {(d["batch"], d["index"]): d["job_id"] for d in documents if "index" in d}
-    batches = sorted((d for d in documents if "elements" in d), key=lambda d: int(d["batch"]))
-    for batch in batches:
-        batch["job_ids"] = [reruns.get((batch["batch"], index), batch["job_id"])
-                            for index in range(len(batch["elements"]))]
-    return batches

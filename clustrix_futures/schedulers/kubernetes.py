@@ -24,7 +24,7 @@
   with all its elements, unless one failed (kept for its pods' logs, like the run's files); what is left is
   deleted with the run's files, else by Kubernetes one day after it finished (``ttlSecondsAfterFinished``).
 
-Verified only against the stand-in API server in ``tests/k8s_standin.py``, which runs each pod's command
+Verified only against the stand-in API server in ``tests/support/k8s_standin.py``, which runs each pod's command
 as a local process: no real cluster has run this code.
 """
 

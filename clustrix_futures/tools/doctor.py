@@ -28,7 +28,8 @@ from clustrix_futures.engine.startup import interpreter_problem, probe_interpret
 from clustrix_futures.engine.submission import resources_of
 from clustrix_futures.errors import ConfigError, HostKeyError
 from clustrix_futures.remote.site import Site
-from clustrix_futures.remote.storage import S3Storage, is_s3
+from clustrix_futures.remote.storage import S3Storage
+from clustrix_futures.runfiles.layout import is_s3
 from clustrix_futures.schedulers import capabilities, make_scheduler
 from clustrix_futures.schedulers.base import ArraySubmission, BackendContext
 from clustrix_futures.schedulers.command import CommandScheduler

@@ -22,15 +22,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-import cloudpickle
-
 from clustrix_futures import config
 from clustrix_futures.errors import ConfigError
-from clustrix_futures.node.worker import PARTIAL_SUFFIX, RESULT_SUFFIX, ChunkResult, read_journal
 from clustrix_futures.remote.site import Site
-from clustrix_futures.remote.storage import Storage, is_s3
+from clustrix_futures.remote.storage import Storage
 from clustrix_futures.remote.transport import Transport
-from clustrix_futures.runfiles.layout import RunDir, read_batches, read_manifest
+from clustrix_futures.runfiles.journal import read_journal
+from clustrix_futures.runfiles.layout import PARTIAL_SUFFIX, RESULT_SUFFIX, RunDir, is_s3
+from clustrix_futures.runfiles.outcomes import decode_outcome, failure_of
+from clustrix_futures.runfiles.records import read_batches, read_manifest
 from clustrix_futures.schedulers import capabilities, make_scheduler
 from clustrix_futures.schedulers.base import QUEUED, RUNNING, BackendContext, ElementKey, FinalState, Scheduler
 
@@ -209,16 +209,11 @@ class OpenRun:
 
 def _describe(encoded: bytes) -> tuple[str, str, str]:
     try:
-        ok, value, text, _seconds = cloudpickle.loads(encoded)
+        outcome = decode_outcome(encoded)
     except Exception as exc:
         return UNREADABLE, f"its outcome cannot be unpickled here: {type(exc).__name__}: {exc}", ""
-    if not ok:
-        return RAISED, f"{type(value).__name__}: {value}".strip(), text
-    if isinstance(value, ChunkResult) and value.failures:
-        first, (error, trace) = min(value.failures.items())
-        return RAISED, (f"{len(value.failures)} of {len(value.values)} map items raised, the first (item "
-                        f"{first} of the chunk): {type(error).__name__}: {error}"), trace
-    return SUCCEEDED, "", ""
+    failure = failure_of(outcome)
+    return (RAISED, *failure) if failure else (SUCCEEDED, "", "")
 
 
 # ---------------------------------------------------------------- opening runs
@@ -268,7 +263,7 @@ class RunSite(Site):
 
 
 def _looks_like_run(name: str) -> bool:
-    parts = name.split("-")  # rundir.new_run_name: YYYYmmdd-HHMMSS-hex
+    parts = name.split("-")  # runfiles.layout.new_run_name: YYYYmmdd-HHMMSS-hex
     return len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit() and len(parts[0]) == 8
 
 

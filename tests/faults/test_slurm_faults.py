@@ -13,12 +13,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-import workloads
-from conftest import killed_client
+from support import workloads
+from support.executors import killed_client
 
 from clustrix_futures import ClusterPoolExecutor, JobFailedError
 
-pytestmark = pytest.mark.slurm
 INFRA = Path(__file__).parent.parent / "infra"
 TESTS = Path(__file__).parent.parent
 
@@ -158,7 +157,11 @@ def test_partial_journal_is_not_read_while_the_element_runs(slurm_executor, sign
     workloads.wait_for_file(str(started), 120)
     results = Path(ex.run_dir) / "results"
     assert [p.name for p in results.iterdir()] == ["0-0.part"]  # the first task's outcome is journalled...
-    time.sleep(1)
+    queries = ex.scheduler_commands.get("squeue", 0)
+    deadline = time.monotonic() + 60  # two status queries later, the monitor has listed the results since
+    while ex.scheduler_commands.get("squeue", 0) < queries + 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ex.scheduler_commands.get("squeue", 0) >= queries + 2
     assert not futures[0].done()  # ...but not read before the element's file is complete
     (signals / "release").touch()
     assert futures[0].result(60) == 9 and futures[1].result(60)

@@ -9,34 +9,21 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from pathlib import Path
 
 import pytest
-import workloads
-from conftest import killed_client
-from test_ssh import (
-    RESULT_WAIT,
-    arrays_named,
-    executors,
-    kill_connection,
-    remote,
-    square_after,
-    sshd_ctl,
-    wait_until,
-)
+from support import workloads
+from support.executors import killed_client
+from support.sshd import arrays_named, kill_connection, sshd_ctl
+from support.waiting import RESULT_WAIT, wait_until
 
 from clustrix_futures import ClusterPoolExecutor, JobFailedError
-
-pytestmark = pytest.mark.ssh
-__all__ = ["executors", "remote"]  # fixtures used here
-TESTS = Path(__file__).parent.parent
 
 
 def test_sshd_restart_mid_run_loses_nothing(remote, executors, signals):
     release, job_name = signals / "release", f"cf-restart-{secrets.token_hex(4)}"
     ex = ClusterPoolExecutor(**remote, tasks_per_element=5, job_name=job_name)
     executors.append(ex)
-    first = [ex.submit(square_after, str(release), x) for x in range(20)]
+    first = [ex.submit(workloads.square_after, str(release), x) for x in range(20)]
     wait_until(lambda: any(f.running() for f in first))
     try:
         sshd_ctl("down")
@@ -47,7 +34,7 @@ def test_sshd_restart_mid_run_loses_nothing(remote, executors, signals):
         sshd_ctl("up")
     assert [f.result(RESULT_WAIT) for f in first + second] == [x * x for x in range(40)]
     assert ex._engine.transport._generation >= 2  # it did lose the connection and reconnect
-    assert len(arrays_named(job_name)) == ex._engine.command_counts["sbatch"]  # no submission ran twice
+    assert len(arrays_named(job_name)) == ex.scheduler_commands["sbatch"]  # no submission ran twice
 
 
 def test_killed_connections_lose_nothing(remote, executors, signals):
@@ -55,7 +42,7 @@ def test_killed_connections_lose_nothing(remote, executors, signals):
     ex = ClusterPoolExecutor(**remote, tasks_per_element=4, job_name=job_name)
     executors.append(ex)
     transport = ex._engine.transport
-    futures = [ex.submit(square_after, str(release), x) for x in range(24)]
+    futures = [ex.submit(workloads.square_after, str(release), x) for x in range(24)]
     wait_until(lambda: any(f.running() for f in futures))
     for round_ in range(4):
         wait_until(lambda connections=round_ + 1: transport._generation >= connections)  # reconnected
@@ -66,7 +53,7 @@ def test_killed_connections_lose_nothing(remote, executors, signals):
         time.sleep(0.4)
     assert [f.result(RESULT_WAIT) for f in futures] == [x * x for x in range(40)]
     assert transport._generation >= 5
-    assert len(arrays_named(job_name)) == ex._engine.command_counts["sbatch"]  # no submission ran twice
+    assert len(arrays_named(job_name)) == ex.scheduler_commands["sbatch"]  # no submission ran twice
 
 
 def test_connection_down_for_good_fails_live_futures(remote, sshd, signals):
@@ -82,7 +69,7 @@ def test_connection_down_for_good_fails_live_futures(remote, sshd, signals):
         with pytest.raises(JobFailedError) as caught:
             future.result(0)
         assert caught.value.state == "CONNECTION_LOST"
-        assert ex._engine.run_dir.root in str(caught.value)
+        assert ex.run_dir in str(caught.value)
     finally:
         sshd_ctl("up")
         release.touch()  # let the job end

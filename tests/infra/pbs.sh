@@ -15,7 +15,7 @@
 #   tests/infra/pbs.sh status  # exit 0 if the wrappers are unpacked and their qstat answers
 #   tests/infra/pbs.sh env     # print the export lines (PATH, PERL5LIB, LD_LIBRARY_PATH)
 #
-# Facts and pitfalls: /work/shared/INFRA-NOTES.md, section "PBS".
+# Facts and pitfalls: tests/infra/README.md, section "pbs.sh".
 set -euo pipefail
 
 CF_PBS_DIR=${CF_PBS_DIR:-/var/lib/clustrix-pbs-wrappers}

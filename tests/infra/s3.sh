@@ -11,7 +11,7 @@
 #           accepts any).
 #
 # State lives in $CF_S3_DIR (default /tmp/clustrix-s3): moto.pid, moto.log. moto keeps every object in the
-# server's memory: `down` forgets them all. Facts: /work/shared/INFRA-NOTES.md, section "S3".
+# server's memory: `down` forgets them all. Facts: tests/infra/README.md, section "s3.sh".
 set -euo pipefail
 
 DIR="${CF_S3_DIR:-/tmp/clustrix-s3}"

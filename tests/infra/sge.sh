@@ -10,7 +10,7 @@
 #   tests/infra/sge.sh env     # print the environment the SGE clients need (SGE_ROOT, SGE_CELL)
 #
 # It coexists with tests/infra/slurm.sh (different daemons, ports 6444/6445, no shared state).
-# Facts and pitfalls: /work/shared/INFRA-NOTES.md, section "Son of Grid Engine 8.1.9".
+# Facts and pitfalls: tests/infra/README.md, section "sge.sh".
 set -euo pipefail
 
 export SGE_ROOT=${SGE_ROOT:-/var/lib/gridengine}

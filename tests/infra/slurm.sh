@@ -7,7 +7,7 @@
 #   tests/infra/slurm.sh down    # cancel all jobs, stop the daemons this script started (by recorded pid)
 #   tests/infra/slurm.sh status  # print sinfo/squeue; exit 0 if healthy, 1 otherwise
 #
-# Facts and pitfalls: /work/shared/INFRA-NOTES.md, section "SLURM 22.05".
+# Facts and pitfalls: tests/infra/README.md, section "slurm.sh".
 set -euo pipefail
 
 CF_SLURM_STATE=${CF_SLURM_STATE:-/var/lib/clustrix-slurm}

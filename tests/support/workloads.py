@@ -1,4 +1,9 @@
-"""Small functions the tests submit (importable by workers by reference, or shipped by value)."""
+"""Small functions the tests submit.
+
+Imported as ``support.workloads``: local workers import it by reference (they get the client's sys.path); for
+cluster backends the top-level package ``support`` is the user's own code (not installed), so its modules travel
+by value, as ``workloads`` did before it moved here.
+"""
 
 from __future__ import annotations
 
@@ -91,3 +96,28 @@ def initialize(value: Any) -> None:
 
 def initialized() -> list:
     return list(_initialized)
+
+
+def square_after(release: str, x: int) -> int:
+    """Square x once ``release`` exists."""
+    wait_for_file(release, 90)
+    return x * x
+
+
+def square_and_record(directory: str, x: int) -> int:
+    """Square x, and record that it ran: a line appended to ``ran-X`` in ``directory`` (tests count runs)."""
+    with open(Path(directory, f"ran-{x}"), "a") as record:
+        record.write(f"{os.getpid()}\n")
+    return x * x
+
+
+def gated_record(directory: str, gate: str, x: int) -> int:
+    """Wait for the file ``gate`` (if one is named), then ``square_and_record(directory, x)``."""
+    if gate:
+        wait_for_file(gate)
+    return square_and_record(directory, x)
+
+
+def runs_recorded(directory: Any) -> dict[int, int]:
+    """How often each ``square_and_record(directory, x)`` ran, by x."""
+    return {int(p.name[4:]): len(p.read_text().splitlines()) for p in Path(directory).glob("ran-*")}

@@ -2,7 +2,7 @@
 REST JSON the ``kubernetes`` Python client sends and expects, with a Job controller that REALLY runs each
 pod's command as a local process.
 
-No kube-apiserver can run on the machines this project is tested on (see /work/shared/INFRA-NOTES.md), so
+No kube-apiserver can run on the machines this project is tested on (see tests/infra/README.md), so
 the kubernetes backend is verified against this, and only this. What it does, as the real thing does:
 
 * Indexed Jobs: ``completions``, ``parallelism`` (at most that many pods at once), ``backoffLimitPerIndex``
@@ -24,7 +24,7 @@ Not simulated: several nodes, resource quotas, watches, field selectors, images 
 "is" this machine). For fault tests, ``POST /standin/faults`` with ``{"status": 503, "count": N, "match": "pods"}``
 makes the next N requests whose path contains ``match`` fail with that status.
 
-Run: ``python tests/k8s_standin.py --token TOKEN [--port 0] [--state DIR]``; it prints its port on the first
+Run: ``python tests/support/k8s_standin.py --token TOKEN [--port 0] [--state DIR]``; it prints its port on the first
 line of stdout, serves until SIGTERM, then kills every pod it started.
 """
 

@@ -1,0 +1,101 @@
+"""Running tasks: one call (:func:`run_payload`, :func:`run_recorded`, :func:`journal_frame`), or one chunk of a
+map (:func:`apply_chunk`).
+
+A *task payload* is ``cloudpickle.dumps((fn, args, kwargs))``. Running it gives an outcome, encoded as
+:mod:`clustrix_futures.runfiles.outcomes` defines: whatever the task does, its encoded outcome unpickles.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Optional
+
+import cloudpickle
+
+from clustrix_futures.runfiles import journal
+from clustrix_futures.runfiles.outcomes import ChunkResult, Outcome, encode_outcome, travelling_exception
+
+MAX_STEP = 4096  # items run between two looks at the clock, once items have proved fast
+
+
+class Recorded:  # a plain class: making a NamedTuple costs the node's start-up
+    """A task's encoded ``outcome``, whether it succeeded (``ok``), and when it ran (``start`` and ``end``,
+    wall clock: ``time.time()``)."""
+
+    __slots__ = ("end", "ok", "outcome", "start")
+
+    def __init__(self, ok: bool, outcome: bytes, start: float, end: float) -> None:
+        self.ok, self.outcome, self.start, self.end = ok, outcome, start, end
+
+
+def run_call(fn: Callable[..., Any], args: Sequence[Any], kwargs: dict) -> Outcome:
+    start = time.perf_counter()
+    try:
+        return (True, fn(*args, **kwargs), "", time.perf_counter() - start)
+    except BaseException as exc:
+        exc, text = travelling_exception(exc)
+        return (False, exc, text, time.perf_counter() - start)
+
+
+def run_recorded(payload: bytes) -> Recorded:
+    """Unpickle a task payload, run it, and encode its outcome."""
+    start = time.time()
+    try:
+        fn, args, kwargs = cloudpickle.loads(payload)
+    except BaseException as exc:
+        err, text = travelling_exception(exc)
+        outcome: Outcome = (False, err, "the task could not be unpickled on the worker:\n" + text, 0.0)
+    else:
+        outcome = run_call(fn, args, kwargs)
+    ok, encoded = encode_outcome(outcome)
+    return Recorded(ok, encoded, start, time.time())
+
+
+def run_payload(payload: bytes) -> bytes:
+    """Unpickle a task payload, run it, and return its encoded outcome."""
+    return run_recorded(payload).outcome
+
+
+def journal_frame(task_id: int, payload: bytes) -> bytes:
+    """Run one task; its frame of the result journal (:mod:`clustrix_futures.runfiles.journal`)."""
+    ran = run_recorded(payload)
+    return journal.encode_frame(task_id, journal.OK if ran.ok else journal.RAISED, ran.start, ran.end, ran.outcome)
+
+
+def apply_chunk(fn: Callable[..., Any], items: Iterable[Any], star: bool,
+                budget: Optional[float] = None) -> ChunkResult:
+    """Run ``fn`` over a chunk of a map. One failing item loses no other: the run goes on after it.
+
+    The items run in one ``map()`` (no per-item bookkeeping); only a raising item costs extra. With a
+    ``budget`` (seconds), the chunk stops at the first look at the clock past it and reports how far it got
+    (``ChunkResult.stopped_at``): the clock is read after 1, 2, 4 ... items (at most ``MAX_STEP`` apart,
+    and never more items than the budget left is expected to fit), so a chunk runs at most its budget plus
+    one item, and fast items pay a few dozen clock reads per chunk.
+    """
+    values: list[Any] = []
+    failures: dict[int, tuple[BaseException, str]] = {}
+    remaining = iter(items)
+    start = time.perf_counter()
+    deadline = None if budget is None else start + budget
+    step = 1
+    while True:
+        try:
+            if deadline is None:
+                values.extend(itertools.starmap(fn, remaining) if star else map(fn, remaining))
+                return ChunkResult(values, failures, time.perf_counter() - start)
+            while True:
+                before = len(values)
+                part = itertools.islice(remaining, step)
+                values.extend(itertools.starmap(fn, part) if star else map(fn, part))
+                now = time.perf_counter()
+                if len(values) - before < step:
+                    return ChunkResult(values, failures, now - start)
+                if now >= deadline:
+                    return ChunkResult(values, failures, now - start, stopped_at=len(values))
+                per_item = (now - start) / len(values)
+                step = max(1, min(step * 2, MAX_STEP, int((deadline - now) / max(per_item, 1e-9))))
+        except BaseException as exc:
+            failures[len(values)] = travelling_exception(exc)
+            values.append(None)

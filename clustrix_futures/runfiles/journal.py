@@ -1,0 +1,108 @@
+"""The result journal (version 2): how an array element reports its tasks' outcomes, written and read here only.
+
+::
+
+    journal := preamble frame*
+    preamble := MAGIC (4 bytes, b"CFJL") VERSION (uint16, little-endian)
+    frame    := header body
+    header   := task id (uint64) kind (uint8) start (float64) end (float64) body length (uint64), little-endian
+    body     := the encoded outcome (:mod:`clustrix_futures.runfiles.outcomes`) for the kinds OK and RAISED
+
+``start`` and ``end`` are the task's wall-clock times (``time.time()``) on the node. A reader counts outcomes
+and times tasks from the headers alone (:func:`read_frames`), without unpickling a body, and can read a journal
+still being appended to: a torn last frame is not an error. The kinds SKIPPED (a task passed over for its skip
+marker) and PROGRESS (news from a running task) are reserved for later writers: they carry no outcome, and
+:func:`read_journal` passes over them. Any other kind is damage (a new kind needs a new version).
+
+A journal of another version raises :class:`UnknownJournalVersion` (a ``ValueError``) saying which version it
+is and which one this client reads.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+
+MAGIC = b"CFJL"
+VERSION = 2
+OK, RAISED, SKIPPED, PROGRESS = 0, 1, 2, 3
+KINDS = (OK, RAISED, SKIPPED, PROGRESS)
+PREAMBLE = struct.Struct("<4sH")
+HEADER = struct.Struct("<QBddQ")
+_PICKLE_PROTOCOL, _PICKLE_STOP = b"\x80", b"."  # the first and last opcodes of every pickle of protocol 2 or more
+
+
+class UnknownJournalVersion(ValueError):
+    """A result journal this client cannot read: written by a worker of another journal version."""
+
+
+class Frame:  # a plain class: making a NamedTuple costs the node's start-up
+    """One frame's header (``task_id``, ``kind``, ``start``, ``end``, and the ``size`` of its body), and the
+    ``offset`` of its body in the journal's bytes."""
+
+    __slots__ = ("end", "kind", "offset", "size", "start", "task_id")
+
+    def __init__(self, task_id: int, kind: int, start: float, end: float, size: int, offset: int) -> None:
+        self.task_id, self.kind, self.start, self.end, self.size, self.offset = task_id, kind, start, end, size, offset
+
+    def __repr__(self) -> str:
+        return (f"Frame(task_id={self.task_id}, kind={self.kind}, start={self.start}, end={self.end}, "
+                f"size={self.size}, offset={self.offset})")
+
+
+def preamble() -> bytes:
+    """The bytes a journal starts with."""
+    return PREAMBLE.pack(MAGIC, VERSION)
+
+
+def encode_frame(task_id: int, kind: int, start: float, end: float, body: bytes = b"") -> bytes:
+    return HEADER.pack(task_id, kind, start, end, len(body)) + body
+
+
+def read_frames(data: bytes) -> Iterator[Frame]:
+    """The frames of a journal, in order, from their headers (no body is unpickled).
+
+    A journal shorter than its preamble (just created) has no frames; a torn last frame ends the iteration
+    quietly. :class:`UnknownJournalVersion` if the journal is not of version 2.
+    """
+    if len(data) < PREAMBLE.size:
+        if not preamble().startswith(data):
+            raise UnknownJournalVersion(f"the result journal does not start with the journal preamble; this "
+                                        f"client reads journal version {VERSION}")
+        return
+    magic, version = PREAMBLE.unpack_from(data)
+    if magic != MAGIC:
+        raise UnknownJournalVersion(f"the result journal does not start with {MAGIC!r} (it is not a journal, or "
+                                    f"one of version 1, from an older worker); this client reads journal "
+                                    f"version {VERSION}")
+    if version != VERSION:
+        raise UnknownJournalVersion(f"the result journal is of version {version}, unknown to this client, "
+                                    f"which reads journal version {VERSION}")
+    position = PREAMBLE.size
+    while position + HEADER.size <= len(data):
+        task_id, kind, start, end, size = HEADER.unpack_from(data, position)
+        offset = position + HEADER.size
+        if offset + size > len(data):
+            return
+        yield Frame(task_id, kind, start, end, size, offset)
+        position = offset + size
+
+
+def read_journal(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """The ``(task_id, encoded outcome)`` of each outcome frame (OK or RAISED) of a journal, in order.
+
+    A torn last frame (a journal still being written, or cut by a crash) ends the iteration quietly; a damaged
+    frame (an unknown kind, a body that is not shaped as a pickle: no body is unpickled here) raises
+    ``ValueError``, after the good frames before it were yielded, and so does a journal of another version
+    (:class:`UnknownJournalVersion`).
+    """
+    for frame in read_frames(data):
+        if frame.kind not in KINDS:
+            raise ValueError(f"the frame at byte {frame.offset - HEADER.size} has an unknown kind {frame.kind}")
+        if frame.kind not in (OK, RAISED):
+            continue
+        body = data[frame.offset:frame.offset + frame.size]
+        if not (body.startswith(_PICKLE_PROTOCOL) and body.endswith(_PICKLE_STOP)):
+            raise ValueError(f"the frame at byte {frame.offset - HEADER.size} (task {frame.task_id}) does not hold "
+                             f"a pickled outcome")
+        yield frame.task_id, body
