@@ -17,22 +17,42 @@ from clustrix_futures.future import ClusterFuture
 from clustrix_futures.mapping.feeder import Feeders
 from clustrix_futures.mapping.run import map_in_chunks
 from clustrix_futures.mapping.sizing import map_sizes
-from clustrix_futures.remote.files import RemoteFiles, local_files
+from clustrix_futures.remote.files import RemoteFiles
+from clustrix_futures.runfiles.layout import RunDir
 from clustrix_futures.serialization import dumps_task
 
 
 class Engine(Protocol):
-    """What runs payloads. ``submit`` must return quickly; the rest happens in the engine's own thread."""
+    """What runs payloads: the local pool (:class:`~clustrix_futures.local.pool.LocalPool`) or the cluster
+    engine (:class:`~clustrix_futures.engine.session.ClusterEngine`). ``submit`` must return quickly; the rest
+    happens in the engine's own thread. Every method may be called from any thread."""
 
     ships_code: bool  # whether the user's own modules must travel by value
+
+    @property
+    def futures(self) -> list[ClusterFuture]:
+        """The futures of the run an engine attached to, in submission order; empty for a new run."""
+
+    @property
+    def run_dir(self) -> Optional[RunDir]:
+        """The run directory, on the cluster's filesystem or in S3; None when payloads use no files."""
+
+    @property
+    def command_counts(self) -> dict[str, int]:
+        """How many times each scheduler command (or API call) has run; empty without a scheduler."""
 
     def submit(self, payload: bytes, resources: Optional[Mapping[str, Any]] = None,
                packable: bool = True) -> ClusterFuture:
         """Queue a payload. ``packable=False``: a map chunk already sized to run alone in an element."""
 
-    def chunk_sizes(self, total: Optional[int], fn: Callable[..., Any]) -> Iterator[int]: ...
+    def chunk_sizes(self, total: Optional[int], fn: Callable[..., Any]) -> Iterator[int]:
+        """The sizes of successive map chunks of ``fn`` over ``total`` items (None: not known)."""
 
-    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None: ...
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        """As ``Executor.shutdown``: no new work after it; ``wait`` for the outstanding work, or not."""
+
+    def files(self) -> RemoteFiles:
+        """Filesystem helpers where the tasks run."""
 
 
 def _make_engine(settings: config.Settings, initializer: Optional[bytes]) -> Engine:
@@ -40,7 +60,7 @@ def _make_engine(settings: config.Settings, initializer: Optional[bytes]) -> Eng
         from clustrix_futures.local.pool import LocalPool
 
         return LocalPool(settings.max_workers, initializer)
-    from clustrix_futures.engine.startup import ClusterEngine
+    from clustrix_futures.engine.session import ClusterEngine
 
     return ClusterEngine(settings, initializer)
 
@@ -69,7 +89,7 @@ class ClusterPoolExecutor(Executor):
 
     def _run_with(self, engine: Engine) -> None:
         self._engine = engine
-        self.futures: list[ClusterFuture] = getattr(engine, "futures", [])  # an attached run's, else empty
+        self.futures: list[ClusterFuture] = engine.futures  # an attached run's, else empty
         self._shutdown_lock = threading.Lock()
         self._shut_down = False
         self._feeders = Feeders()
@@ -83,7 +103,7 @@ class ClusterPoolExecutor(Executor):
         keys when attaching from another machine) override those recorded in the run's manifest. New work
         may be submitted through it too.
         """
-        from clustrix_futures.engine.startup import ClusterEngine
+        from clustrix_futures.engine.session import ClusterEngine
 
         executor = cls.__new__(cls)
         executor.settings = config.Settings(str(options.pop("backend", "slurm")), None,
@@ -94,14 +114,13 @@ class ClusterPoolExecutor(Executor):
     @property
     def run_dir(self) -> Optional[str]:
         """The run directory on the cluster's filesystem (None for local processes): what ``attach`` takes."""
-        run = getattr(self._engine, "run_dir", None)
+        run = self._engine.run_dir
         return None if run is None else str(run.root)
 
     @property
     def files(self) -> RemoteFiles:
         """``ls``, ``find``, ``stat``, ``exists``, ``glob`` on the cluster, over this executor's connection."""
-        files = getattr(self._engine, "files", None)
-        return files() if files is not None else local_files()
+        return self._engine.files()
 
     @property
     def backend(self) -> str:
@@ -110,7 +129,7 @@ class ClusterPoolExecutor(Executor):
     @property
     def scheduler_commands(self) -> dict[str, int]:
         """How many times each scheduler command (sbatch, squeue...) has run; empty for local processes."""
-        return dict(getattr(self._engine, "command_counts", {}))
+        return dict(self._engine.command_counts)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> ClusterFuture:
         return self._submit(fn, args, kwargs, None)

@@ -27,37 +27,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from clustrix_futures.config import Settings
-from clustrix_futures.engine.submission import plan_arrays, resource_key, resources_of
+from clustrix_futures.engine.records import Books, Element, Environment
+from clustrix_futures.engine.submission import Submission
 from clustrix_futures.errors import JobFailedError
 from clustrix_futures.future import ClusterFuture, someone_waits
-from clustrix_futures.mapping.sizing import tasks_per_element
 from clustrix_futures.remote.storage import Storage
 from clustrix_futures.remote.transport import TransportLost
-from clustrix_futures.runfiles.batches import encode_batch
-from clustrix_futures.runfiles.journal import read_journal
-from clustrix_futures.runfiles.layout import RunDir, job_script, parse_result_name
-from clustrix_futures.runfiles.outcomes import loads_outcome
-from clustrix_futures.runfiles.records import batch_document, encode_json
-from clustrix_futures.schedulers.base import (
-    ENDED,
-    QUEUED,
-    RUNNING,
-    ArraySubmission,
-    ElementKey,
-    FinalState,
-    Scheduler,
-    SchedulerUnreachable,
-    StatusReport,
-    SubmitRefused,
-)
-from clustrix_futures.serialization import resolve
+from clustrix_futures.runfiles.layout import parse_result_name
+from clustrix_futures.schedulers.base import ENDED, QUEUED, RUNNING, ElementKey, FinalState, Scheduler, StatusReport
 
 log = logging.getLogger(__name__)
 
@@ -72,96 +56,92 @@ BATCH_WINDOW_CAP = 1.0
 LOG_TAIL_BYTES = 4000
 
 StatusAnswer = tuple[Optional[StatusReport], set[ElementKey]]
-
-
-@dataclass
-class Element:
-    batch: int
-    index: int
-    task_ids: list[int]
-    job_id: str = ""
-    phase: str = QUEUED
-    vanished_at: Optional[float] = None
-    done: bool = False
-    attempts: int = 1
-
-    @property
-    def name(self) -> str:
-        return f"{self.job_id}_{self.index}"
-
-
-@dataclass
-class Task:
-    future: ClusterFuture
-    payload: Optional[bytes]
-    resources: dict[str, Any]
-    packable: bool = True  # False: a map chunk, sized to run alone
-    element: Optional[Element] = None
-
-
-@dataclass
-class Environment:
-    """What the engine learned at start-up."""
-
-    run_dir: RunDir
-    python: str
-    staged: bool
-    max_array_size: Optional[int]
-    script_env: dict[str, str] = field(default_factory=dict)  # exported by every job script
-
-
-@dataclass
-class DurationStats:
-    """Mean task duration, for packing; updated from every outcome."""
-
-    count: int = 0
-    total: float = 0.0
-
-    def add(self, seconds: float) -> None:
-        self.count += 1
-        self.total += seconds
-
-    @property
-    def mean(self) -> Optional[float]:
-        return self.total / self.count if self.count else None
+Submitted = tuple[int, ClusterFuture, bytes, Optional[Mapping[str, Any]], bool]
 
 
 class Monitor:
+    """Watches one run: submits its tasks as arrays and resolves their futures, in :meth:`run` on one loop.
+
+    Work arrives from other threads only through :meth:`submit`, :meth:`cancel` and :meth:`stop`; they may
+    be called before :meth:`run` starts (the work then waits for it) and while it runs. That is the only
+    state shared across threads, and it is guarded so:
+
+    - ``_submissions`` and ``_cancellations`` are deques: any thread appends, only the loop pops (both are
+      atomic in CPython, so no lock is taken);
+    - ``_stop_requested`` is a :class:`threading.Event`;
+    - ``_loop`` is set once, by :meth:`run`, before it first reads the deques. A caller appends first and
+      reads ``_loop`` after: if it is still None, :meth:`run` has not read the deques yet and will see the
+      work; otherwise the caller wakes the loop with ``call_soon_threadsafe``.
+
+    Everything else (the books of tasks and elements, the submission backlog, the status schedule) is
+    touched on the loop only: by :meth:`run`, and by :meth:`adopt`, :meth:`cancel_queued` and
+    :meth:`fail_everything`, which must be called on the loop too.
+    """
+
     def __init__(self, settings: Settings, scheduler: Scheduler, storage: Storage, env: Environment) -> None:
         self.settings = settings
         self.scheduler = scheduler
         self.storage = storage
         self.env = env
-        self.tasks: dict[int, Task] = {}
-        self.live: dict[ElementKey, Element] = {}
-        self.by_slot: dict[tuple[int, int], Element] = {}  # (batch, index): where its result file points
-        self.stats = DurationStats()
+        self.books = Books()
         self.cycles = 0
-        self.inbox: deque[tuple[int, ClusterFuture, bytes, Optional[Mapping[str, Any]], bool]] = deque()
-        self.cancelled: deque[int] = deque()
-        self.backlog: list[int] = []  # registered, not yet submitted
-        self.stopping = False
+        self._submission = Submission(settings, scheduler, storage, env, self.books, self._status_soon)
+        self._submissions: deque[Submitted] = deque()
+        self._cancellations: deque[int] = deque()
+        self._stop_requested = threading.Event()
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._wake = asyncio.Event()
-        self._batches = 0
         self._seen_results: set[str] = set()
         self._interval = FASTEST_INTERVAL
         self._listing_seconds = 0.0  # how long the last results listing took
         self._failed_cycles = 0
-        self._unreachable_since: Optional[float] = None  # since when submissions could not reach the scheduler
         self._status_gap = FIRST_STATUS_GAP
         self._next_status = 0.0
         self._status_query: Optional[asyncio.Future[StatusAnswer]] = None  # asked, not yet used
 
-    # ------------------------------------------------------------ inputs, called on the loop
+    # ------------------------------------------------------------ from any thread
 
-    def wake(self) -> None:
-        self._wake.set()
+    def submit(self, task_id: int, future: ClusterFuture, payload: bytes,
+               resources: Optional[Mapping[str, Any]], packable: bool) -> None:
+        """Queue a task for submission; ``resources`` override the executor's (a resource view's)."""
+        self._submissions.append((task_id, future, payload, resources, packable))
+        self._wake_loop()
+
+    def cancel(self, task_id: int) -> None:
+        """A task's future was cancelled: withdraw its element if nothing else of it runs, else skip it."""
+        self._cancellations.append(task_id)
+        self._wake_loop()
+
+    def stop(self) -> None:
+        """Have :meth:`run` return once every task it was given is resolved."""
+        self._stop_requested.set()
+        self._wake_loop()
+
+    def _wake_loop(self) -> None:
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._wake.set)
+
+    # ------------------------------------------------------------ what tests and reports read (on the loop)
+
+    @property
+    def batches(self) -> int:
+        """How many batch files (arrays) this run has written."""
+        return self._submission.batches
+
+    @property
+    def results_read(self) -> int:
+        """How many result files have been read."""
+        return len(self._seen_results)
+
+    # ------------------------------------------------------------ on the loop
 
     def idle(self) -> bool:
-        return not self.inbox and all(t.future.done() for t in self.tasks.values())
+        return not self._submissions and all(t.future.done() for t in self.books.tasks.values())
 
     async def run(self) -> None:
         """Cycle until stopping and nothing is left to watch. Never dies of one bad cycle."""
+        self._loop = asyncio.get_running_loop()
         try:
             await self._run_cycles()
         finally:
@@ -172,7 +152,7 @@ class Monitor:
                 await asyncio.gather(query, return_exceptions=True)
 
     async def _run_cycles(self) -> None:
-        while not (self.stopping and self.idle()):
+        while not (self._stop_requested.is_set() and self.idle()):
             try:
                 busy = await self._take_inbox()
                 busy |= await self._cycle()
@@ -193,112 +173,36 @@ class Monitor:
                 busy = False
             else:
                 self._failed_cycles = 0
-            self._interval = FASTEST_INTERVAL if busy else min(self._interval * 1.5,
-                                                               self.settings["poll_interval"])
-            pause = self._interval
-            if self.live and someone_waits():
-                pause = min(pause, max(WAITING_INTERVAL, LISTING_SHARE * self._listing_seconds))
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), pause)
-            self._wake.clear()
+            await self._pause(busy)
+
+    async def _pause(self, busy: bool) -> None:
+        """Wait for the next cycle: see the module docstring; a wake-up ends the wait early."""
+        self._interval = FASTEST_INTERVAL if busy else min(self._interval * 1.5, self.settings["poll_interval"])
+        pause = self._interval
+        if self.books.live and someone_waits():
+            pause = min(pause, max(WAITING_INTERVAL, LISTING_SHARE * self._listing_seconds))
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), pause)
+        self._wake.clear()
 
     def fail_everything(self, error: JobFailedError) -> None:
-        for task in self.tasks.values():
+        """Fail every pending future, registered or still in the inbox."""
+        for task in self.books.tasks.values():
             task.future.set_exception_if_pending(error)
-        while self.inbox:
-            self.inbox.popleft()[1].set_exception_if_pending(error)
-
-    # ------------------------------------------------------------ submission
+        while self._submissions:
+            self._submissions.popleft()[1].set_exception_if_pending(error)
 
     async def _take_inbox(self) -> bool:
         """Register new submissions (waiting ``batch_window`` while more keep coming), then submit."""
-        if self.inbox:
+        inbox = self._submissions
+        if inbox:
             start, seen = time.monotonic(), -1
-            while len(self.inbox) != seen and len(self.inbox) < BATCH_CAP \
-                    and time.monotonic() - start < BATCH_WINDOW_CAP:
-                seen = len(self.inbox)
+            while len(inbox) != seen and len(inbox) < BATCH_CAP and time.monotonic() - start < BATCH_WINDOW_CAP:
+                seen = len(inbox)
                 await asyncio.sleep(self.settings["batch_window"])
-            while self.inbox:
-                task_id, future, payload, overrides, packable = self.inbox.popleft()
-                self.tasks[task_id] = Task(future, payload, resources_of(self.settings, overrides), packable)
-                self.backlog.append(task_id)
-        return await self._submit_backlog()
-
-    async def _submit_backlog(self) -> bool:
-        """Submit waiting tasks as arrays. With ``max_workers``, at most that many elements are live at once
-        across all arrays: new arrays wait for free slots and are throttled (``%N``) to them."""
-        kept = []
-        for tid in self.backlog:
-            if self.tasks[tid].future.cancelled():
-                del self.tasks[tid]
-            else:
-                kept.append(tid)
-        self.backlog = kept
-        throttle = self.settings.max_workers
-        if throttle is not None:
-            throttle -= len(self.live)
-            if throttle <= 0:
-                return False
-        if not self.backlog:
-            return False
-        groups: dict[tuple[Any, ...], list[int]] = {}
-        for task_id in self.backlog:
-            task = self.tasks[task_id]
-            groups.setdefault((task.packable, *resource_key(task.resources)), []).append(task_id)
-        self.backlog = []
-        per_element = tasks_per_element(self.settings["tasks_per_element"], self.stats.mean,
-                                        self.settings["element_seconds"])
-        for (packable, *_), task_ids in groups.items():
-            for array in plan_arrays(task_ids, per_element if packable else 1, self.env.max_array_size):
-                await self._submit_array(array, throttle)
-        return True
-
-    async def _submit_array(self, elements: list[list[int]], throttle: Optional[int]) -> None:
-        batch = self._batches
-        self._batches += 1
-        run_dir, resources = self.env.run_dir, self.tasks[elements[0][0]].resources
-        payloads = [[(tid, self.tasks[tid].payload or b"") for tid in element] for element in elements]
-        await self.storage.write(run_dir.batch_file(batch), encode_batch(payloads))
-        try:
-            job_id = await self._submit(batch, len(elements), throttle, resources)
-        except SchedulerUnreachable as unreachable:
-            since = self._unreachable_since = self._unreachable_since or time.monotonic()
-            if time.monotonic() - since < self.settings["reconnect_give_up"]:
-                log.warning("scheduler unreachable; these tasks will be submitted again: %s", unreachable)
-                self.backlog[:0] = [tid for element in elements for tid in element]
-                return
-            error = JobFailedError(f"the scheduler could not be reached for {self.settings['reconnect_give_up']:.0f}"
-                                   f" s: {unreachable}", state="SUBMIT_FAILED")
-            for element in elements:
-                for tid in element:
-                    self.tasks[tid].future.set_exception_if_pending(error)
-            return
-        except SubmitRefused as refused:
-            error = JobFailedError(f"the scheduler rejected the submission: {refused}", state="SUBMIT_FAILED")
-            for element in elements:
-                for tid in element:
-                    self.tasks[tid].future.set_exception_if_pending(error)
-            return
-        self._unreachable_since = None
-        log.debug("batch %d: job %s, %d elements", batch, job_id, len(elements))
-        self._status_soon()
-        for index, task_ids in enumerate(elements):
-            record = Element(batch, index, task_ids, job_id)
-            self.live[(job_id, index)] = self.by_slot[(batch, index)] = record
-            for tid in task_ids:
-                self.tasks[tid].element = record
-                self.tasks[tid].payload = None
-        await self.storage.write(run_dir.batch_meta(batch), batch_document(batch, job_id, elements, resources))
-
-    async def _submit(self, batch: int, size: int, throttle: Optional[int], resources: dict[str, Any],
-                      start: int = 0) -> str:
-        """Submit elements ``start`` .. ``start + size - 1`` of a batch (its payloads are written); the job id."""
-        run_dir, placeholder = self.env.run_dir, self.scheduler.index_placeholder
-        script = job_script(run_dir, batch, self.env.python, self.settings["setup"] or [], self.env.staged,
-                            self.env.script_env)
-        return await self.scheduler.submit(ArraySubmission(
-            batch, size, run_dir.batch_script(batch), run_dir.log(batch, placeholder, "out"),
-            run_dir.log(batch, placeholder, "err"), throttle, resources, start=start), script)
+            while inbox:
+                self._submission.register(*inbox.popleft())
+        return await self._submission.submit_backlog()
 
     # ------------------------------------------------------------ one cycle
 
@@ -311,14 +215,15 @@ class Monitor:
         (:meth:`cancel_queued` needs one)."""
         self.cycles += 1
         await self._withdraw_cancelled()
-        if not self.live:
-            return await self._submit_backlog()
+        live = self.books.live
+        if not live:
+            return await self._submission.submit_backlog()
         answer: Optional[StatusAnswer] = None
         if fresh_status:
-            answer = await self._query_status(set(self.live))
+            answer = await self._query_status(set(live))
         elif self._status_query is None and time.monotonic() >= self._next_status:
-            self._status_query = asyncio.ensure_future(self._query_status(set(self.live)))
-            self._status_query.add_done_callback(lambda _: self.wake())
+            self._status_query = asyncio.ensure_future(self._query_status(set(live)))
+            self._status_query.add_done_callback(lambda _: self._wake.set())
         elif self._status_query is not None and self._status_query.done():
             query, self._status_query = self._status_query, None
             answer = query.result()
@@ -326,10 +231,10 @@ class Monitor:
         report, asked = answer or (None, set())
         if report is not None:
             busy |= self._mark_running(report)
-            if any(report.phases.get(key, ENDED) == ENDED for key in asked if key in self.live):
+            if any(report.phases.get(key, ENDED) == ENDED for key in asked if key in live):
                 busy |= await self._collect_results()
             await self._settle_vanished(report.phases, asked)
-        return busy | await self._submit_backlog()
+        return busy | await self._submission.submit_backlog()
 
     async def _query_status(self, asked: set[ElementKey]) -> StatusAnswer:
         """ONE status query for the jobs of the ``asked`` elements (the report, None if the scheduler could
@@ -347,23 +252,22 @@ class Monitor:
     def _mark_running(self, report: StatusReport) -> bool:
         changed = False
         for key, phase in report.phases.items():
-            element = self.live.get(key)
+            element = self.books.live.get(key)
             if element is None or phase != RUNNING or element.phase == RUNNING:
                 continue
             element.phase = RUNNING
             changed = True
             for tid in element.task_ids:
-                self.tasks[tid].future.set_running_or_notify_cancel()
+                self.books.tasks[tid].future.set_running_or_notify_cancel()
         return changed
 
     async def _collect_results(self) -> bool:
         started = time.monotonic()
         listing = await self.storage.listdir(self.env.run_dir.results)
         self._listing_seconds = time.monotonic() - started
-        names = [n for n in listing if n not in self._seen_results]
         wanted = {}
-        for name in names:
-            parsed = parse_result_name(name)
+        for name in listing:
+            parsed = None if name in self._seen_results else parse_result_name(name)
             if parsed is None:
                 continue
             self._seen_results.add(name)
@@ -372,43 +276,21 @@ class Monitor:
             return False
         contents = await self.storage.read_many(list(wanted))
         for path, data in contents.items():
-            problem = self._apply_journal(data or b"", path)
-            element = self.by_slot.get(wanted[path])
+            problem = self.books.apply_journal(data or b"", path)
+            element = self.books.by_slot.get(wanted[path])
             if element is not None and not element.done:
                 final = FinalState("CORRUPTED_RESULT", problem) if problem else FinalState(
                     "COMPLETED", "the element finished but its result file lacks these tasks")
-                self._retire(element, final, "")
+                self.books.retire(element, final, "")
         return True
 
-    def _apply_journal(self, data: bytes, source: str) -> Optional[str]:
-        """Resolve the futures of a result journal's frames; describe the damage if it is corrupted (its
-        good frames still count; the tasks after the damage fail with their element, and nothing else)."""
-        try:
-            for task_id, encoded in read_journal(data):
-                task = self.tasks.get(task_id)
-                if task is not None:
-                    outcome = loads_outcome(encoded)
-                    self.stats.add(outcome[3])
-                    resolve(task.future, outcome)
-        except ValueError as exc:
-            log.error("result file %s is corrupted: %s", source, exc)
-            return f"result file {source} is corrupted: {exc}"
-        return None
+    # ------------------------------------------------------------ elements that left the queue
 
     async def _settle_vanished(self, phases: Mapping[ElementKey, str], asked: set[ElementKey]) -> None:
         """Conclude on the ``asked`` elements still live that the report no longer shows (elements submitted
         or run again since it was asked for are not in it, and not concluded on)."""
         now = time.monotonic()
-        vanished = []
-        for key, element in self.live.items():
-            if key not in asked:
-                continue
-            if phases.get(key, ENDED) != ENDED:
-                element.vanished_at = None
-                continue
-            if element.vanished_at is None:
-                element.vanished_at = now
-            vanished.append(element)
+        vanished = self._vanished(phases, asked, now)
         if not vanished:
             return
         finals: dict[ElementKey, FinalState] = {}
@@ -423,73 +305,45 @@ class Monitor:
         for element in vanished:
             if element.job_id in unknown_jobs:
                 continue  # the scheduler could not be asked: ask again next cycle, conclude nothing
-            final = finals.get((element.job_id, element.index))
+            final = finals.get(element.key)
             expected_result = final is None or final.state == "COMPLETED"
             if expected_result and now - (element.vanished_at or now) < grace:
                 continue
             await self._end_element(element, final or FinalState(
                 "LOST", "the element left the queue without a result and the scheduler no longer knows it"))
 
+    def _vanished(self, phases: Mapping[ElementKey, str], asked: set[ElementKey], now: float) -> list[Element]:
+        """The ``asked`` live elements the report shows ended (each noted with when it was first seen so);
+        the others shown again are no longer counted as vanished."""
+        vanished = []
+        for key, element in self.books.live.items():
+            if key not in asked:
+                continue
+            if phases.get(key, ENDED) != ENDED:
+                element.vanished_at = None
+                continue
+            if element.vanished_at is None:
+                element.vanished_at = now
+            vanished.append(element)
+        return vanished
+
     async def _end_element(self, element: Element, final: FinalState) -> None:
         run_dir = self.env.run_dir
         result, partial = run_dir.result(element.batch, element.index), run_dir.partial(element.batch, element.index)
         files, stderr = await asyncio.gather(
             self.storage.read_many([result, partial]),
-            self.scheduler.log_tail((element.job_id, element.index), element.batch, LOG_TAIL_BYTES))
+            self.scheduler.log_tail(element.key, element.batch, LOG_TAIL_BYTES))
         journal = files[result] or files[partial]
-        problem = self._apply_journal(journal, result if files[result] else partial) if journal else None
+        problem = self.books.apply_journal(journal, result if files[result] else partial) if journal else None
         if problem:
             final = FinalState("CORRUPTED_RESULT", problem)
-        retry = final.state in self.settings["retry_states"] and element.attempts <= self.settings["retries"]
-        if retry and await self._run_again(element, final):
-            return
+        if final.state in self.settings["retry_states"] and element.attempts <= self.settings["retries"]:
+            tasks = self.books.tasks
+            await self._skip([tid for tid in element.task_ids if tid not in tasks or tasks[tid].future.done()])
+            if await self._submission.run_again(element, final):
+                return
         tail = stderr[-LOG_TAIL_BYTES:].decode(errors="replace")
-        self._retire(element, final, tail)
-
-    async def _run_again(self, element: Element, final: FinalState) -> bool:
-        """Resubmit one element (same batch file and script) after a state in ``retry_states``; its tasks
-        that already finished are skipped. False if the scheduler refuses."""
-        run_dir, batch = self.env.run_dir, element.batch
-        await self._skip([tid for tid in element.task_ids
-                          if tid not in self.tasks or self.tasks[tid].future.done()])
-        try:
-            job_id = await self._submit(batch, 1, None, self.tasks[element.task_ids[0]].resources, element.index)
-        except (SubmitRefused, SchedulerUnreachable) as refused:
-            log.warning("could not run element %s again: %s", element.name, refused)
-            return False
-        log.warning("element %s ended %s; running it again as job %s (attempt %d)", element.name, final.state,
-                    job_id, element.attempts + 1)
-        await self.storage.write(run_dir.path("batches", f"{batch}-{element.index}.rerun.json"),
-                                 encode_json({"batch": batch, "index": element.index, "job_id": job_id}))
-        del self.live[(element.job_id, element.index)]
-        element.job_id, element.vanished_at, element.phase = job_id, None, QUEUED
-        element.attempts += 1
-        self.live[(job_id, element.index)] = element
-        self._status_soon()
-        return True
-
-    def _retire(self, element: Element, final: FinalState, log_tail: str) -> None:
-        """The element is over: fail what it did not deliver, then forget it and its tasks (a finished
-        future is the caller's to keep, not ours: holding it would hold its result)."""
-        if element.done:  # retired meanwhile by the other coroutine (cancel_queued runs beside run())
-            return
-        self._fail_unfinished(element, final, log_tail)
-        element.done = True
-        self.live.pop((element.job_id, element.index), None)
-        self.by_slot.pop((element.batch, element.index), None)
-        for tid in element.task_ids:
-            self.tasks.pop(tid, None)
-
-    def _fail_unfinished(self, element: Element, final: FinalState, log_tail: str) -> None:
-        unfinished = [t for t in (self.tasks[tid] for tid in element.task_ids) if not t.future.done()]
-        if not unfinished:
-            return
-        error = JobFailedError(
-            f"array element {element.name} ended without this task's result: {final.state}"
-            + (f" ({final.detail})" if final.detail else ""),
-            state=final.state, job_id=element.name, log_tail=log_tail)
-        for task in unfinished:
-            task.future.set_exception_if_pending(error)
+        self.books.retire(element, final, tail)
 
     # ------------------------------------------------------------ reattaching
 
@@ -498,19 +352,9 @@ class Monitor:
         """Take over the batches recorded in a run directory (:func:`~clustrix_futures.runfiles.records.read_batches`):
         one future per task, in submission order, its element watched as live. Results already written resolve
         in the first cycle."""
-        futures: dict[int, ClusterFuture] = {}
-        for document in documents:
-            batch = document["batch"]
-            for index, task_ids in enumerate(document["elements"]):
-                job_id = document["job_ids"][index]
-                element = Element(batch, index, list(task_ids), job_id)
-                self.live[(job_id, index)] = self.by_slot[(batch, index)] = element
-                for task_id in task_ids:
-                    futures[task_id] = make_future(task_id)
-                    self.tasks[task_id] = Task(futures[task_id], None, dict(document["resources"]), True, element)
-            self._batches = max(self._batches, batch + 1)
+        futures = self._submission.adopt(documents, make_future)
         self._next_status = 0.0
-        return [futures[task_id] for task_id in sorted(futures)]
+        return futures
 
     # ------------------------------------------------------------ cancellation
 
@@ -522,14 +366,15 @@ class Monitor:
     async def _withdraw_cancelled(self) -> None:
         elements: dict[ElementKey, Element] = {}
         markers = []
-        while self.cancelled:
-            task = self.tasks.get(self.cancelled.popleft())
+        tasks = self.books.tasks
+        while self._cancellations:
+            task = tasks.get(self._cancellations.popleft())
             if task is None or task.element is None or task.element.done:
                 continue
             element = task.element
-            if all(self.tasks[tid].future.cancelled() for tid in element.task_ids):
+            if all(tasks[tid].future.cancelled() for tid in element.task_ids):
                 if element.phase == QUEUED:
-                    elements[(element.job_id, element.index)] = element
+                    elements[element.key] = element
             else:
                 markers.append(task.future.task_id)
         await self._skip(markers)
@@ -537,7 +382,7 @@ class Monitor:
             still_running = await self.scheduler.cancel(sorted(elements))
             await self._skip([tid for key in sorted(still_running) for tid in elements[key].task_ids])
             for element in elements.values():
-                self._retire(element, FinalState("CANCELLED"), "")
+                self.books.retire(element, FinalState("CANCELLED"), "")
 
     async def cancel_queued(self, futures: list[ClusterFuture]) -> None:
         """Cancel every future whose element has not started, as of a fresh status query."""
@@ -545,5 +390,5 @@ class Monitor:
         await self._cycle(fresh_status=True)
         for future in futures:
             if future.cancel():
-                self.cancelled.append(future.task_id)
+                self._cancellations.append(future.task_id)
         await self._withdraw_cancelled()

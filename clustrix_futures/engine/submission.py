@@ -1,15 +1,37 @@
 """How queued tasks become array jobs: grouped by resources, packed into elements, split to the array limit.
 
-Pure functions over task ids; the monitor does the I/O.
+The plan is pure functions over task ids (:func:`plan_arrays` and friends). :class:`Submission` does the I/O:
+it writes each array's batch file, submits it, records it, and runs a failed element again. The monitor
+owns one and drives it from its loop.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Optional
 
 from clustrix_futures.config import Settings
+from clustrix_futures.engine.records import Books, Element, Environment, Task
+from clustrix_futures.errors import JobFailedError
+from clustrix_futures.future import ClusterFuture
+from clustrix_futures.mapping.sizing import tasks_per_element
+from clustrix_futures.remote.storage import Storage
+from clustrix_futures.runfiles.batches import encode_batch
+from clustrix_futures.runfiles.layout import job_script
+from clustrix_futures.runfiles.records import batch_document, encode_json
+from clustrix_futures.schedulers.base import (
+    QUEUED,
+    ArraySubmission,
+    FinalState,
+    Scheduler,
+    SchedulerUnreachable,
+    SubmitRefused,
+)
+
+log = logging.getLogger(__name__)
 
 # The options each array is submitted with; "pe" (Grid Engine) and "flavor" (PBS) are read by those backends.
 RESOURCE_OPTIONS = ("cpus", "mem", "time", "partition", "account", "gpus", "nodes", "job_name", "scheduler_args",
@@ -43,3 +65,142 @@ def plan_arrays(task_ids: Sequence[int], per_element: int, max_array_size: Optio
         start = end
     limit = max_array_size or len(elements)
     return [elements[i:i + limit] for i in range(0, len(elements), limit)]
+
+
+class Submission:
+    """Registered tasks waiting for submission (the backlog), and the arrays that take them to the scheduler.
+
+    Runs on the engine's loop only, as the monitor's submission half: ``books`` is the monitor's, and
+    ``on_submitted`` is called after each accepted submission (so the monitor asks for a status soon).
+    """
+
+    def __init__(self, settings: Settings, scheduler: Scheduler, storage: Storage, env: Environment,
+                 books: Books, on_submitted: Callable[[], None]) -> None:
+        self.settings = settings
+        self.scheduler = scheduler
+        self.storage = storage
+        self.env = env
+        self.books = books
+        self.batches = 0  # batch files written (the next batch's number)
+        self._on_submitted = on_submitted
+        self._backlog: list[int] = []  # registered, not yet submitted
+        self._unreachable_since: Optional[float] = None  # since when submissions could not reach the scheduler
+
+    def register(self, task_id: int, future: ClusterFuture, payload: bytes,
+                 overrides: Optional[Mapping[str, Any]], packable: bool) -> None:
+        self.books.tasks[task_id] = Task(future, payload, resources_of(self.settings, overrides), packable)
+        self._backlog.append(task_id)
+
+    def adopt(self, documents: list[dict[str, Any]],
+              make_future: Callable[[int], ClusterFuture]) -> list[ClusterFuture]:
+        """Record the arrays of an attached run (their batch documents) as submitted; see ``Monitor.adopt``."""
+        futures: dict[int, ClusterFuture] = {}
+        for document in documents:
+            batch = document["batch"]
+            for index, task_ids in enumerate(document["elements"]):
+                for task_id in task_ids:
+                    futures[task_id] = make_future(task_id)
+                    self.books.tasks[task_id] = Task(futures[task_id], None, dict(document["resources"]))
+                self.books.watch(Element(batch, index, list(task_ids), document["job_ids"][index]))
+            self.batches = max(self.batches, batch + 1)
+        return [futures[task_id] for task_id in sorted(futures)]
+
+    async def submit_backlog(self) -> bool:
+        """Submit waiting tasks as arrays (False if none was due). With ``max_workers``, at most that many
+        elements are live at once across all arrays: new arrays wait for free slots and are throttled (``%N``)
+        to them."""
+        tasks = self.books.tasks
+        kept = []
+        for task_id in self._backlog:
+            if tasks[task_id].future.cancelled():
+                del tasks[task_id]
+            else:
+                kept.append(task_id)
+        self._backlog = kept
+        throttle = self.settings.max_workers
+        if throttle is not None:
+            throttle -= len(self.books.live)
+            if throttle <= 0:
+                return False
+        if not self._backlog:
+            return False
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for task_id in self._backlog:
+            task = tasks[task_id]
+            groups.setdefault((task.packable, *resource_key(task.resources)), []).append(task_id)
+        self._backlog = []
+        per_element = tasks_per_element(self.settings["tasks_per_element"], self.books.stats.mean,
+                                        self.settings["element_seconds"])
+        for (packable, *_), task_ids in groups.items():
+            for array in plan_arrays(task_ids, per_element if packable else 1, self.env.max_array_size):
+                await self._submit_array(array, throttle)
+        return True
+
+    async def _submit_array(self, elements: list[list[int]], throttle: Optional[int]) -> None:
+        batch = self.batches
+        self.batches += 1
+        tasks, resources = self.books.tasks, self.books.tasks[elements[0][0]].resources
+        payloads = [[(tid, tasks[tid].payload or b"") for tid in element] for element in elements]
+        await self.storage.write(self.env.run_dir.batch_file(batch), encode_batch(payloads))
+        try:
+            job_id = await self._submit(batch, len(elements), throttle, resources)
+        except SchedulerUnreachable as unreachable:
+            self._unreachable(elements, unreachable)
+            return
+        except SubmitRefused as refused:
+            self.books.fail([tid for element in elements for tid in element], JobFailedError(
+                f"the scheduler rejected the submission: {refused}", state="SUBMIT_FAILED"))
+            return
+        self._unreachable_since = None
+        log.debug("batch %d: job %s, %d elements", batch, job_id, len(elements))
+        self._on_submitted()
+        for index, task_ids in enumerate(elements):
+            self.books.watch(Element(batch, index, task_ids, job_id))
+            for tid in task_ids:
+                tasks[tid].payload = None
+        await self.storage.write(self.env.run_dir.batch_meta(batch),
+                                 batch_document(batch, job_id, elements, resources))
+
+    def _unreachable(self, elements: list[list[int]], unreachable: SchedulerUnreachable) -> None:
+        """Put the tasks back at the head of the backlog, unless the scheduler has been unreachable for
+        ``reconnect_give_up`` seconds: then they fail."""
+        since = self._unreachable_since = self._unreachable_since or time.monotonic()
+        task_ids = [tid for element in elements for tid in element]
+        if time.monotonic() - since < self.settings["reconnect_give_up"]:
+            log.warning("scheduler unreachable; these tasks will be submitted again: %s", unreachable)
+            self._backlog[:0] = task_ids
+            return
+        self.books.fail(task_ids, JobFailedError(
+            f"the scheduler could not be reached for {self.settings['reconnect_give_up']:.0f} s: {unreachable}",
+            state="SUBMIT_FAILED"))
+
+    async def _submit(self, batch: int, size: int, throttle: Optional[int], resources: dict[str, Any],
+                      start: int = 0) -> str:
+        """Submit elements ``start`` .. ``start + size - 1`` of a batch (its payloads are written); the job id."""
+        run_dir, placeholder = self.env.run_dir, self.scheduler.index_placeholder
+        script = job_script(run_dir, batch, self.env.python, self.settings["setup"] or [], self.env.staged,
+                            self.env.script_env)
+        return await self.scheduler.submit(ArraySubmission(
+            batch, size, run_dir.batch_script(batch), run_dir.log(batch, placeholder, "out"),
+            run_dir.log(batch, placeholder, "err"), throttle, resources, start=start), script)
+
+    async def run_again(self, element: Element, final: FinalState) -> bool:
+        """Resubmit one element (same batch file and script) after a state in ``retry_states``; the caller
+        has written the skip markers of its tasks that already finished. False if the scheduler refuses."""
+        batch = element.batch
+        try:
+            job_id = await self._submit(batch, 1, None, self.books.tasks[element.task_ids[0]].resources,
+                                        element.index)
+        except (SubmitRefused, SchedulerUnreachable) as refused:
+            log.warning("could not run element %s again: %s", element.name, refused)
+            return False
+        log.warning("element %s ended %s; running it again as job %s (attempt %d)", element.name, final.state,
+                    job_id, element.attempts + 1)
+        await self.storage.write(self.env.run_dir.path("batches", f"{batch}-{element.index}.rerun.json"),
+                                 encode_json({"batch": batch, "index": element.index, "job_id": job_id}))
+        del self.books.live[element.key]
+        element.job_id, element.vanished_at, element.phase = job_id, None, QUEUED
+        element.attempts += 1
+        self.books.live[element.key] = element
+        self._on_submitted()
+        return True

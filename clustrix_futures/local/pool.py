@@ -33,6 +33,8 @@ from clustrix_futures.errors import ExecutorBrokenError, JobFailedError
 from clustrix_futures.future import ClusterFuture
 from clustrix_futures.mapping.sizing import local_sizes
 from clustrix_futures.node import worker as worker_module
+from clustrix_futures.remote.files import RemoteFiles, local_files
+from clustrix_futures.runfiles.layout import RunDir
 from clustrix_futures.runfiles.outcomes import loads_outcome
 from clustrix_futures.serialization import resolve
 
@@ -83,6 +85,7 @@ class LocalPool:
     """
 
     ships_code = False  # workers get this process's sys.path, so modules travel by reference
+    run_dir: Optional[RunDir] = None  # no run directory: payloads and outcomes travel over pipes
 
     def __init__(self, max_workers: Optional[int], initializer: Optional[bytes] = None) -> None:
         self.max_workers = max_workers or os.cpu_count() or 1
@@ -97,6 +100,7 @@ class LocalPool:
         self._startup_failures = 0
         self._ids = itertools.count()
         self._thread: Optional[threading.Thread] = None
+        self.futures: list[ClusterFuture] = []  # only an attached run has futures from the start; never local
         _live_pools.add(self)
 
     # ------------------------------------------------------------ called by the executor
@@ -131,6 +135,15 @@ class LocalPool:
             future.cancel()
         if wait and thread is not None:
             thread.join()
+
+    def files(self) -> RemoteFiles:
+        """Filesystem helpers on this machine, whose files the workers see."""
+        return local_files()
+
+    @property
+    def command_counts(self) -> dict[str, int]:
+        """Always empty: no scheduler runs."""
+        return {}
 
     # ------------------------------------------------------------ the manager thread
 

@@ -27,13 +27,13 @@ from clustrix_futures import config
 from clustrix_futures.engine.startup import interpreter_problem, probe_interpreter
 from clustrix_futures.engine.submission import resources_of
 from clustrix_futures.errors import ConfigError, HostKeyError
+from clustrix_futures.remote.site import Site
 from clustrix_futures.remote.storage import S3Storage
 from clustrix_futures.runfiles.layout import is_s3
 from clustrix_futures.schedulers import capabilities, make_scheduler
 from clustrix_futures.schedulers.base import ArraySubmission, BackendContext
 from clustrix_futures.schedulers.command import CommandScheduler
 from clustrix_futures.schedulers.slurm import SlurmBackend
-from clustrix_futures.tools.runs import Site
 
 PASS, FAIL, SKIP = "ok", "FAIL", "skipped"
 

@@ -12,8 +12,8 @@ import json
 from collections import Counter
 
 from clustrix_futures.errors import ConfigError
+from clustrix_futures.remote.site import Site
 from clustrix_futures.tools.nodes import NODES_ARGV, Node, parse_nodes, partitions
-from clustrix_futures.tools.runs import Site
 from clustrix_futures.tools.subcommand import Subparsers, add_site_options, fail, site_settings, table, with_site
 
 NOT_A_SCHEDULER = ("local", "ssh")

@@ -15,7 +15,8 @@ from typing import Any
 
 from clustrix_futures.schedulers import capabilities
 from clustrix_futures.schedulers.base import QUEUED, RUNNING
-from clustrix_futures.tools.runs import RAISED, SUCCEEDED, Site, Snapshot, age, format_counts, parse_age
+from clustrix_futures.tools.runs import RAISED, SUCCEEDED, Snapshot, age, format_counts, parse_age
+from clustrix_futures.tools.runs import RunSite as Site
 from clustrix_futures.tools.subcommand import Subparsers, add_site_options, table, with_site
 
 SHOWN_BY_DEFAULT = 20  # tasks listed by ``status RUN_DIR`` without --tasks

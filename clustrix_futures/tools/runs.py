@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from clustrix_futures import config
-from clustrix_futures.engine.startup import make_storage, make_transport
 from clustrix_futures.errors import ConfigError
-from clustrix_futures.remote.storage import S3Storage, Storage
+from clustrix_futures.remote.site import Site
+from clustrix_futures.remote.storage import Storage
 from clustrix_futures.remote.transport import Transport
 from clustrix_futures.runfiles.journal import read_journal
 from clustrix_futures.runfiles.layout import PARTIAL_SUFFIX, RESULT_SUFFIX, RunDir, is_s3
@@ -38,7 +38,7 @@ from clustrix_futures.schedulers.base import QUEUED, RUNNING, BackendContext, El
 SUCCEEDED, RAISED, CANCELLED, FAILED = "succeeded", "raised", "cancelled", "failed"
 UNREADABLE, UNKNOWN = "unreadable", "unknown"  # an outcome that does not unpickle here; a scheduler not answering
 STATES = (SUCCEEDED, RAISED, RUNNING, QUEUED, CANCELLED, FAILED, UNREADABLE, UNKNOWN)
-PARALLEL_RUNS = 8  # runs read at once by Site.snapshots (an SSH connection serves 8 commands at once)
+PARALLEL_RUNS = 8  # runs read at once by RunSite.snapshots (an SSH connection serves 8 commands at once)
 LOG_LIMIT = 1 << 20  # bytes of each log `logs` shows (the end of it)
 
 
@@ -219,53 +219,11 @@ def _describe(encoded: bytes) -> tuple[str, str, str]:
 # ---------------------------------------------------------------- opening runs
 
 
-class Site:
-    """The transport (and storage) of one cluster, open for the duration of an ``async with``."""
-
-    def __init__(self, settings: config.Settings) -> None:
-        self.settings = settings
-        self.transport: Transport = make_transport(settings)
-        self._storages: list[S3Storage] = []
-
-    async def connect(self) -> None:
-        """Open the SSH connection, if there is a host: ConfigError (HostKeyError for the host key) says why not."""
-        connect = getattr(self.transport, "connect", None)
-        if connect is not None:
-            await connect()
-
-    async def close(self) -> None:
-        for storage in self._storages:
-            await storage.close()
-        await self.transport.close()
-
-    async def __aenter__(self) -> Site:
-        await self.connect()
-        return self
-
-    async def __aexit__(self, *exc_info: Any) -> None:
-        await self.close()
-
-    def where(self) -> str:
-        return self.settings["host"] or "this machine"
-
-    async def work_dir(self) -> str:
-        work_dir: str = self.settings["work_dir"]
-        return (await self.transport.home()) + work_dir[1:] if work_dir.startswith("~") else work_dir
-
-    async def locate(self, run: str) -> str:
-        """A run directory from its path, or from its name under ``work_dir`` (or under ``storage`` for S3)."""
-        if is_s3(run) or run.startswith("/"):
-            return run
-        if run.startswith("~"):
-            return (await self.transport.home()) + run[1:]
-        if is_s3(self.settings["storage"]):
-            return posixpath.join(self.settings["storage"], run)
-        return posixpath.join(await self.work_dir(), run)
+class RunSite(Site):
+    """A :class:`~clustrix_futures.remote.site.Site` that finds and opens the run directories on it."""
 
     async def open(self, root: str) -> OpenRun:
-        storage = make_storage(root, self.settings, self.transport)
-        if isinstance(storage, S3Storage):
-            self._storages.append(storage)
+        storage = self.storage(root)
         hint = "" if self.settings["host"] else " (for a run on a remote cluster, name it with --profile or --host)"
         manifest = await read_manifest(storage, root, self.where(), hint)
         settings = dataclasses.replace(self.settings, options=dict(self.settings.options))
@@ -294,9 +252,8 @@ class Site:
         found: dict[str, str] = {}
         storage = self.settings["storage"]
         if is_s3(storage):
-            s3 = S3Storage(self.settings["endpoint_url"])
-            self._storages.append(s3)
-            found.update((n, posixpath.join(storage, n)) for n in await s3.listdir(storage) if _looks_like_run(n))
+            listed = await self.storage(storage).listdir(storage)
+            found.update((n, posixpath.join(storage, n)) for n in listed if _looks_like_run(n))
         work_dir = await self.work_dir()
         names = [n for n in await self.transport.listdir(work_dir) if _looks_like_run(n)]
         manifests = await self.transport.read_many([RunDir(posixpath.join(work_dir, n)).manifest for n in names])

@@ -17,7 +17,7 @@ from typing import Any
 from clustrix_futures import config
 from clustrix_futures.config import PROFILE_ENV
 from clustrix_futures.errors import ClusterFuturesError
-from clustrix_futures.tools.runs import Site
+from clustrix_futures.tools.runs import RunSite as Site
 
 Subparsers = Any  # argparse's _SubParsersAction, which is private
 

@@ -1,0 +1,187 @@
+"""The engine for scheduler backends: :class:`ClusterEngine`, one run on a cluster, fed from any thread.
+
+The engine's I/O runs on its own event loop (:mod:`clustrix_futures.engine.bridge`). The constructor connects
+to the cluster (:class:`~clustrix_futures.remote.site.Site`) and starts the run
+(:mod:`clustrix_futures.engine.startup`), so a bad interpreter, host, bucket or scheduler fails there with
+:class:`~clustrix_futures.errors.ConfigError`; then the job monitor (:mod:`clustrix_futures.engine.monitor`)
+runs on the loop until shutdown, and the run directory is removed after it unless something did not succeed.
+
+Three parts, chosen from the options: the transport (this machine, or ``host`` over SSH), the storage of
+payloads and results (the transport's filesystem, or S3 with ``storage``; :mod:`clustrix_futures.remote.storage`),
+and the scheduler (:mod:`clustrix_futures.schedulers`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Optional
+
+from clustrix_futures import config
+from clustrix_futures.engine.bridge import LoopThread
+from clustrix_futures.engine.monitor import Monitor
+from clustrix_futures.engine.startup import Started, Startup
+from clustrix_futures.errors import ConfigError, JobFailedError
+from clustrix_futures.future import ClusterFuture
+from clustrix_futures.mapping.sizing import FunctionRates, scheduler_sizes
+from clustrix_futures.remote.files import RemoteFiles
+from clustrix_futures.remote.site import Site
+from clustrix_futures.remote.storage import Storage
+from clustrix_futures.remote.transport import Transport
+from clustrix_futures.runfiles.layout import RunDir
+from clustrix_futures.schedulers.base import Scheduler
+
+log = logging.getLogger(__name__)
+
+STARTUP_TIMEOUT = 120.0
+
+
+class ClusterEngine:
+    """Runs payloads as array jobs of a scheduler backend (the executor's ``Engine`` for every backend but
+    ``local``).
+
+    ``submit``, ``chunk_sizes``, ``shutdown`` and ``files`` may be called from any thread; the counts of
+    outstanding and unsuccessful futures are guarded by a lock, and work reaches the monitor only through its
+    thread-safe methods. ``futures`` holds an attached run's futures (``attach_to``), in submission order.
+    """
+
+    ships_code = True  # the compute nodes may lack the user's own modules: pickle those by value
+
+    def __init__(self, settings: config.Settings, initializer: Optional[bytes],
+                 attach_to: Optional[str] = None) -> None:
+        """Start a new run, or with ``attach_to`` take over an existing run directory (see ``futures``)."""
+        if initializer is not None:
+            raise ConfigError("initializer is supported only by the local backend; on a cluster, run "
+                              "set-up code at the start of the task or with the 'setup' option")
+        self.settings = settings
+        self._ids = itertools.count()
+        self._outstanding: set[ClusterFuture] = set()
+        self._submitted = self._unsuccessful = 0
+        self._rates = FunctionRates()
+        self._lock = threading.Lock()
+        self._finished = threading.Event()
+        self._bridge = LoopThread("clustrix-futures-monitor")
+        started = self._start(attach_to)
+        self.transport: Transport = self.site.transport
+        self.storage: Storage = started.storage
+        self.scheduler: Scheduler = started.scheduler
+        self.run_dir: RunDir = started.env.run_dir
+        self.monitor = Monitor(settings, self.scheduler, self.storage, started.env)
+        self.futures: list[ClusterFuture] = self._bridge.call(self._adopt(started.adopted), STARTUP_TIMEOUT)
+        self._bridge.call(self._spawn_monitor(), STARTUP_TIMEOUT)
+
+    def _start(self, attach_to: Optional[str]) -> Started:
+        """Connect and start the run; on failure, close what was opened and stop the loop."""
+        site: Optional[Site] = None
+        try:
+            site = self._bridge.call(self._connect(), self.settings["connect_timeout"] + STARTUP_TIMEOUT)
+            started = self._bridge.call(Startup(site, self.settings).start(attach_to), STARTUP_TIMEOUT)
+        except BaseException:
+            if site is not None:  # connected but refused (e.g. a wrong Python): close the connection
+                self._bridge.call(site.close(), STARTUP_TIMEOUT)
+            self._bridge.stop()
+            raise
+        self.site = site
+        return started
+
+    # ------------------------------------------------------------ the executor's side
+
+    def submit(self, payload: bytes, resources: Optional[Mapping[str, Any]] = None,
+               packable: bool = True) -> ClusterFuture:
+        task_id = next(self._ids)
+        future = ClusterFuture(task_id, on_cancel=self._on_cancel)
+        with self._lock:
+            self._outstanding.add(future)
+            self._submitted += 1
+        future.add_done_callback(self._on_done)
+        self.monitor.submit(task_id, future, payload, resources, packable)
+        return future
+
+    def chunk_sizes(self, total: Optional[int], fn: Callable[..., Any]) -> Iterator[int]:
+        """Map chunks sized so each array element runs about ``element_seconds``, learned per function."""
+        return scheduler_sizes(total, self._rates.of(fn), self.settings["element_seconds"], self.settings.max_workers)
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        if self._finished.is_set():
+            return
+        with self._lock:
+            futures = list(self._outstanding)
+        if cancel_futures:
+            self._bridge.call(self.monitor.cancel_queued(futures), STARTUP_TIMEOUT)
+        self.monitor.stop()
+        if wait:
+            concurrent.futures.wait(futures)
+            self._finished.wait()
+
+    def files(self) -> RemoteFiles:
+        """Filesystem helpers running on the cluster through this engine's transport."""
+        return RemoteFiles(lambda argv: self._bridge.call(self.transport.run(argv), STARTUP_TIMEOUT),
+                           self.monitor.env.python)
+
+    @property
+    def command_counts(self) -> dict[str, int]:
+        return dict(self.scheduler.commands)
+
+    def _on_done(self, future: concurrent.futures.Future) -> None:
+        with self._lock:
+            self._outstanding.discard(future)
+            if future.cancelled() or future.exception() is not None:
+                self._unsuccessful += 1
+
+    def _on_cancel(self, future: ClusterFuture) -> None:
+        self.monitor.cancel(future.task_id)
+
+    # ------------------------------------------------------------ on the loop
+
+    async def _connect(self) -> Site:
+        site = Site(self.settings)
+        await site.connect()
+        return site
+
+    async def _adopt(self, documents: list[dict[str, Any]]) -> list[ClusterFuture]:
+        futures = self.monitor.adopt(documents, lambda task_id: ClusterFuture(task_id, on_cancel=self._on_cancel))
+        with self._lock:
+            self._ids = itertools.count(max((f.task_id for f in futures), default=-1) + 1)
+            self._outstanding.update(futures)
+            self._submitted += len(futures)
+        for future in futures:
+            future.add_done_callback(self._on_done)
+        return futures
+
+    async def _spawn_monitor(self) -> asyncio.Task[None]:
+        return asyncio.ensure_future(self._run_monitor())
+
+    async def _run_monitor(self) -> None:
+        """Run the monitor; whatever happens to it, no future is left waiting and the loop ends."""
+        try:
+            await self.monitor.run()
+        except BaseException as exc:
+            log.exception("the job monitor stopped")
+            self.monitor.fail_everything(JobFailedError(
+                f"the job monitor stopped: {exc!r}. The jobs keep running; their run directory is "
+                f"{self.run_dir.root}", state="MONITOR_FAILED"))
+            raise
+        finally:
+            try:
+                await self._cleanup()
+            except Exception:
+                log.exception("clean-up of %s failed", self.run_dir.root)
+            self._finished.set()
+            loop = asyncio.get_running_loop()
+            loop.call_soon(loop.stop)
+
+    async def _cleanup(self) -> None:
+        keep = bool(self.settings["keep_files"] or self._unsuccessful or self._outstanding)
+        if keep:
+            log.info("keeping run directory %s (%d of %d tasks did not succeed)", self.run_dir.root,
+                     self._unsuccessful + len(self._outstanding), self._submitted)
+        else:
+            await self.storage.remove_tree(self.run_dir.root)
+            if self.run_dir.host_root:
+                await self.transport.remove_tree(self.run_dir.host_root)
+        await self.scheduler.close(remove=not keep)
+        await self.site.close()
