@@ -13,44 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from clustrix_futures import config
-from clustrix_futures.engine import monitor as monitor_module
-from clustrix_futures.engine.monitor import Environment
+from clustrix_futures.engine.monitor import Environment, Monitor
 from clustrix_futures.future import ClusterFuture
 from clustrix_futures.remote.transport import LocalTransport
 from clustrix_futures.runfiles.layout import SUBDIRECTORIES, RunDir
 from clustrix_futures.serialization import dumps_task
 from support.fake_scheduler import FakeScheduler
-
-Monitor: Any = monitor_module.Monitor
-
-# TEMPORARY, for the lead to remove when the engine branch is merged: until then the Monitor takes work through
-# fields other threads write (inbox, cancelled, stopping); this gives it the agreed thread-safe methods, the
-# way the engine used them. With the engine branch's Monitor (which has ``submit``) it is not used.
-if not hasattr(Monitor, "submit"):
-    class _MonitorWithMethods(Monitor):  # type: ignore[misc, valid-type]
-        _loop: asyncio.AbstractEventLoop | None = None
-
-        async def run(self) -> None:
-            self._loop = asyncio.get_running_loop()
-            await super().run()
-
-        def _poke(self) -> None:
-            if self._loop is not None:
-                self._loop.call_soon_threadsafe(self.wake)
-
-        def submit(self, task_id: int, future: ClusterFuture, payload: bytes, resources: Any, packable: bool) -> None:
-            self.inbox.append((task_id, future, payload, resources, packable))
-            self._poke()
-
-        def cancel(self, task_id: int) -> None:
-            self.cancelled.append(task_id)
-            self._poke()
-
-        def stop(self) -> None:
-            self.stopping = True
-            self._poke()
-
-    Monitor = _MonitorWithMethods
 
 
 class Driver:
