@@ -1,4 +1,23 @@
-"""clustrix-futures: a ``concurrent.futures.Executor`` for local processes, SLURM and SSH hosts.
+"""clustrix-futures: a ``concurrent.futures.Executor`` for local processes, SLURM, SGE, PBS, Kubernetes and SSH hosts.
+
+The path of one task, and the package that owns each step (docs/architecture.md says more)::
+
+    ClusterPoolExecutor.submit / map                       executor.py, mapping/
+      |  the call cloudpickled here: what cannot travel fails in submit
+      v
+    engine: local/pool.py (local processes)  or  engine/ (session -> startup -> submission -> monitor)
+      |  tasks batched into arrays, packed into elements, split to the scheduler's array limit
+      v
+    schedulers/ (slurm, sge, pbs, host, kubernetes)  ->  remote/ (this machine, or one SSH connection; S3)
+      |  sbatch --array ...; the batch file and job script written into the run directory
+      v
+    runfiles/  THE client<->node contract: run-directory layout, batch file, journal v2, outcomes
+      |
+      v
+    node/worker.py on the compute node: runs its element's tasks, journals each outcome, renames the result
+      |
+      v
+    engine/monitor.py: ONE status query and ONE results listing per cycle -> Future.set_result/set_exception
 
 Imports are lazy, so ``python -m clustrix_futures.node.worker`` on a compute node loads only what it needs.
 """
