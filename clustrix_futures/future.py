@@ -113,16 +113,18 @@ class ClusterFuture(Future):
 
     def set_result_if_pending(self, result: Any) -> None:
         """Resolve unless it was already resolved or cancelled (a result may arrive twice, or late)."""
-        with self._condition:
-            if self._state not in (PENDING, RUNNING):
-                return
-            self._state = RUNNING
-        self.set_result(result)
+        if self._claim():
+            self.set_result(result)
 
     def set_exception_if_pending(self, exception: BaseException) -> None:
         """Fail unless it was already resolved or cancelled (an outcome may arrive twice, or late)."""
+        if self._claim():
+            self.set_exception(exception)
+
+    def _claim(self) -> bool:
+        """Whether this caller may resolve the future: it is still pending or running (then it is running)."""
         with self._condition:
             if self._state not in (PENDING, RUNNING):
-                return
+                return False
             self._state = RUNNING
-        self.set_exception(exception)
+            return True

@@ -27,9 +27,7 @@ def chunks(iterable: Iterable[Any], size: int) -> Iterator[Chunk]:
 
 def split(iterable: Iterable[Any], sizes: Iterable[int]) -> Iterator[Chunk]:
     """Like :func:`chunks`, with the size of each successive chunk taken from ``sizes``."""
-    if isinstance(iterable, range):
-        yield from _split_range(iterable, sizes)
-    elif isinstance(iterable, Sequence) and not isinstance(iterable, (str, bytes)):
+    if isinstance(iterable, Sequence) and not isinstance(iterable, (str, bytes)):  # a range slices into ranges
         start = 0
         for size in sizes:
             if start >= len(iterable):
@@ -43,15 +41,6 @@ def split(iterable: Iterable[Any], sizes: Iterable[int]) -> Iterator[Chunk]:
             if not part:
                 return
             yield part
-
-
-def _split_range(whole: range, sizes: Iterable[int]) -> Iterator[range]:
-    position = 0
-    for size in sizes:
-        if position >= len(whole):
-            return
-        yield whole[position:position + size]
-        position += size
 
 
 def length_of(iterable: Iterable[Any]) -> Optional[int]:
