@@ -92,7 +92,7 @@ def test_each_cycle_lists_jobs_and_pods_once(k8s):
     calls, cycles = ex.scheduler_commands, ex._engine.monitor.cycles
     assert 1 <= calls["list_namespaced_pod"] <= cycles
     assert calls["list_namespaced_job"] <= cycles + 1  # + the check at start-up
-    assert calls["create_namespaced_job"] == ex._engine.monitor._batches
+    assert calls["create_namespaced_job"] == ex._engine.monitor.batches
     assert not {"read_namespaced_job", "read_namespaced_pod"} & set(calls)
 
 

@@ -60,8 +60,8 @@ def test_each_cycle_lists_results_with_one_request(slurm_executor, s3_options):
     monitor, requests = ex._engine.monitor, ex._engine.storage.requests
     # one per cycle, one more after a status report that shows elements gone, and the bucket check at start-up
     assert 1 <= requests["ListObjectsV2"] <= monitor.cycles + ex.scheduler_commands["squeue"] + 1
-    assert requests["GetObject"] == len(monitor._seen_results) >= 12  # each element's result, read once
-    assert requests["PutObject"] == 1 + 2 * monitor._batches  # manifest; per batch: payloads, record
+    assert requests["GetObject"] == monitor.results_read >= 12  # each element's result, read once
+    assert requests["PutObject"] == 1 + 2 * monitor.batches  # manifest; per batch: payloads, record
 
 
 def test_listing_pages_through_more_than_a_thousand_results(s3, s3_options):
