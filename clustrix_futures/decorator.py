@@ -28,7 +28,7 @@ R = TypeVar("R")
 
 
 class ClusterFunction(Generic[R]):
-    """A decorated function: calling it runs it through :attr:`executor` and waits; ``submit`` and ``map``
+    """A decorated function: calling it runs it through ``executor`` and waits; ``submit`` and ``map``
     are the executor's, with the function filled in. The executor is made on first use, once (thread-safe)."""
 
     def __init__(self, fn: Callable[..., R], options: dict[str, Any]) -> None:

@@ -95,6 +95,11 @@ class ClusterPoolExecutor(Executor):
 
     A scheduler backend connects and starts its run directory in the constructor; the executor is then a
     context manager like any ``Executor``: leaving the ``with`` block calls ``shutdown(wait=True)``.
+
+    Attributes:
+        futures: After ``attach``, the attached run's futures in submission order; empty for a new executor
+            (the futures ``submit`` returns are not collected here).
+        settings: The resolved configuration: ``backend``, ``max_workers`` and the validated options.
     """
 
     def __init__(
