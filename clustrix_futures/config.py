@@ -144,7 +144,7 @@ def _env(name: str, value: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Option:
-    """One option: ``check(name, value)`` returns the value normalised or raises :class:`ConfigError`; ``help``
+    """One option: ``check(name, value)`` returns the value normalised or raises ``ConfigError``; ``help``
     is shown by the CLI and the docs; ``default`` applies when the option is unset (None)."""
 
     check: Check
@@ -208,6 +208,10 @@ OPTIONS: dict[str, Option] = {
     "kubeconfig": Option(_text, "Kubernetes: kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the "
                                 "in-cluster service account)."),
 }
+"""Every option, by name: what ``ClusterPoolExecutor(**options)``, ``ex.options(**resources)``, a profile and
+the CLI's ``--option NAME=VALUE`` accept. An unknown name is a ``ConfigError`` listing the valid ones; a
+value is checked (and normalised, e.g. ``mem=8192`` to ``"8192M"``) by its ``Option.check``. The Configuration
+page (``docs/config.md``) is generated from it by ``docs/gen_config.py``."""
 
 
 @dataclass

@@ -10,27 +10,44 @@ from typing import Optional
 
 
 class ClusterFuturesError(Exception):
-    """Base class of every exception this library raises on its own account."""
+    """Base class of every exception this library raises on its own account.
+
+    A task's own exception is never wrapped in it: ``except ClusterFuturesError`` catches only what the
+    machinery (configuration, connection, scheduler, worker) caused.
+    """
 
 
 class ConfigError(ClusterFuturesError, ValueError):
     """A configuration problem: unknown option, backend or profile, a bad value, an unusable host or interpreter.
 
-    Raised before any work is submitted.
+    Raised before any work is submitted: by the ``ClusterPoolExecutor`` constructor (which also connects and
+    probes the cluster's interpreter on a scheduler backend), ``options()`` and ``attach()``. The message names
+    what is wrong and how to fix it. A ``ValueError`` too, so code that catches bad arguments catches it.
     """
 
 
 class HostKeyError(ConfigError):
-    """The SSH host key of the cluster is unknown or changed: the connection was refused before logging in."""
+    """The SSH host key of the cluster is unknown or changed: the connection was refused before logging in.
+
+    Host keys are always verified against ``known_hosts`` (the option, default ``~/.ssh/known_hosts``); the
+    message says how to check the key's fingerprint and add it. Never retried, also on reconnection.
+    """
 
 
 class JobFailedError(ClusterFuturesError):
     """The job or worker that was running a task ended without delivering the task's outcome.
 
     ``state`` names what happened, in the scheduler's words where there is a scheduler (``CANCELLED``,
-    ``TIMEOUT``, ``OUT_OF_MEMORY``, ``NODE_FAIL``, ``FAILED``...) or ours (``WORKER_DIED``,
-    ``SUBMIT_FAILED``, ``CONNECTION_LOST``). ``job_id`` identifies the job (for arrays, the element), and
-    ``log_tail`` holds the end of its stderr when there is one.
+    ``TIMEOUT``, ``OUT_OF_MEMORY``, ``NODE_FAIL``, ``PREEMPTED``, ``FAILED``, ``KILLED``...) or ours:
+    ``WORKER_DIED`` (a local worker process died), ``SUBMIT_FAILED`` (the scheduler rejected the submission,
+    or could not be reached for ``reconnect_give_up`` seconds), ``CONNECTION_LOST`` (the SSH connection could
+    not be restored), ``MONITOR_FAILED`` (the job monitor gave up), ``LOST`` (the element left the queue
+    without a result and the scheduler no longer knows it), ``CORRUPTED_RESULT``. ``job_id`` identifies the
+    job (for arrays, the element, as ``JOB_INDEX``; a local worker's pid), and ``log_tail`` holds the end of
+    its stderr when there is one (``str()`` of the error appends it).
+
+    Elements that ended in one of ``retry_states`` (``PREEMPTED``, ``NODE_FAIL``, ``BOOT_FAIL`` by default)
+    are run again ``retries`` times first; the error is raised only when no attempt delivered the outcome.
     """
 
     def __init__(
@@ -59,7 +76,9 @@ class RemoteError(ClusterFuturesError):
     """A task raised an exception that could not be brought back as itself (it did not pickle or unpickle).
 
     ``type_name`` is the qualified name of the original exception's class, ``message`` its ``str()``, and
-    ``traceback`` the remote traceback text.
+    ``traceback`` the remote traceback text. An exception that does make the round trip is raised as itself
+    instead, never as a ``RemoteError``. A result that cannot be pickled on the node is a ``TypeError``
+    that says so.
     """
 
     def __init__(self, type_name: str, message: str, traceback: str) -> None:
@@ -73,4 +92,8 @@ class RemoteError(ClusterFuturesError):
 
 
 class ExecutorBrokenError(ClusterFuturesError, RuntimeError):
-    """The executor cannot run work any more (for example, its initializer raised in a worker)."""
+    """The executor cannot run work any more (for example, its initializer raised in a worker).
+
+    Every pending future fails with it, and so does every later ``submit``. A ``RuntimeError`` too, as the
+    stdlib's ``BrokenExecutor``.
+    """

@@ -70,7 +70,36 @@ class ClusterPoolExecutor(Executor):
 
     ``ClusterPoolExecutor()`` is a drop-in for ``ProcessPoolExecutor``; ``profile="hpc"`` (or
     ``CLUSTRIX_FUTURES_PROFILE=hpc``) or ``backend="slurm", ...`` moves the same code to a cluster. Options
-    are listed in :data:`clustrix_futures.config.OPTIONS`; an unknown one raises ``ConfigError``.
+    are listed in ``clustrix_futures.config.OPTIONS`` (the Configuration page); an unknown one raises
+    ``ConfigError``.
+
+    Args:
+        max_workers: Local processes: the number of worker processes (default ``os.cpu_count()``). Scheduler
+            backends: the most array elements alive at once (the array throttle); unset, the scheduler
+            decides. Must be a positive integer (``ValueError`` otherwise, as the stdlib's).
+        backend: ``"local"`` (the default), ``"slurm"``, ``"sge"``, ``"pbs"``, ``"ssh"`` or
+            ``"kubernetes"``; overrides the profile's.
+        profile: The name of a profile in the configuration file (default ``$CLUSTRIX_FUTURES_PROFILE``).
+        initializer: Called as ``initializer(*initargs)`` in each local worker process before its first
+            task. Local processes only: a scheduler backend raises ``ConfigError``. If it raises, the
+            executor is broken: pending and later submissions fail with ``ExecutorBrokenError``.
+        initargs: The arguments of ``initializer``.
+        **options: Any option of ``clustrix_futures.config.OPTIONS`` (``work_dir``, ``cpus``, ``mem``,
+            ``time``, ``host``...); they override the profile's.
+
+    Raises:
+        ConfigError: An unknown option, backend or profile, or a bad value; on a scheduler backend, also
+            what the start of the run found unusable (the SSH host and its key, the interpreter on the
+            cluster, the S3 bucket). Nothing has been submitted then. ``HostKeyError`` is its subclass for
+            an SSH host key that is unknown or changed.
+
+    A scheduler backend connects and starts its run directory in the constructor; the executor is then a
+    context manager like any ``Executor``: leaving the ``with`` block calls ``shutdown(wait=True)``.
+
+    Attributes:
+        futures: After ``attach``, the attached run's futures in submission order; empty for a new executor
+            (the futures ``submit`` returns are not collected here).
+        settings: The resolved configuration: ``backend``, ``max_workers`` and the validated options.
     """
 
     def __init__(
@@ -124,6 +153,8 @@ class ClusterPoolExecutor(Executor):
 
     @property
     def backend(self) -> str:
+        """The backend this executor runs on: ``"local"``, ``"slurm"``, ``"sge"``, ``"pbs"``, ``"ssh"`` or
+        ``"kubernetes"``."""
         return self.settings.backend
 
     @property
@@ -132,6 +163,24 @@ class ClusterPoolExecutor(Executor):
         return dict(self._engine.command_counts)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> ClusterFuture:
+        """Submits a callable to be executed with the given arguments.
+
+        Schedules the callable to be executed as ``fn(*args, **kwargs)`` and returns a future representing
+        the execution of the callable. The call is pickled (cloudpickle) here, in the calling thread, so
+        lambdas, closures and functions of ``__main__`` travel; on a scheduler backend, your own modules
+        (those not installed) travel with it by value. Submissions close together are grouped into one
+        array job.
+
+        Returns:
+            The future of the call, whose result is the call's return value, whose exception is the call's
+                own exception (with the remote traceback as ``__cause__``), or a ``ClusterFuturesError`` when the
+                machinery failed (``JobFailedError`` for a job or worker that ended without the outcome).
+
+        Raises:
+            TypeError: ``fn`` or an argument cannot be pickled; the message names which one.
+            RuntimeError: The executor has been shut down.
+            ExecutorBrokenError: The executor cannot run work any more (its initializer raised).
+        """
         return self._submit(fn, args, kwargs, None)
 
     def map(
@@ -143,14 +192,66 @@ class ClusterPoolExecutor(Executor):
         buffersize: Optional[int] = None,
         progress: bool = False,
     ) -> Iterator[Any]:
-        """As ``Executor.map``; ``progress=True`` shows a tqdm bar over the items (the ``progress`` extra)."""
+        """Returns an iterator equivalent to ``map(fn, *iterables)``, the calls running on the executor.
+
+        Items travel in chunks (one task per chunk) but results come back per item, in order: every item
+        before a failing one is yielded, then that item's exception is raised. Chunks are submitted before
+        ``map`` returns, as the stdlib does; closing the iterator cancels the chunks not started.
+
+        Args:
+            fn: A callable that takes as many arguments as there are iterables.
+            timeout: The most seconds to wait for each result, counted from the call to ``map``; None
+                waits without limit.
+            chunksize: Items per task: a positive integer, or None / ``"auto"`` (the default) to size
+                chunks automatically (local processes: balanced over the workers; scheduler backends: so
+                that an array element runs about ``element_seconds``, learned from the function's measured
+                item duration).
+            buffersize: If given, at most this many input items are read ahead of the consumer (as
+                Python 3.14's ``Executor.map``, on every supported Python); None reads the input as fast as
+                chunks can be submitted.
+            progress: Show a tqdm bar over the items as they are yielded (needs the ``progress`` extra).
+
+        Returns:
+            An iterator over the results of ``fn`` applied to the items of ``iterables``, in order.
+
+        Raises:
+            TimeoutError: A result is not available ``timeout`` seconds after the call to ``map``
+                (raised by the iterator).
+            Exception: The exception ``fn`` raised for an item, or a ``ClusterFuturesError`` for a chunk
+                the machinery lost (raised by the iterator, at that item).
+            TypeError: No iterable was given, or ``fn`` cannot be pickled (raised by ``map`` itself).
+            ValueError: A bad ``chunksize`` or ``buffersize`` (raised by ``map`` itself).
+            RuntimeError: The executor has been shut down.
+        """
         return self._map(fn, iterables, timeout, chunksize, buffersize, None, progress)
 
     def options(self, **resources: Any) -> ResourceView:
-        """A view that submits through this executor with other resources, e.g. ``ex.options(mem="64G")``."""
+        """A view that submits through this executor with other resources, e.g. ``ex.options(mem="64G")``.
+
+        The view shares the executor's engine (same run directory, same job monitor, same shutdown); only the
+        tasks submitted through it get the resources given here, which override the executor's. Tasks with
+        different resources never share an array job.
+
+        Raises:
+            ConfigError: An unknown option or a bad value.
+        """
         return ResourceView(self, config.validate_options(resources))
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Clean-up the resources associated with the executor.
+
+        It is safe to call this method several times. Otherwise, no other methods can be called after this
+        one: ``submit`` and ``map`` raise ``RuntimeError``. A ``map`` called before shutdown still submits
+        all its chunks (unless ``cancel_futures``).
+
+        Args:
+            wait: If True, do not return until every pending future is done and the executor's resources
+                (worker processes; the job monitor, the connection and, when every task succeeded, the run
+                directory) have been freed. If False, return at once; the jobs already submitted still run
+                and their futures still resolve while this process lives.
+            cancel_futures: If True, cancel every future that has not started running (on a scheduler
+                backend, its queued array elements are withdrawn from the scheduler's queue).
+        """
         with self._shutdown_lock:
             self._shut_down = True
         if cancel_futures:
@@ -194,16 +295,22 @@ class ClusterPoolExecutor(Executor):
 
 
 class ResourceView:
-    """Submits through its executor (same engine, same monitor) with resources overridden."""
+    """Submits through its executor (same engine, same monitor) with resources overridden.
+
+    Returned by ``ClusterPoolExecutor.options(...)``; ``resources`` holds the validated options it overrides.
+    It has no ``shutdown`` of its own: shutting the executor down ends it too.
+    """
 
     def __init__(self, executor: ClusterPoolExecutor, resources: dict[str, Any]) -> None:
         self._executor = executor
         self.resources = resources
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> ClusterFuture:
+        """As ``ClusterPoolExecutor.submit``, with this view's resources."""
         return self._executor._submit(fn, args, kwargs, self.resources)
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: Optional[float] = None,
             chunksize: Union[int, str, None] = None, buffersize: Optional[int] = None,
             progress: bool = False) -> Iterator[Any]:
+        """As ``ClusterPoolExecutor.map``, with this view's resources."""
         return self._executor._map(fn, iterables, timeout, chunksize, buffersize, self.resources, progress)

@@ -64,7 +64,16 @@ class _Waiters(list):
 class ClusterFuture(Future):
     """A ``concurrent.futures.Future`` whose ``cancel()`` wakes waiters at once.
 
-    ``task_id`` numbers the submission within its executor.
+    Every ``submit`` returns one (``map`` uses them too, one per chunk). It is a real
+    ``concurrent.futures.Future``: ``result``, ``exception``, ``done``, ``running``, ``cancelled``,
+    ``add_done_callback``, ``concurrent.futures.wait`` and ``as_completed`` behave as the stdlib documents.
+    Its exception is the task's own exception (with the remote traceback as ``__cause__``), or a
+    ``ClusterFuturesError`` when the machinery failed.
+
+    ``task_id`` numbers the submission within its executor, from 0 in submission order (the ``TASK`` of
+    ``clustrix-futures logs RUN_DIR TASK``); -1 for a future made outside an executor.
+
+    Futures are made by executors; the ``set_*`` methods are for executors (and tests), as in the stdlib.
     """
 
     def __init__(self, task_id: int = -1, on_cancel: Optional[Callable[[ClusterFuture], None]] = None) -> None:
@@ -74,19 +83,54 @@ class ClusterFuture(Future):
         self._waiters = _Waiters()
 
     def result(self, timeout: Optional[float] = None) -> Any:
+        """Return the result of the call that the future represents.
+
+        Args:
+            timeout: The number of seconds to wait for the result; None waits without limit.
+
+        Returns:
+            The result of the call that the future represents.
+
+        Raises:
+            CancelledError: If the future was cancelled.
+            TimeoutError: If the future didn't finish executing before the given timeout.
+            Exception: If the call raised then that exception will be raised (or, when the machinery
+                failed, a ``ClusterFuturesError`` such as ``JobFailedError``).
+        """
         if self.done():
             return super().result()
         with _counted_waiter():
             return super().result(timeout)
 
     def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
+        """Return the exception raised by the call that the future represents.
+
+        Args:
+            timeout: The number of seconds to wait for the exception; None waits without limit.
+
+        Returns:
+            The exception raised by the call that the future represents, or None if the call completed
+                without raising.
+
+        Raises:
+            CancelledError: If the future was cancelled.
+            TimeoutError: If the future didn't finish executing before the given timeout.
+        """
         if self.done():
             return super().exception()
         with _counted_waiter():
             return super().exception(timeout)
 
     def cancel(self) -> bool:
-        """As ``Future.cancel``, but waiters wake now, and the executor is told (``on_cancel``)."""
+        """Cancel the future if possible.
+
+        As ``Future.cancel``, but waiters (``result``, ``wait``, ``as_completed``) wake now, not when the
+        executor later reaches the task, and the executor is told (``on_cancel``): on a scheduler backend a
+        queued array element whose tasks are all cancelled is withdrawn (``scancel``, ``qdel``...).
+
+        Returns:
+            True if the future was cancelled (now or before), False if it is running or done.
+        """
         with self._condition:
             if self._state in (RUNNING, FINISHED):
                 return False

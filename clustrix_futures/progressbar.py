@@ -54,7 +54,20 @@ class Bar:
 
 
 def progress(futures: Iterable[Future], desc: Optional[str] = None) -> Iterator[Future]:
-    """Yield ``futures`` as they complete while a bar shows done, running, queued and failed."""
+    """Yield ``futures`` as they complete while a bar shows done, running, queued and failed.
+
+    Like ``concurrent.futures.as_completed(futures)``, with no timeout: every future is yielded once, in the
+    order they finish. The bar counts done (succeeded) and shows running, queued and failed (raised or
+    cancelled); it closes when the iterator ends or is closed.
+
+    Args:
+        futures: The futures to wait for (all read when iteration starts).
+        desc: The bar's label.
+
+    Raises:
+        ImportError: tqdm is not installed (``pip install 'clustrix-futures[progress]'``), raised at the first
+            ``next()``.
+    """
     pending = list(futures)
     bar = Bar(len(pending), "task", desc)
     try:

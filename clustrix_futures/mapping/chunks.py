@@ -19,6 +19,16 @@ def chunks(iterable: Iterable[Any], size: int) -> Iterator[Chunk]:
 
     A ``range`` is split arithmetically into sub-ranges (O(1) memory each), a sequence (list, tuple...) by
     slicing, and any other iterable lazily: no item is read before its chunk is requested.
+
+    Args:
+        iterable: The items. A ``str`` or ``bytes`` is treated as an iterable of its characters (lists).
+        size: The most items per chunk, a positive integer; only the last chunk may be shorter.
+
+    Returns:
+        An iterator of ``range`` (for a range), slices of the sequence's type (for a sequence), or lists.
+
+    Raises:
+        ValueError: ``size`` is not a positive integer (raised at once, not at the first ``next()``).
     """
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"chunk size must be a positive integer, not {size!r}")

@@ -36,7 +36,13 @@ print(json.dumps(out))
 
 
 class RemoteFiles:
-    """``ls``, ``find``, ``stat``, ``exists`` and ``glob`` where the tasks run."""
+    """``ls``, ``find``, ``stat``, ``exists`` and ``glob`` where the tasks run: ``ex.files``.
+
+    Each call runs one short command with the workers' interpreter (the ``python`` option), through the
+    executor's transport: over its SSH connection with ``host``, on this machine otherwise (also for local
+    processes). A leading ``~`` in a path is that machine's home. A call that fails (no such path, no
+    permission) raises ``OSError`` with the last line of the remote error.
+    """
 
     def __init__(self, run: Callable[[list[str]], Any], python: str) -> None:
         self._run = run
@@ -58,6 +64,7 @@ class RemoteFiles:
         return dict(self._call("stat", path))
 
     def exists(self, path: str) -> bool:
+        """Whether ``path`` exists there (False, not an error, when it does not)."""
         return bool(self._call("exists", path))
 
     def glob(self, pattern: str, root: str = ".") -> list[str]:
