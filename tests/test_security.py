@@ -259,3 +259,43 @@ def test_a_subdirectory_of_my_own_in_sticky_tmp_is_accepted():
         assert run.parent == me / "cf" and stat.S_IMODE(run.stat().st_mode) == 0o700
     finally:
         shutil.rmtree(me, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- over SSH (SFTP lstat, FXF_EXCL)
+
+
+def test_over_ssh_a_foreign_run_is_refused_and_a_planted_symlink_overwrites_nothing(sshd, other_account, scene):
+    """As cfuser over the real sshd: a run directory the other account planted is not cfuser's (SFTP lstat
+    against ``id -u`` there); cfuser's own 0600 file behind a symlink at the written path keeps its content."""
+    from support.infra import ssh_options
+
+    from clustrix_futures import config
+    from clustrix_futures.remote.ownership import run_refusal
+    from clustrix_futures.remote.ssh import SSHTransport
+
+    run = plant(other_account, scene)
+    mine = shared_directory("cf-cfuser-", 0o700)
+    shutil.chown(mine, user=sshd["CF_SSH_USER"])
+    precious = mine / "precious"
+    link = mine / "manifest.json"
+
+    async def scenario() -> tuple[str | None, str | None]:
+        transport = SSHTransport(config.resolve(None, "slurm", None, ssh_options(sshd)))
+        await transport.connect()
+        try:
+            setup = f"echo keep me > {precious}; chmod 600 {precious}; ln -s {precious} {link}"
+            await transport.run(["sh", "-c", setup])
+            foreign = await run_refusal(transport, str(run), str(scene["shared"]))
+            await transport.write(str(link), b"ours")
+            return foreign, await run_refusal(transport, str(mine), "")
+        finally:
+            await transport.close()
+
+    try:
+        foreign, own = asyncio.run(scenario())
+        assert foreign is not None and f"owned by uid {other_account['CF_OTHER_UID']}" in foreign
+        assert own is None
+        assert precious.read_text() == "keep me\n" and not link.is_symlink() and link.read_bytes() == b"ours"
+    finally:
+        shutil.rmtree(mine, ignore_errors=True)
+    untouched(run, scene)

@@ -29,7 +29,7 @@ from clustrix_futures.remote.ownership import check_work_dir, host_dir_of, run_r
 from clustrix_futures.remote.site import Site
 from clustrix_futures.remote.storage import S3Storage, Storage
 from clustrix_futures.remote.transport import Transport
-from clustrix_futures.runfiles.layout import ENDPOINT_VARIABLE, SUBDIRECTORIES, RunDir, new_run_name
+from clustrix_futures.runfiles.layout import ENDPOINT_VARIABLE, SUBDIRECTORIES, RunDir, is_s3, new_run_name
 from clustrix_futures.runfiles.records import encode_json, read_batches, read_manifest
 from clustrix_futures.schedulers import capabilities, make_scheduler
 from clustrix_futures.schedulers.base import BackendContext, Scheduler
@@ -114,21 +114,18 @@ class Startup:
         those of its manifest)."""
         settings = self.settings
         self.storage = self.site.storage(attach_to or settings["storage"])
-        work_dir = await self.site.work_dir()  # the user's own, before a manifest's options are adopted
+        existing: Optional[RunDir] = None
+        manifest: dict[str, Any] = {}
         if attach_to:
-            await self._refuse_foreign(attach_to, work_dir)
+            manifest, existing = await self._existing(attach_to)
         elif not capabilities(settings.backend).api:
-            await check_work_dir(self.transport, work_dir)
-        manifest = await self._read_manifest(attach_to) if attach_to else {}
+            await check_work_dir(self.transport, await self.site.work_dir())
         s3, api = isinstance(self.storage, S3Storage), capabilities(settings.backend).api
         if capabilities(settings.backend).needs_s3 and not s3:
             raise ConfigError(f"the {settings.backend} backend needs S3 storage (its pods do not see this machine's "
                               f"files): set the option 'storage' to 's3://BUCKET/PREFIX'")
         python, staged = await self._interpreter(manifest.get("python"), s3, api)
-        if attach_to:
-            run_dir = RunDir(attach_to, host_dir_of(attach_to, work_dir) if manifest.get("host_dir") else None)
-        else:
-            run_dir = await self._make_run_dir(work_dir, new_run_name(), s3, api)
+        run_dir = existing or await self._make_run_dir(await self.site.work_dir(), new_run_name(), s3, api)
         context = BackendContext.of(settings, python, run_dir.host)
         scheduler = make_scheduler(settings, context, self.transport, run_dir.log)
         if staged:
@@ -153,6 +150,18 @@ class Startup:
         if problem is not None:
             raise ConfigError("; ".join(problem))
         return python, found.needs_staging
+
+    async def _existing(self, root: str) -> tuple[dict[str, Any], RunDir]:
+        """The manifest and run directory of the run to attach to, refused unless it is ours: a directory is
+        checked before anything in it is read; an S3 run's ``WORK_DIR/NAME`` (work_dir as given now, else as
+        its manifest recorded it) once its manifest is read. Never the manifest's ``host_dir``."""
+        if not is_s3(root):
+            await self._refuse_foreign(root, "")
+        manifest = await self._read_manifest(root)
+        work_dir = await self.site.work_dir()
+        if is_s3(root):
+            await self._refuse_foreign(root, work_dir)
+        return manifest, RunDir(root, host_dir_of(root, work_dir) if is_s3(root) and manifest.get("host_dir") else None)
 
     async def _refuse_foreign(self, root: str, work_dir: str) -> None:
         """ConfigError if the run directory to attach to (or, for an S3 run, its directory under work_dir) is

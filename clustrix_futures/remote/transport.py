@@ -115,7 +115,7 @@ class LocalTransport:
         """The owner and mode of ``path`` (of a final symlink's target with ``follow``); None if it is missing."""
         try:
             found = os.stat(path) if follow else os.lstat(path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # the latter: a component is a file (/dev/null/x)
             return None
         return PathStat(found.st_uid, found.st_mode)
 
@@ -153,10 +153,15 @@ class LocalTransport:
             return []
 
     async def remove_tree(self, path: str) -> None:
-        """Remove the directory ``path`` and everything under it (a missing one is no error); OSError says what
-        could not be removed. A symlink is not followed: removing one raises."""
-        if os.path.lexists(path):
+        """Remove ``path`` and everything under it, as ``rm -rf`` does (a missing one is no error; a symlink is
+        removed, never followed); OSError says what could not be removed."""
+        found = await self.lstat(path)
+        if found is None:
+            return
+        if found.is_dir:
             shutil.rmtree(path)
+        else:
+            os.unlink(path)
 
     async def close(self) -> None:
         pass

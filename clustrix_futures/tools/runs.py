@@ -110,7 +110,7 @@ class OpenRun:
         self.manifest = manifest
         self.work_dir = work_dir
         self.backend: str = manifest["backend"]
-        self.run_dir = RunDir(root, host_dir_of(root, work_dir) if manifest.get("host_dir") else None)
+        self.run_dir = RunDir(root, host_dir_of(root, work_dir) if is_s3(root) and manifest.get("host_dir") else None)
         self.damaged: dict[str, str] = {}  # "B-I" -> why its result journal cannot be read
         context = BackendContext.of(settings, python, self.run_dir.host)
         self.scheduler: Scheduler = make_scheduler(settings, context, transport, self.run_dir.log)
@@ -261,18 +261,26 @@ class RunSite(Site):
     """A :class:`~clustrix_futures.remote.site.Site` that finds and opens the run directories on it."""
 
     async def open(self, root: str) -> OpenRun:
-        """The run ``root`` if it is ours (ForeignRun, before anything in it is read, if not)."""
-        work_dir = await self.work_dir()
-        refusal = await run_refusal(self.transport, root, work_dir)
-        if refusal:
-            raise ForeignRun(f"skipped {root}: {refusal}; nothing in it was read")
+        """The run ``root`` if it is ours (ForeignRun if not): a directory is checked before anything in it is
+        read; an S3 run's ``WORK_DIR/NAME`` (work_dir as given, else as its manifest recorded it) once its
+        manifest is read (the bucket's prefix must be yours: docs/security.md)."""
+        if not is_s3(root):
+            await self._refuse_foreign(root, "")
         python = self.settings["python"] or (sys.executable if self.settings["host"] is None else "python3")
         storage = self.storage(root)
         hint = "" if self.settings["host"] else " (for a run on a remote cluster, name it with --profile or --host)"
         manifest = await read_manifest(storage, root, self.where(), hint)
         settings = dataclasses.replace(self.settings, options=dict(self.settings.options))
         config.adopt_manifest(settings, manifest)
+        work_dir = await self.expand(settings["work_dir"])
+        if is_s3(root):
+            await self._refuse_foreign(root, work_dir)
         return OpenRun(root, settings, self.transport, storage, manifest, python, work_dir)
+
+    async def _refuse_foreign(self, root: str, work_dir: str) -> None:
+        refusal = await run_refusal(self.transport, root, work_dir)
+        if refusal:
+            raise ForeignRun(f"skipped {root}: {refusal}; nothing in it was read")
 
     async def snapshots(self, roots: list[str]) -> list[Snapshot | ConfigError]:
         """The snapshot of each run (several read at once), or why it could not be read."""
