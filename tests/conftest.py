@@ -6,8 +6,8 @@ SLURM, sshd, Grid Engine, the PBS wrappers and moto's S3 are brought up by ``tes
 time a test needs them, and stopped at the end of the session if this session started them (see
 :mod:`support.infra`; ``CF_SKIP_INFRA=1`` skips those tests instead).
 
-Markers (``slurm``, ``ssh``, ``sge``, ``pbs``, ``s3``, ``kubernetes``) are not written by hand: every test gets
-those of the infrastructure fixtures it requests and of the backend it is parametrized with
+Markers (``slurm``, ``ssh``, ``sge``, ``pbs``, ``s3``, ``kubernetes``, ``security``) are not written by hand:
+every test gets those of the infrastructure fixtures it requests and of the backend it is parametrized with
 (:func:`support.executors.infra_markers`), so ``-m "not slurm"`` cannot drift from what a test really uses.
 """
 
@@ -52,6 +52,16 @@ def slurm() -> Iterator[Infra]:
 def sshd() -> Iterator[dict[str, str]]:
     """A real sshd on 127.0.0.1:2222 (tests/infra/sshd.sh); its environment (host, port, user, key...)."""
     infra = Infra("sshd")
+    infra.up()
+    yield infra.env()
+    infra.down_if_started()
+
+
+@pytest.fixture(scope="session")
+def other_account() -> Iterator[dict[str, str]]:
+    """A second, unprivileged local account (tests/infra/accounts.sh) that plants files as another user of a
+    shared cluster would: ``CF_OTHER_USER`` and ``CF_OTHER_UID``."""
+    infra = Infra("accounts")
     infra.up()
     yield infra.env()
     infra.down_if_started()

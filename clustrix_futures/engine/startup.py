@@ -25,10 +25,11 @@ from clustrix_futures import __version__, config
 from clustrix_futures.engine.records import Environment
 from clustrix_futures.engine.staging import stage
 from clustrix_futures.errors import ConfigError
+from clustrix_futures.remote.ownership import check_work_dir, host_dir_of, run_refusal
 from clustrix_futures.remote.site import Site
 from clustrix_futures.remote.storage import S3Storage, Storage
 from clustrix_futures.remote.transport import Transport
-from clustrix_futures.runfiles.layout import ENDPOINT_VARIABLE, SUBDIRECTORIES, RunDir, new_run_name
+from clustrix_futures.runfiles.layout import ENDPOINT_VARIABLE, SUBDIRECTORIES, RunDir, is_s3, new_run_name
 from clustrix_futures.runfiles.records import encode_json, read_batches, read_manifest
 from clustrix_futures.schedulers import capabilities, make_scheduler
 from clustrix_futures.schedulers.base import BackendContext, Scheduler
@@ -113,16 +114,18 @@ class Startup:
         those of its manifest)."""
         settings = self.settings
         self.storage = self.site.storage(attach_to or settings["storage"])
-        manifest = await self._read_manifest(attach_to) if attach_to else {}
+        existing: Optional[RunDir] = None
+        manifest: dict[str, Any] = {}
+        if attach_to:
+            manifest, existing = await self._existing(attach_to)
+        elif not capabilities(settings.backend).api:
+            await check_work_dir(self.transport, await self.site.work_dir())
         s3, api = isinstance(self.storage, S3Storage), capabilities(settings.backend).api
         if capabilities(settings.backend).needs_s3 and not s3:
             raise ConfigError(f"the {settings.backend} backend needs S3 storage (its pods do not see this machine's "
                               f"files): set the option 'storage' to 's3://BUCKET/PREFIX'")
         python, staged = await self._interpreter(manifest.get("python"), s3, api)
-        if attach_to:
-            run_dir = RunDir(attach_to, manifest.get("host_dir"))
-        else:
-            run_dir = await self._make_run_dir(new_run_name(), s3, api)
+        run_dir = existing or await self._make_run_dir(await self.site.work_dir(), new_run_name(), s3, api)
         context = BackendContext.of(settings, python, run_dir.host)
         scheduler = make_scheduler(settings, context, self.transport, run_dir.log)
         if staged:
@@ -148,14 +151,34 @@ class Startup:
             raise ConfigError("; ".join(problem))
         return python, found.needs_staging
 
-    async def _make_run_dir(self, name: str, s3: bool, api: bool) -> RunDir:
-        """A new run's directories: in the storage, and (for S3 runs of command schedulers) its scripts and logs
-        under work_dir on the transport's filesystem."""
-        host = None if api else posixpath.join(await self.site.work_dir(), name)
+    async def _existing(self, root: str) -> tuple[dict[str, Any], RunDir]:
+        """The manifest and run directory of the run to attach to, refused unless it is ours: a directory is
+        checked before anything in it is read; an S3 run's ``WORK_DIR/NAME`` (work_dir as given now, else as
+        its manifest recorded it) once its manifest is read. Never the manifest's ``host_dir``."""
+        if not is_s3(root):
+            await self._refuse_foreign(root, "")
+        manifest = await self._read_manifest(root)
+        work_dir = await self.site.work_dir()
+        if is_s3(root):
+            await self._refuse_foreign(root, work_dir)
+        return manifest, RunDir(root, host_dir_of(root, work_dir) if is_s3(root) and manifest.get("host_dir") else None)
+
+    async def _refuse_foreign(self, root: str, work_dir: str) -> None:
+        """ConfigError if the run directory to attach to (or, for an S3 run, its directory under work_dir) is
+        not ours: nothing of it is read then."""
+        refusal = await run_refusal(self.transport, root, work_dir)
+        if refusal:
+            raise ConfigError(f"refusing to attach to {root} on {self.site.where()}: {refusal}; nothing of it "
+                              f"was read")
+
+    async def _make_run_dir(self, work_dir: str, name: str, s3: bool, api: bool) -> RunDir:
+        """A new run's directories, each created exclusively: in the storage, and (for S3 runs of command
+        schedulers) its scripts and logs under work_dir on the transport's filesystem."""
+        host = None if api else posixpath.join(work_dir, name)
+        if host is not None:
+            await self._make_host_dir(work_dir, host, SUBDIRECTORIES if not s3 else ("batches", "logs"))
         if not s3:
             assert host is not None
-            for sub in ("", *SUBDIRECTORIES):
-                await self.transport.makedirs(posixpath.join(host, sub) if sub else host)
             return RunDir(host)
         root = posixpath.join(self.settings["storage"], name)
         assert isinstance(self.storage, S3Storage)
@@ -164,10 +187,18 @@ class Startup:
         except Exception as exc:
             raise ConfigError(f"cannot use the S3 storage {self.settings['storage']}: {exc}; check the bucket, "
                               f"the credentials (boto3's chain) and 'endpoint_url'") from exc
-        if host is not None:
-            for sub in ("", "batches", "logs"):
-                await self.transport.makedirs(posixpath.join(host, sub) if sub else host)
         return RunDir(root, host)
+
+    async def _make_host_dir(self, work_dir: str, host: str, subdirectories: tuple[str, ...]) -> None:
+        """Make work_dir (checked again once it exists), then the run's directory and its subdirectories,
+        each with mkdir: one that exists already (planted there) is an error, never reused."""
+        await self.transport.makedirs(work_dir)
+        await check_work_dir(self.transport, work_dir)
+        try:
+            for sub in ("", *subdirectories):
+                await self.transport.mkdir(posixpath.join(host, sub) if sub else host)
+        except Exception as exc:
+            raise ConfigError(f"cannot create the run directory {host} on {self.site.where()}: {exc}") from exc
 
     async def _write_manifest(self, run_dir: RunDir, python: str, staged: bool) -> None:
         settings = self.settings

@@ -101,15 +101,17 @@ def _read(path: str) -> Optional[str]:
 
 
 def _write(path: str, text: str) -> None:
-    temporary = f"{path}.{os.getpid()}.tmp"
-    with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+    """Replace ``path`` atomically: a new file under a random name (created exclusively, never through a
+    symlink), renamed over it."""
+    temporary = f"{path}.{os.urandom(8).hex()}.tmp"
+    with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "w") as out:
         out.write(text + "\n")
     os.replace(temporary, path)
 
 
 @contextlib.contextmanager
 def _locked(directory: str) -> Iterator[None]:
-    fd = os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -197,7 +199,7 @@ def _log(pattern: str, index: int) -> str:
 
 
 def _start(index: int, script: str, stdout: str, stderr: str) -> subprocess.Popen:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
     out = os.open(_log(stdout, index), flags, 0o600)
     err = os.open(_log(stderr, index), flags, 0o600)
     try:

@@ -78,7 +78,7 @@ def element_main(root: str, batch: int, element: Optional[int]) -> None:
     run_dir = RunDir(root)
     tasks = read_element(run_dir.batch_file(batch), element)
     partial = run_dir.partial(batch, element)
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)  # never through a symlink
     with os.fdopen(fd, "wb") as results:
         results.write(journal.preamble())
         results.flush()  # a reader of the running element's journal sees its version at once

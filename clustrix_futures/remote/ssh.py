@@ -35,7 +35,7 @@ import asyncssh
 
 from clustrix_futures.config import Settings
 from clustrix_futures.errors import ConfigError, HostKeyError
-from clustrix_futures.remote.transport import Completed, TransportLost
+from clustrix_futures.remote.transport import Completed, PathStat, TransportLost
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -95,6 +95,7 @@ class SSHTransport:
         self._ids = itertools.count()
         self._journal = ""
         self._acknowledged: list[str] = []  # journals of commands whose answer arrived, removed by the next one
+        self._uid: Optional[int] = None
 
     # ------------------------------------------------------------ connecting
 
@@ -256,13 +257,41 @@ class SSHTransport:
         attrs = asyncssh.SFTPAttrs(permissions=0o700)
         await self._retry(lambda: self._sftp_now().makedirs(path, attrs, exist_ok=True))
 
+    async def mkdir(self, path: str) -> None:
+        """Create ``path`` (mode 0700); an SFTP error if anything is there already."""
+        attrs = asyncssh.SFTPAttrs(permissions=0o700)
+        await self._retry(lambda: self._sftp_now().mkdir(path, attrs))
+
+    async def lstat(self, path: str, follow: bool = False) -> Optional[PathStat]:
+        """The owner and mode of ``path`` over SFTP (of a final symlink's target with ``follow``); None if missing."""
+        async def attempt() -> Optional[PathStat]:
+            sftp = self._sftp_now()
+            try:
+                attrs = await (sftp.stat(path) if follow else sftp.lstat(path))
+            except asyncssh.SFTPNoSuchFile:
+                return None
+            return PathStat(int(attrs.uid or 0), int(attrs.permissions or 0))
+
+        return await self._retry(attempt)
+
+    async def uid(self) -> int:
+        """The remote user's uid (``id -u`` there, asked once)."""
+        if self._uid is None:
+            answer = await self.run(["id", "-u"])
+            if not answer.ok or not answer.stdout.strip().isdigit():
+                raise ConfigError(f"cannot tell the user id on {self._target}: {answer.describe()}")
+            self._uid = int(answer.stdout.strip())
+        return self._uid
+
     async def write(self, path: str, data: bytes, mode: int = 0o600) -> None:
-        """Write under a temporary name in the same directory, chmod, then rename over ``path`` (atomic)."""
-        temporary = f"{path}.{secrets.token_hex(6)}.tmp"
+        """Write a new file under a random name beside ``path`` (created exclusively: ``FXF_CREAT|FXF_EXCL``),
+        chmod, then rename over ``path`` (atomic)."""
+        flags = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_EXCL
 
         async def attempt() -> None:
+            temporary = f"{path}.{secrets.token_hex(8)}.tmp"  # a new name per attempt: EXCL refuses a used one
             sftp = self._sftp_now()
-            async with sftp.open(temporary, "wb", asyncssh.SFTPAttrs(permissions=mode)) as target:
+            async with sftp.open(temporary, flags, asyncssh.SFTPAttrs(permissions=mode), encoding=None) as target:
                 await target.write(data)
             await sftp.chmod(temporary, mode)
             await sftp.posix_rename(temporary, path)
@@ -303,7 +332,10 @@ class SSHTransport:
         return await self._retry(attempt)
 
     async def remove_tree(self, path: str) -> None:
-        await self.run(["rm", "-rf", "--", path])
+        """``rm -rf -- path`` there; OSError with its message if it failed."""
+        answer = await self.run(["rm", "-rf", "--", path])
+        if not answer.ok:
+            raise OSError(f"cannot remove {path} on {self._target}: {answer.describe()}")
 
     async def close(self) -> None:
         """Remove this connection's journals and close it; best effort, never reconnects."""

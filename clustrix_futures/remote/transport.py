@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import shutil
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional, Protocol
@@ -37,6 +39,22 @@ class Completed:
         return f"`{' '.join(self.argv)}` exited with {self.returncode}: {text}"
 
 
+@dataclass(frozen=True)
+class PathStat:
+    """The owner and mode (``st_mode``: type and permission bits) of a path, not following a final symlink."""
+
+    uid: int
+    mode: int
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+    @property
+    def is_link(self) -> bool:
+        return stat.S_ISLNK(self.mode)
+
+
 class Transport(Protocol):
     """Runs commands and moves files on the machine where the scheduler and the run directory are."""
 
@@ -45,6 +63,12 @@ class Transport(Protocol):
     async def home(self) -> str: ...
 
     async def makedirs(self, path: str) -> None: ...
+
+    async def mkdir(self, path: str) -> None: ...
+
+    async def lstat(self, path: str, follow: bool = False) -> Optional[PathStat]: ...
+
+    async def uid(self) -> int: ...
 
     async def write(self, path: str, data: bytes, mode: int = 0o600) -> None: ...
 
@@ -83,12 +107,34 @@ class LocalTransport:
     async def makedirs(self, path: str) -> None:
         os.makedirs(path, mode=0o700, exist_ok=True)
 
+    async def mkdir(self, path: str) -> None:
+        """Create ``path`` (mode 0700); FileExistsError if anything is there already."""
+        os.mkdir(path, 0o700)
+
+    async def lstat(self, path: str, follow: bool = False) -> Optional[PathStat]:
+        """The owner and mode of ``path`` (of a final symlink's target with ``follow``); None if it is missing."""
+        try:
+            found = os.stat(path) if follow else os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):  # the latter: a component is a file (/dev/null/x)
+            return None
+        return PathStat(found.st_uid, found.st_mode)
+
+    async def uid(self) -> int:
+        return os.getuid()
+
     async def write(self, path: str, data: bytes, mode: int = 0o600) -> None:
-        temporary = f"{path}.{os.getpid()}.tmp"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(temporary, path)
+        """Write a new file under a random name beside ``path`` (created exclusively, never through a symlink),
+        then rename it over ``path`` (atomic)."""
+        temporary = f"{path}.{secrets.token_hex(8)}.tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
 
     async def read_many(self, paths: Sequence[str]) -> dict[str, Optional[bytes]]:
         found: dict[str, Optional[bytes]] = {}
@@ -107,7 +153,15 @@ class LocalTransport:
             return []
 
     async def remove_tree(self, path: str) -> None:
-        shutil.rmtree(path, ignore_errors=True)
+        """Remove ``path`` and everything under it, as ``rm -rf`` does (a missing one is no error; a symlink is
+        removed, never followed); OSError says what could not be removed."""
+        found = await self.lstat(path)
+        if found is None:
+            return
+        if found.is_dir:
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
 
     async def close(self) -> None:
         pass

@@ -13,6 +13,7 @@ import sys
 import time
 from typing import Any
 
+from clustrix_futures.errors import ConfigError
 from clustrix_futures.schedulers import capabilities
 from clustrix_futures.schedulers.base import QUEUED, RUNNING
 from clustrix_futures.tools.runs import RAISED, SUCCEEDED, Snapshot, age, format_counts, parse_age
@@ -194,7 +195,7 @@ def _reason_to_keep(snapshot: Snapshot | BaseException, older_than: float | None
 def run_clean(args: argparse.Namespace) -> int:
     async def work(site: Site) -> int:
         roots = [await site.locate(r) for r in args.runs] if args.runs else await site.runs()
-        removed = kept = 0
+        removed = kept = failed = 0
         for root, snapshot in zip(roots, await site.snapshots(roots)):
             reason = _reason_to_keep(snapshot, args.older_than)
             if reason or not isinstance(snapshot, Snapshot):
@@ -202,10 +203,16 @@ def run_clean(args: argparse.Namespace) -> int:
                 print(f"kept     {root}: {reason}")
                 continue
             if not args.dry_run:
-                await snapshot.run.remove()
+                try:
+                    await snapshot.run.remove()
+                except (OSError, ConfigError) as exc:
+                    failed += 1
+                    print(f"FAILED   {root}: {exc}", file=sys.stderr)
+                    continue
             removed += 1
             print(f"{'would remove' if args.dry_run else 'removed'}  {root} ({format_counts(snapshot.counts())})")
-        print(f"{removed} {'to remove' if args.dry_run else 'removed'}, {kept} kept")
-        return 0
+        print(f"{removed} {'to remove' if args.dry_run else 'removed'}, {kept} kept"
+              + (f", {failed} could not be removed" if failed else ""))
+        return 1 if failed else 0
 
     return with_site(args, work)

@@ -8,6 +8,13 @@ query to the scheduler. Unlike ``ClusterPoolExecutor.attach`` it takes nothing o
 nothing is resubmitted.
 
 What a run directory cannot tell: tasks the client still held when it died (not yet in any batch file).
+
+Only our own runs are opened (:mod:`clustrix_futures.remote.ownership`): a run directory someone else owns, or
+others can write to, is listed as skipped with the reason, and nothing in it is read. Even in our own runs these
+commands never unpickle an outcome and never run the interpreter a manifest names: states and times come from
+the result journals' frame headers, a raised task's traceback from the text inside its pickle (read as data by
+:mod:`pickletools`, not unpickled), and the host backend's commands run the user's own ``python``. ``clean``
+removes only ``WORK_DIR/NAME`` (and an S3 run's prefix), never a path a manifest names.
 """
 
 from __future__ import annotations
@@ -15,8 +22,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import pickletools
 import posixpath
 import socket
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,19 +33,19 @@ from typing import Any, Optional
 
 from clustrix_futures import config
 from clustrix_futures.errors import ConfigError
+from clustrix_futures.remote.ownership import host_dir_of, run_refusal
 from clustrix_futures.remote.site import Site
 from clustrix_futures.remote.storage import Storage
 from clustrix_futures.remote.transport import Transport
-from clustrix_futures.runfiles.journal import read_journal
+from clustrix_futures.runfiles import journal
 from clustrix_futures.runfiles.layout import PARTIAL_SUFFIX, RESULT_SUFFIX, RunDir, is_s3
-from clustrix_futures.runfiles.outcomes import decode_outcome, failure_of
 from clustrix_futures.runfiles.records import read_batches, read_manifest
 from clustrix_futures.schedulers import capabilities, make_scheduler
 from clustrix_futures.schedulers.base import QUEUED, RUNNING, BackendContext, ElementKey, FinalState, Scheduler
 
 # A task's state, as `status` reports it.
 SUCCEEDED, RAISED, CANCELLED, FAILED = "succeeded", "raised", "cancelled", "failed"
-UNREADABLE, UNKNOWN = "unreadable", "unknown"  # an outcome that does not unpickle here; a scheduler not answering
+UNREADABLE, UNKNOWN = "unreadable", "unknown"  # a damaged result journal; a scheduler not answering
 STATES = (SUCCEEDED, RAISED, RUNNING, QUEUED, CANCELLED, FAILED, UNREADABLE, UNKNOWN)
 PARALLEL_RUNS = 8  # runs read at once by RunSite.snapshots (an SSH connection serves 8 commands at once)
 LOG_LIMIT = 1 << 20  # bytes of each log `logs` shows (the end of it)
@@ -83,19 +92,27 @@ class Snapshot:
                           for t in self.tasks]}
 
 
+class ForeignRun(ConfigError):
+    """A run directory that is not ours (see :mod:`clustrix_futures.remote.ownership`): never opened."""
+
+
 class OpenRun:
-    """An existing run directory, opened through its transport and storage; see the module docstring."""
+    """An existing run directory of ours, opened through its transport and storage; see the module docstring.
+    ``python`` is the user's interpreter (never the manifest's); ``work_dir`` the user's, where its host
+    directory is."""
 
     def __init__(self, root: str, settings: config.Settings, transport: Transport, storage: Storage,
-                 manifest: dict[str, Any]) -> None:
+                 manifest: dict[str, Any], python: str, work_dir: str) -> None:
         self.root = root
         self.settings = settings
         self.transport = transport
         self.storage = storage
         self.manifest = manifest
+        self.work_dir = work_dir
         self.backend: str = manifest["backend"]
-        self.run_dir = RunDir(root, manifest.get("host_dir"))
-        context = BackendContext.of(settings, manifest.get("python") or "python3", self.run_dir.host)
+        self.run_dir = RunDir(root, host_dir_of(root, work_dir) if is_s3(root) and manifest.get("host_dir") else None)
+        self.damaged: dict[str, str] = {}  # "B-I" -> why its result journal cannot be read
+        context = BackendContext.of(settings, python, self.run_dir.host)
         self.scheduler: Scheduler = make_scheduler(settings, context, transport, self.run_dir.log)
 
     def client_alive(self) -> bool:
@@ -133,6 +150,8 @@ class OpenRun:
                     task.state, task.detail, task.traceback = outcomes[task_id]
                 elif task_id in skipped:
                     task.state = CANCELLED
+                elif f"{batch}-{index}" in self.damaged:
+                    task.state, task.detail = UNREADABLE, self.damaged[f"{batch}-{index}"]
                 elif phase not in (QUEUED, RUNNING):
                     waiting.append(task)
                 snapshot.tasks.append(task)
@@ -143,18 +162,23 @@ class OpenRun:
         return snapshot
 
     async def _outcomes(self) -> dict[int, tuple[str, str, str]]:
-        """Each finished task's (state, detail, traceback), from complete and partial result journals."""
+        """Each finished task's (state, detail, traceback), from the frame headers of complete and partial
+        result journals; nothing is unpickled."""
         names = [n for n in await self.storage.listdir(self.run_dir.results)
                  if n.endswith((RESULT_SUFFIX, PARTIAL_SUFFIX))]
         names.sort(key=lambda n: n.endswith(RESULT_SUFFIX))  # a complete journal wins over a stale partial one
         contents = await self.storage.read_many([self.run_dir.path("results", n) for n in names])
         outcomes: dict[int, tuple[str, str, str]] = {}
-        for data in contents.values():
+        for path, data in contents.items():
             try:
-                for task_id, encoded in read_journal(data or b""):
-                    outcomes[task_id] = _describe(encoded)
-            except ValueError:
-                pass  # its good frames were read; the tasks after the damage look lost, as the monitor finds them
+                for frame in journal.read_frames(data or b""):
+                    if frame.kind == journal.OK:
+                        outcomes[frame.task_id] = (SUCCEEDED, "", "")
+                    elif frame.kind == journal.RAISED:
+                        text = traceback_text(data[frame.offset:frame.offset + frame.size] if data else b"")
+                        outcomes[frame.task_id] = (RAISED, _last_line(text), text)
+            except ValueError as exc:  # another journal version: its element's tasks say so
+                self.damaged[posixpath.basename(path).rsplit(".", 1)[0]] = f"{path}: {exc}"
         return outcomes
 
     async def _explain_failures(self, ended: list[tuple[str, int, list[TaskState]]], unreachable: bool) -> None:
@@ -202,18 +226,32 @@ class OpenRun:
         return snapshot, len(unfinished), len(elements)
 
     async def remove(self) -> None:
+        """Remove the run: its root (a path the user named or found in work_dir, or an S3 prefix) and
+        ``WORK_DIR/NAME``, checked to be ours again just before; OSError (or ForeignRun) if that fails."""
+        refusal = await run_refusal(self.transport, self.root, self.work_dir)
+        if refusal:
+            raise ForeignRun(refusal)
         await self.storage.remove_tree(self.root)
         if self.run_dir.host_root:
             await self.transport.remove_tree(self.run_dir.host_root)
 
 
-def _describe(encoded: bytes) -> tuple[str, str, str]:
+def traceback_text(body: bytes) -> str:
+    """The traceback text of a raised task's encoded outcome ``(False, exception, text, seconds)``, read as data:
+    the last string the pickle pushes (:func:`pickletools.genops` parses opcodes and runs none of them)."""
+    text = ""
     try:
-        outcome = decode_outcome(encoded)
-    except Exception as exc:
-        return UNREADABLE, f"its outcome cannot be unpickled here: {type(exc).__name__}: {exc}", ""
-    failure = failure_of(outcome)
-    return (RAISED, *failure) if failure else (SUCCEEDED, "", "")
+        for _, argument, _ in pickletools.genops(body):
+            if isinstance(argument, str):
+                text = argument
+    except Exception:  # damaged: what was read so far
+        pass
+    return text
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "the task raised"
 
 
 # ---------------------------------------------------------------- opening runs
@@ -223,12 +261,26 @@ class RunSite(Site):
     """A :class:`~clustrix_futures.remote.site.Site` that finds and opens the run directories on it."""
 
     async def open(self, root: str) -> OpenRun:
+        """The run ``root`` if it is ours (ForeignRun if not): a directory is checked before anything in it is
+        read; an S3 run's ``WORK_DIR/NAME`` (work_dir as given, else as its manifest recorded it) once its
+        manifest is read (the bucket's prefix must be yours: docs/security.md)."""
+        if not is_s3(root):
+            await self._refuse_foreign(root, "")
+        python = self.settings["python"] or (sys.executable if self.settings["host"] is None else "python3")
         storage = self.storage(root)
         hint = "" if self.settings["host"] else " (for a run on a remote cluster, name it with --profile or --host)"
         manifest = await read_manifest(storage, root, self.where(), hint)
         settings = dataclasses.replace(self.settings, options=dict(self.settings.options))
         config.adopt_manifest(settings, manifest)
-        return OpenRun(root, settings, self.transport, storage, manifest)
+        work_dir = await self.expand(settings["work_dir"])
+        if is_s3(root):
+            await self._refuse_foreign(root, work_dir)
+        return OpenRun(root, settings, self.transport, storage, manifest, python, work_dir)
+
+    async def _refuse_foreign(self, root: str, work_dir: str) -> None:
+        refusal = await run_refusal(self.transport, root, work_dir)
+        if refusal:
+            raise ForeignRun(f"skipped {root}: {refusal}; nothing in it was read")
 
     async def snapshots(self, roots: list[str]) -> list[Snapshot | ConfigError]:
         """The snapshot of each run (several read at once), or why it could not be read."""
@@ -256,7 +308,9 @@ class RunSite(Site):
             found.update((n, posixpath.join(storage, n)) for n in listed if _looks_like_run(n))
         work_dir = await self.work_dir()
         names = [n for n in await self.transport.listdir(work_dir) if _looks_like_run(n)]
-        manifests = await self.transport.read_many([RunDir(posixpath.join(work_dir, n)).manifest for n in names])
+        ours = [n for n in names if await run_refusal(self.transport, posixpath.join(work_dir, n), work_dir) is None]
+        found.update((n, posixpath.join(work_dir, n)) for n in names if n not in ours)  # listed as skipped
+        manifests = await self.transport.read_many([RunDir(posixpath.join(work_dir, n)).manifest for n in ours])
         found.update((posixpath.basename(posixpath.dirname(path)), posixpath.dirname(path))
                      for path, data in manifests.items() if data is not None)
         return [found[name] for name in sorted(found)]

@@ -33,7 +33,8 @@ BACKEND_INFRA: dict[str, tuple[str, ...]] = {
 BACKENDS = list(BACKEND_INFRA)
 
 # The fixture that brings up each piece of infrastructure, and the marker a test that requests it carries.
-FIXTURE_MARKERS = {"slurm": "slurm", "sshd": "ssh", "sge": "sge", "pbs": "pbs", "s3": "s3", "k8s_standin": "kubernetes"}
+FIXTURE_MARKERS = {"slurm": "slurm", "sshd": "ssh", "sge": "sge", "pbs": "pbs", "s3": "s3", "k8s_standin": "kubernetes",
+                   "other_account": "security"}
 
 
 def backend_options(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
