@@ -27,7 +27,7 @@ from clustrix_futures.engine.staging import stage
 from clustrix_futures.errors import ConfigError
 from clustrix_futures.remote.site import Site
 from clustrix_futures.remote.storage import S3Storage, Storage
-from clustrix_futures.remote.transport import Transport
+from clustrix_futures.remote.transport import Transport, TransportLost
 from clustrix_futures.runfiles.layout import ENDPOINT_VARIABLE, SUBDIRECTORIES, RunDir, new_run_name
 from clustrix_futures.runfiles.records import encode_json, read_batches, read_manifest
 from clustrix_futures.schedulers import capabilities, make_scheduler
@@ -154,8 +154,7 @@ class Startup:
         host = None if api else posixpath.join(await self.site.work_dir(), name)
         if not s3:
             assert host is not None
-            for sub in ("", *SUBDIRECTORIES):
-                await self.transport.makedirs(posixpath.join(host, sub) if sub else host)
+            await self._make_dirs(host, ("", *SUBDIRECTORIES))
             return RunDir(host)
         root = posixpath.join(self.settings["storage"], name)
         assert isinstance(self.storage, S3Storage)
@@ -165,21 +164,40 @@ class Startup:
             raise ConfigError(f"cannot use the S3 storage {self.settings['storage']}: {exc}; check the bucket, "
                               f"the credentials (boto3's chain) and 'endpoint_url'") from exc
         if host is not None:
-            for sub in ("", "batches", "logs"):
-                await self.transport.makedirs(posixpath.join(host, sub) if sub else host)
+            await self._make_dirs(host, ("", "batches", "logs"))
         return RunDir(root, host)
+
+    async def _make_dirs(self, host: str, subdirectories: tuple[str, ...]) -> None:
+        """The run directory ``host`` and its subdirectories; ConfigError naming work_dir if it cannot be made
+        (work_dir is a file, or not writable)."""
+        try:
+            for sub in subdirectories:
+                await self.transport.makedirs(posixpath.join(host, sub) if sub else host)
+        except TransportLost:
+            raise
+        except Exception as exc:  # OSError here, SFTPError over SSH
+            work_dir, why = posixpath.dirname(host), getattr(exc, "strerror", None) or getattr(exc, "reason", exc)
+            raise ConfigError(f"cannot make a run directory in work_dir {work_dir!r} on {self.site.where()}: "
+                              f"{why}; set the option 'work_dir' to a directory you can write (it must not be "
+                              f"a file)") from None
 
     async def _write_manifest(self, run_dir: RunDir, python: str, staged: bool) -> None:
         settings = self.settings
         await self.storage.write(run_dir.manifest, encode_json({
-            "backend": settings.backend, "options": settings.options, "max_workers": settings.max_workers,
+            "backend": settings.backend, "options": config.manifest_options(settings.options),
+            "max_workers": settings.max_workers,
             "python": python, "staged": staged, "host_dir": run_dir.host_root, "client": socket.gethostname(),
             "pid": os.getpid(), "created": time.time()}))
 
     async def _read_manifest(self, root: str) -> dict[str, Any]:
         """Take the backend and options of the run being attached to; options given now override them."""
         manifest = await read_manifest(self.storage, root, self.site.where())
-        config.adopt_manifest(self.settings, manifest)
+        config.adopt_manifest(self.settings, manifest, root)
+        missing = config.missing_env(self.settings, manifest)
+        if missing:
+            raise ConfigError(f"the run {root} was started with the env variables {', '.join(missing)}, whose "
+                              f"values its manifest does not record (secrets are not written to disk): pass "
+                              f"them again, env={{...}}, when attaching")
         return manifest
 
     async def _stage_code(self, run_dir: RunDir, python: str) -> None:
