@@ -76,10 +76,11 @@ def read_owned(path: Path) -> Optional[bytes]:
         return None
     except OSError as exc:
         raise ConfigError(f"cannot read the configuration file {path}: {exc.strerror or exc}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ConfigError(f"the configuration file {path} is not a regular file")
     with os.fdopen(fd, "rb") as source:
-        info = os.fstat(source.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"the configuration file {path} is not a regular file")
         check_owner(path, info)
         try:
             return source.read()
