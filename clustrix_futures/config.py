@@ -195,7 +195,8 @@ OPTIONS: dict[str, Option] = {
     "username": Option(_text, "SSH user name."),
     "client_keys": Option(_text_list, "SSH private key files."),
     "known_hosts": Option(_known_hosts, "known_hosts file used to verify the host key (default ~/.ssh/known_hosts)."),
-    "passphrase": Option(_text, "Passphrase of the SSH keys."),
+    "passphrase": Option(_text, "Passphrase of the SSH keys (a secret: never written to the run directory nor "
+                                "shown in a message)."),
     "connect_timeout": Option(_positive_number, "Seconds to wait for the SSH connection.", 20.0),
     "reconnect_give_up": Option(_positive_number, "Seconds of failed reconnection after which live "
                                 "futures fail with CONNECTION_LOST.", 300.0),
@@ -209,7 +210,8 @@ OPTIONS: dict[str, Option] = {
     "service_account": Option(_text, "Kubernetes service account of the pods (e.g. one bound to an IAM role "
                                      "for S3)."),
     "env": Option(_env, "Kubernetes: environment of the pods, NAME: value or NAME: {secret: S, key: K} (a "
-                        "reference to a key of a Secret, e.g. for S3 credentials)."),
+                        "reference to a key of a Secret, e.g. for S3 credentials). Only the names are recorded in "
+                        "the run's manifest: attach with env=... again."),
     "kubeconfig": Option(_text, "Kubernetes: kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the "
                                 "in-cluster service account)."),
 }
