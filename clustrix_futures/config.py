@@ -233,6 +233,10 @@ class Settings:
         value = self.options.get(name)
         return OPTIONS[name].default if value is None else value
 
+    def __repr__(self) -> str:  # secrets shown as '***' (a repr ends up in logs and tracebacks)
+        options = {k: "***" if k in SECRET_OPTIONS and v is not None else v for k, v in self.options.items()}
+        return f"Settings(backend={self.backend!r}, max_workers={self.max_workers!r}, options={options!r})"
+
 
 def _unknown(kind: str, name: str, valid: Any) -> ConfigError:
     return ConfigError(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(sorted(valid))}")

@@ -202,6 +202,11 @@ def test_a_rejected_passphrase_is_not_echoed() -> None:
         assert "hunter2" not in repr(caught.value) and "987654321" not in repr(caught.value)
 
 
+def test_the_settings_repr_hides_secrets() -> None:
+    settings = config.resolve(None, "ssh", None, {"host": "h", "passphrase": PASSPHRASE, "env": {"T": SECRET_VALUE}})
+    assert PASSPHRASE not in repr(settings) and SECRET_VALUE not in repr(settings) and "'host': 'h'" in repr(settings)
+
+
 def test_a_rejected_env_value_is_not_echoed() -> None:
     with pytest.raises(ConfigError) as caught:
         config.resolve(None, "local", None, {"env": {"TOKEN": SECRET_VALUE, "N": 3}})
