@@ -259,11 +259,16 @@ def validate_options(options: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def manifest_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """The options as a run's manifest records them: no passphrase, and of ``env`` only the names (under
-    ``env_names``); attaching takes their values from the options given then (:func:`missing_env`)."""
+    """The options as a run's manifest records them: no passphrase; of ``env`` the names (``env_names``) and
+    only the Secret references (``{secret, key}``: not secret themselves), never a literal value. Attaching
+    takes the literal values from the options given then (:func:`missing_env`)."""
     recorded = {k: v for k, v in options.items() if k not in SECRET_OPTIONS}
-    if options.get("env"):
-        recorded["env_names"] = sorted(options["env"])
+    env = options.get("env") or {}
+    if env:
+        recorded["env_names"] = sorted(env)
+    references = {k: v for k, v in env.items() if isinstance(v, Mapping)}
+    if references:
+        recorded["env"] = references
     return recorded
 
 
@@ -288,6 +293,8 @@ def adopt_manifest(settings: Settings, manifest: Mapping[str, Any], root: str = 
         raise ConfigError(f"the manifest of {root} is not one of ours: {exc}") from None
     settings.backend = manifest["backend"]
     settings.options = {**options, **given}
+    if options.get("env") and given.get("env"):  # the recorded Secret references, and the values given now
+        settings.options["env"] = {**options["env"], **given["env"]}
     if settings.max_workers is None:
         settings.max_workers = manifest.get("max_workers")
 

@@ -202,6 +202,16 @@ def test_a_rejected_passphrase_is_not_echoed() -> None:
         assert "hunter2" not in repr(caught.value) and "987654321" not in repr(caught.value)
 
 
+def test_the_manifest_keeps_secret_references_but_no_literal_env_value() -> None:
+    reference = {"secret": "s3-credentials", "key": "access-key"}
+    recorded = config.manifest_options({"passphrase": PASSPHRASE, "env": {"KEY": reference, "TOKEN": SECRET_VALUE}})
+    assert recorded == {"env_names": ["KEY", "TOKEN"], "env": {"KEY": reference}}
+    settings = config.Settings("kubernetes", None, config.validate_options({"env": {"TOKEN": "given-again"}}))
+    config.adopt_manifest(settings, {"backend": "kubernetes", "options": recorded})
+    assert settings["env"] == {"KEY": reference, "TOKEN": "given-again"} and config.missing_env(settings, {
+        "options": recorded}) == []
+
+
 def test_the_settings_repr_hides_secrets() -> None:
     settings = config.resolve(None, "ssh", None, {"host": "h", "passphrase": PASSPHRASE, "env": {"T": SECRET_VALUE}})
     assert PASSPHRASE not in repr(settings) and SECRET_VALUE not in repr(settings) and "'host': 'h'" in repr(settings)

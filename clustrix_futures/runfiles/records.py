@@ -1,8 +1,8 @@
 """The JSON records of a run directory, written and read here: the manifest and the batch documents.
 
 * ``manifest.json``: backend, options, interpreter — enough for a later process to reattach. It holds no
-  secret: no SSH passphrase, and of ``env`` only the names (``options.env_names``), whose values an attaching
-  client passes again;
+  secret: no SSH passphrase, and of ``env`` the names (``options.env_names``) and only its Secret references,
+  never a literal value (an attaching client passes those again);
 * ``batches/B.json`` (:func:`batch_document`): batch B's job id, the task ids of each element, its resources;
 * ``batches/B-I.rerun.json`` (:func:`rerun_document`): the job of element I's last run, when it ran again.
 
