@@ -11,27 +11,31 @@ A profile is a named set of options in YAML::
         time: "01:00:00"
 
 Profiles are read from ``$CLUSTRIX_FUTURES_CONFIG`` if set, else from ``./clustrix-futures.yaml`` and
-``~/.config/clustrix-futures/config.yaml`` (the first file that defines a profile wins).
+``~/.config/clustrix-futures/config.yaml`` (the first file that defines a profile wins); a file is read only if
+it is the user's own, and ``./clustrix-futures.yaml`` only once trusted (:mod:`clustrix_futures.config_files`).
 ``CLUSTRIX_FUTURES_PROFILE`` selects a profile when the code names none. Keyword options override the
 profile. Every unknown name — backend, profile, option, top-level key — is a :class:`ConfigError` that
-names it and lists the valid ones.
+names it and lists the valid ones; a bad value in a profile names the file and the profile. The secret
+options (:data:`SECRET_OPTIONS`) are never shown in a message nor written to a run's manifest.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Optional
 
+from clustrix_futures.config_files import CONFIG_ENV as CONFIG_ENV
+from clustrix_futures.config_files import config_files, load_profiles
 from clustrix_futures.errors import ConfigError
 
 BACKENDS = ("local", "slurm", "ssh", "sge", "pbs", "kubernetes")
 PBS_FLAVORS = ("pbspro", "torque")
 PROFILE_ENV = "CLUSTRIX_FUTURES_PROFILE"
-CONFIG_ENV = "CLUSTRIX_FUTURES_CONFIG"
+SECRET_OPTIONS = ("passphrase", "env")  # never written to a manifest, never shown in a message
 
 Check = Callable[[str, Any], Any]
 
@@ -49,8 +53,8 @@ def _count(name: str, value: Any) -> int:
 
 
 def _positive_number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigError(f"option {name!r} must be a positive number, not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"option {name!r} must be a positive (finite) number, not {value!r}")
     return float(value)
 
 
@@ -83,19 +87,20 @@ def _text_list(name: str, value: Any) -> list[str]:
 def _memory(name: str, value: Any) -> str:
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return f"{value}M"
-    if isinstance(value, str) and re.fullmatch(r"\d+[KMGT]?B?", value.upper()):
+    if isinstance(value, str) and re.fullmatch(r"0*[1-9]\d*[KMGT]?B?", value.upper()):
         return value.upper().rstrip("B") or value
-    raise ConfigError(f"option {name!r} must be megabytes as an integer or a size like '8G', not {value!r}")
+    raise ConfigError(f"option {name!r} must be megabytes as a positive integer or a size like '8G', "
+                      f"not {value!r}")
 
 
 def _walltime(name: str, value: Any) -> str:
     """SLURM's forms: minutes, MM:SS, HH:MM:SS, D-HH[:MM[:SS]]; an integer means minutes."""
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return str(value)
-    if isinstance(value, str) and re.fullmatch(r"(\d+-)?\d+(:\d\d){0,2}", value):
+    if isinstance(value, str) and re.fullmatch(r"(\d+-)?\d+(:\d\d){0,2}", value) and re.search(r"[1-9]", value):
         return value
-    raise ConfigError(f"option {name!r} must be a time limit like '01:30:00', '2-00:00:00' or minutes, "
-                      f"not {value!r}")
+    raise ConfigError(f"option {name!r} must be a time limit longer than zero like '01:30:00', '2-00:00:00' or "
+                      f"minutes, not {value!r}")
 
 
 def _tasks_per_element(name: str, value: Any) -> Any:
@@ -190,7 +195,8 @@ OPTIONS: dict[str, Option] = {
     "username": Option(_text, "SSH user name."),
     "client_keys": Option(_text_list, "SSH private key files."),
     "known_hosts": Option(_known_hosts, "known_hosts file used to verify the host key (default ~/.ssh/known_hosts)."),
-    "passphrase": Option(_text, "Passphrase of the SSH keys."),
+    "passphrase": Option(_text, "Passphrase of the SSH keys (a secret: never written to the run directory nor "
+                                "shown in a message)."),
     "connect_timeout": Option(_positive_number, "Seconds to wait for the SSH connection.", 20.0),
     "reconnect_give_up": Option(_positive_number, "Seconds of failed reconnection after which live "
                                 "futures fail with CONNECTION_LOST.", 300.0),
@@ -204,7 +210,8 @@ OPTIONS: dict[str, Option] = {
     "service_account": Option(_text, "Kubernetes service account of the pods (e.g. one bound to an IAM role "
                                      "for S3)."),
     "env": Option(_env, "Kubernetes: environment of the pods, NAME: value or NAME: {secret: S, key: K} (a "
-                        "reference to a key of a Secret, e.g. for S3 credentials)."),
+                        "reference to a key of a Secret, e.g. for S3 credentials). Only the names are recorded in "
+                        "the run's manifest: attach with env=... again."),
     "kubeconfig": Option(_text, "Kubernetes: kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the "
                                 "in-cluster service account)."),
 }
@@ -230,79 +237,100 @@ class Settings:
         value = self.options.get(name)
         return OPTIONS[name].default if value is None else value
 
+    def __repr__(self) -> str:  # secrets shown as '***' (a repr ends up in logs and tracebacks)
+        options = {k: "***" if k in SECRET_OPTIONS and v is not None else v for k, v in self.options.items()}
+        return f"Settings(backend={self.backend!r}, max_workers={self.max_workers!r}, options={options!r})"
+
 
 def _unknown(kind: str, name: str, valid: Any) -> ConfigError:
     return ConfigError(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(sorted(valid))}")
 
 
 def validate_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Check every option (a :class:`ConfigError` names an unknown one); the values normalised, None kept."""
+    """Check every option (a :class:`ConfigError` names an unknown one); the values normalised, None kept.
+    The message about a bad secret (:data:`SECRET_OPTIONS`) does not show its value."""
     checked = {}
     for name, value in options.items():
         if name not in OPTIONS:
             raise _unknown("option", name, OPTIONS)
-        checked[name] = None if value is None else OPTIONS[name].check(name, value)
+        try:
+            checked[name] = None if value is None else OPTIONS[name].check(name, value)
+        except ConfigError as exc:
+            if name not in SECRET_OPTIONS:
+                raise
+            raise ConfigError(str(exc).replace(repr(value), "(value not shown: it is secret)")) from None
     return checked
 
 
-def adopt_manifest(settings: Settings, manifest: Mapping[str, Any]) -> None:
-    """Take a run directory's backend and options (its manifest); options set in ``settings`` override them."""
+def manifest_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options as a run's manifest records them: no passphrase; of ``env`` the names (``env_names``) and
+    only the Secret references (``{secret, key}``: not secret themselves), never a literal value. Attaching
+    takes the literal values from the options given then (:func:`missing_env`)."""
+    recorded = {k: v for k, v in options.items() if k not in SECRET_OPTIONS}
+    env = options.get("env") or {}
+    if env:
+        recorded["env_names"] = sorted(env)
+    references = {k: v for k, v in env.items() if isinstance(v, Mapping)}
+    if references:
+        recorded["env"] = references
+    return recorded
+
+
+def missing_env(settings: Settings, manifest: Mapping[str, Any]) -> list[str]:
+    """The ``env`` names a run was started with that the options given now do not set."""
+    names = (manifest.get("options") or {}).get("env_names") or []
+    return sorted(set(names) - set(settings["env"] or {}))
+
+
+def adopt_manifest(settings: Settings, manifest: Mapping[str, Any], root: str = "the run") -> None:
+    """Take a run directory's backend and options (its manifest); options set in ``settings`` override them.
+    A manifest that is not a clustrix-futures one (no known backend, bad options) is a ConfigError naming
+    ``root``."""
     given = {k: v for k, v in settings.options.items() if v is not None}
+    recorded = manifest.get("options") or {}
+    if manifest.get("backend") not in BACKENDS or not isinstance(recorded, dict):
+        raise ConfigError(f"the manifest of {root} is not one of ours: it names no known backend "
+                          f"({manifest.get('backend')!r}) or its options are not a mapping")
+    try:
+        options = validate_options({k: v for k, v in recorded.items() if k != "env_names"})
+    except ConfigError as exc:
+        raise ConfigError(f"the manifest of {root} is not one of ours: {exc}") from None
     settings.backend = manifest["backend"]
-    settings.options = {**validate_options(manifest.get("options") or {}), **given}
+    settings.options = {**options, **given}
+    if options.get("env") and given.get("env"):  # the recorded Secret references, and the values given now
+        settings.options["env"] = {**options["env"], **given["env"]}
     if settings.max_workers is None:
         settings.max_workers = manifest.get("max_workers")
 
 
-def config_files() -> list[Path]:
-    """Where profiles are read from, in order of precedence (see the module docstring)."""
-    if os.environ.get(CONFIG_ENV):
-        return [Path(os.environ[CONFIG_ENV])]
-    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return [Path("clustrix-futures.yaml"), base / "clustrix-futures" / "config.yaml"]
-
-
-def load_profiles() -> dict[str, tuple[Path, dict[str, Any]]]:
-    """Every profile defined in :func:`config_files`, by name: the file that defines it first, and its options.
-
-    Raises :class:`ConfigError` for a file that is not YAML, or has a key other than ``profiles`` or a profile
-    that is not a mapping. The options are not validated here (:func:`resolve` does).
-    """
-    import yaml
-
-    profiles: dict[str, tuple[Path, dict[str, Any]]] = {}
-    for path in config_files():
-        if not path.is_file():
-            continue
-        try:
-            document = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-        if not isinstance(document, dict) or set(document) - {"profiles"}:
-            extra = set(document) - {"profiles"} if isinstance(document, dict) else document
-            raise ConfigError(f"{path}: unknown top-level key(s) {extra!r}; the file holds 'profiles:'")
-        for name, body in (document.get("profiles") or {}).items():
-            if not isinstance(body, dict):
-                raise ConfigError(f"{path}: profile {name!r} must be a mapping of options")
-            profiles.setdefault(str(name), (path, body))
-    return profiles
+def _profile(profile: Optional[str]) -> tuple[dict[str, Any], str]:
+    """The options of ``profile`` and where they come from ("FILE, profile NAME"); ({}, "") for no profile."""
+    if profile is None:
+        return {}, ""
+    profiles = load_profiles()
+    if profile not in profiles:
+        where = ", ".join(str(p) for p in config_files())
+        raise ConfigError(f"unknown profile {profile!r} (looked in {where}); valid profiles: "
+                          f"{', '.join(sorted(profiles)) or 'none defined'}")
+    path, body = profiles[profile]
+    return body, f"{os.path.abspath(path)}, profile {profile!r}"
 
 
 def resolve(
     profile: Optional[str], backend: Optional[str], max_workers: Optional[int], options: Mapping[str, Any]
 ) -> Settings:
-    """Merge the selected profile with keyword options, validate everything, and pick the backend."""
-    merged: dict[str, Any] = {}
-    profile = profile or os.environ.get(PROFILE_ENV) or None
-    if profile is not None:
-        profiles = load_profiles()
-        if profile not in profiles:
-            where = ", ".join(str(p) for p in config_files())
-            raise ConfigError(f"unknown profile {profile!r} (looked in {where}); valid profiles: "
-                              f"{', '.join(sorted(profiles)) or 'none defined'}")
-        _path, body = profiles[profile]
-        merged.update(body)
-    merged.update(options)
+    """Merge the selected profile with keyword options, validate everything, and pick the backend. A bad value
+    in the profile is a ConfigError naming its file and the profile."""
+    body, source = _profile(profile or os.environ.get(PROFILE_ENV) or None)
+    if source:
+        try:
+            _settings(dict(body), backend, max_workers)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+    return _settings({**body, **options}, backend, max_workers)
+
+
+def _settings(merged: dict[str, Any], backend: Optional[str], max_workers: Optional[int]) -> Settings:
     backend = backend or merged.pop("backend", None) or "local"
     merged.pop("backend", None)
     if backend not in BACKENDS:

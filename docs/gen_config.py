@@ -30,9 +30,15 @@ def render() -> str:
         "",
         f"Profiles are read from `${CONFIG_ENV}` if set, else `./clustrix-futures.yaml`, then "
         "`~/.config/clustrix-futures/config.yaml`. "
+        "A configuration file is read only if you own it and neither group nor others can write it; "
+        "`./clustrix-futures.yaml` in the current directory (a shared project directory, a cloned repository) is "
+        f"read only once trusted: named by `${CONFIG_ENV}`, or approved with `clustrix-futures trust FILE`, which "
+        "records the SHA-256 of its content (a changed file must be approved again; see "
+        "[Security](security.md#configuration-files-and-secrets)). "
         f"`{PROFILE_ENV}` selects a profile when the code names none; keyword options override the profile. "
         "`max_workers` may be set in a profile too. An unknown option, backend or profile is a `ConfigError` "
-        "naming it.",
+        "naming it; a bad value in a profile names the file and the profile. `passphrase` and `env` are secrets: "
+        "never shown in an error, never written to a run's manifest (of `env`, only the names are).",
         "",
         f"Backends: {', '.join(f'`{b}`' for b in BACKENDS)}.",
         "",

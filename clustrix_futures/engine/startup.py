@@ -28,7 +28,7 @@ from clustrix_futures.errors import ConfigError
 from clustrix_futures.remote.ownership import check_work_dir, host_dir_of, run_refusal
 from clustrix_futures.remote.site import Site
 from clustrix_futures.remote.storage import S3Storage, Storage
-from clustrix_futures.remote.transport import Transport
+from clustrix_futures.remote.transport import Transport, TransportLost
 from clustrix_futures.runfiles.layout import ENDPOINT_VARIABLE, SUBDIRECTORIES, RunDir, is_s3, new_run_name
 from clustrix_futures.runfiles.records import encode_json, read_batches, read_manifest
 from clustrix_futures.schedulers import capabilities, make_scheduler
@@ -191,26 +191,38 @@ class Startup:
 
     async def _make_host_dir(self, work_dir: str, host: str, subdirectories: tuple[str, ...]) -> None:
         """Make work_dir (checked again once it exists), then the run's directory and its subdirectories,
-        each with mkdir: one that exists already (planted there) is an error, never reused."""
-        await self.transport.makedirs(work_dir)
-        await check_work_dir(self.transport, work_dir)
+        each with mkdir: one that exists already (planted there) is an error, never reused. ConfigError naming
+        work_dir if it cannot be made (work_dir is a file, or not writable)."""
         try:
+            await self.transport.makedirs(work_dir)
+            await check_work_dir(self.transport, work_dir)
             for sub in ("", *subdirectories):
                 await self.transport.mkdir(posixpath.join(host, sub) if sub else host)
-        except Exception as exc:
-            raise ConfigError(f"cannot create the run directory {host} on {self.site.where()}: {exc}") from exc
+        except (TransportLost, ConfigError):
+            raise
+        except Exception as exc:  # OSError here, SFTPError over SSH
+            why = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+            raise ConfigError(f"cannot make a run directory in work_dir {work_dir!r} on {self.site.where()}: "
+                              f"{why} ({host}); set the option 'work_dir' to a directory you can write (it must "
+                              f"not be a file)") from None
 
     async def _write_manifest(self, run_dir: RunDir, python: str, staged: bool) -> None:
         settings = self.settings
         await self.storage.write(run_dir.manifest, encode_json({
-            "backend": settings.backend, "options": settings.options, "max_workers": settings.max_workers,
+            "backend": settings.backend, "options": config.manifest_options(settings.options),
+            "max_workers": settings.max_workers,
             "python": python, "staged": staged, "host_dir": run_dir.host_root, "client": socket.gethostname(),
             "pid": os.getpid(), "created": time.time()}))
 
     async def _read_manifest(self, root: str) -> dict[str, Any]:
         """Take the backend and options of the run being attached to; options given now override them."""
         manifest = await read_manifest(self.storage, root, self.site.where())
-        config.adopt_manifest(self.settings, manifest)
+        config.adopt_manifest(self.settings, manifest, root)
+        missing = config.missing_env(self.settings, manifest)
+        if missing:
+            raise ConfigError(f"the run {root} was started with the env variables {', '.join(missing)}, whose "
+                              f"values its manifest does not record (secrets are not written to disk): pass "
+                              f"them again, env={{...}}, when attaching")
         return manifest
 
     async def _stage_code(self, run_dir: RunDir, python: str) -> None:

@@ -10,9 +10,11 @@ connect through it.
 from __future__ import annotations
 
 import posixpath
+import re
 from typing import Any, Optional, TypeVar
 
 from clustrix_futures import config
+from clustrix_futures.errors import ConfigError
 from clustrix_futures.remote.storage import S3Storage, Storage
 from clustrix_futures.remote.transport import LocalTransport, Transport
 from clustrix_futures.runfiles.layout import is_s3
@@ -70,8 +72,20 @@ class Site:
         return storage
 
     async def expand(self, path: str) -> str:
-        """``path`` with a leading ``~`` replaced by the home directory there."""
-        return (await self.transport.home()) + path[1:] if path.startswith("~") else path
+        """``path`` with a leading ``~`` (``~/...``) replaced by the home directory there, and a leading
+        ``~user`` by that user's home there (``getent passwd``); ConfigError for a user that does not exist."""
+        if not path.startswith("~"):
+            return path
+        user, slash, rest = path[1:].partition("/")
+        if not user:
+            return (await self.transport.home()) + slash + rest
+        if not re.fullmatch(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*", user):
+            raise ConfigError(f"cannot expand {path!r}: {user!r} is not a user name")
+        found = await self.transport.run(["getent", "passwd", user])
+        fields = found.stdout.strip().split(":")
+        if not found.ok or len(fields) < 7 or not fields[5].startswith("/"):
+            raise ConfigError(f"cannot expand {path!r}: there is no user {user!r} on {self.where()}")
+        return posixpath.join(fields[5], rest) if rest else fields[5]
 
     async def work_dir(self) -> str:
         """The option ``work_dir``, ``~`` expanded: where run directories are made."""

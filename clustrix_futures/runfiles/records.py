@@ -1,6 +1,8 @@
 """The JSON records of a run directory, written and read here: the manifest and the batch documents.
 
-* ``manifest.json``: backend, options, interpreter — enough for a later process to reattach;
+* ``manifest.json``: backend, options, interpreter — enough for a later process to reattach. It holds no
+  secret: no SSH passphrase, and of ``env`` the names (``options.env_names``) and only its Secret references,
+  never a literal value (an attaching client passes those again);
 * ``batches/B.json`` (:func:`batch_document`): batch B's job id, the task ids of each element, its resources;
 * ``batches/B-I.rerun.json`` (:func:`rerun_document`): the job of element I's last run, when it ran again.
 
@@ -39,12 +41,19 @@ def rerun_document(batch: int, element: int, job_id: str) -> bytes:
 
 
 async def read_manifest(storage: RecordStore, root: str, where: str, hint: str = "") -> dict[str, Any]:
-    """The manifest of the run directory ``root``; ConfigError if it has none (it is not a run directory)."""
+    """The manifest of the run directory ``root``; ConfigError naming the run if it has none (it is not a run
+    directory), or one that is not JSON or not a manifest of ours."""
     path = RunDir(root).manifest
     data = (await storage.read_many([path]))[path]
     if data is None:
         raise ConfigError(f"{root} on {where} is not a clustrix-futures run directory: it has no manifest.json{hint}")
-    manifest: dict[str, Any] = json.loads(data)
+    try:
+        manifest = json.loads(data)
+    except ValueError as exc:
+        raise ConfigError(f"the manifest of the run {root} on {where} is corrupt (not JSON: {exc})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("backend"), str):
+        raise ConfigError(f"{root} on {where} is not a clustrix-futures run directory: its manifest.json is not one "
+                          f"of ours (no backend)")
     return manifest
 
 

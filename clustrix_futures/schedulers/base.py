@@ -143,7 +143,8 @@ class Scheduler(Protocol):
 
     async def cancel(self, elements: Sequence[ElementKey]) -> set[ElementKey]:
         """Withdraw the elements (queued ones, whose every task was cancelled) and return those that will run
-        anyway: the monitor writes skip markers for their tasks. A failed withdrawal is logged, not raised."""
+        anyway: the monitor writes skip markers for their tasks. A failed withdrawal is logged, not raised, and
+        returns every element (any of them may still run)."""
 
     async def log_tail(self, key: ElementKey, batch: int, size: int) -> bytes:
         """Return the last ``size`` bytes of an ended element's stderr, or b"" if there is none to read.

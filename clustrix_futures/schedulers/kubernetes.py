@@ -295,8 +295,7 @@ class KubernetesScheduler:
             wanted.setdefault(job, set()).add(index)
         running_anyway: set[ElementKey] = set()
         for job, indices in wanted.items():
-            if self._unfinished.get(job, set()) <= indices:
-                await self._delete(job)
+            if self._unfinished.get(job, set()) <= indices and await self._delete(job):
                 for index in self._unfinished.get(job, set()):
                     self._finals.setdefault((job, index), FinalState("CANCELLED"))
                 self._forget(job)
@@ -304,13 +303,16 @@ class KubernetesScheduler:
                 running_anyway.update((job, index) for index in indices)
         return running_anyway
 
-    async def _delete(self, name: str) -> None:
+    async def _delete(self, name: str) -> bool:
+        """Delete a Job; False if that failed (it may still run)."""
         try:
             await self._api(self.batch_api.delete_namespaced_job, name, self.namespace,
                             propagation_policy="Background")
         except Exception as exc:
             if getattr(exc, "status", None) != 404:
                 log.warning("could not delete Job %s: %s", name, describe(exc))
+                return False
+        return True
 
     async def log_tail(self, key: ElementKey, batch: int, size: int) -> bytes:
         pod = self._pods.get(key)

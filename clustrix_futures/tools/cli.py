@@ -4,7 +4,8 @@ To add one: write ``add_NAME(subparsers)`` that calls ``subparsers.add_parser`` 
 function of the parsed arguments returning the exit status), and append it to :data:`SUBCOMMANDS`. The options
 that name a cluster and the error convention are in :mod:`clustrix_futures.tools.subcommand`; the run-directory
 commands in :mod:`~clustrix_futures.tools.run_commands`, ``nodes`` in :mod:`~clustrix_futures.tools.nodes_command`
-and ``bench`` in :mod:`~clustrix_futures.tools.bench_command`.
+``bench`` in :mod:`~clustrix_futures.tools.bench_command` and ``trust`` in
+:mod:`~clustrix_futures.tools.trust_command`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from clustrix_futures.tools.bench_command import add_bench
 from clustrix_futures.tools.nodes_command import add_nodes
 from clustrix_futures.tools.run_commands import add_cancel, add_clean, add_logs, add_status
 from clustrix_futures.tools.subcommand import Subparsers, add_site_options, site_options
+from clustrix_futures.tools.trust_command import add_trust
 
 
 def add_doctor(subparsers: Subparsers) -> None:
@@ -41,7 +43,7 @@ def run_doctor(args: argparse.Namespace) -> int:
 
 
 SUBCOMMANDS: list[Callable[[Subparsers], None]] = [add_doctor, add_status, add_logs, add_cancel, add_clean,
-                                                    add_nodes, add_bench]
+                                                    add_nodes, add_bench, add_trust]
 
 
 def build_parser() -> argparse.ArgumentParser:

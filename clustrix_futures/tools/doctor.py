@@ -6,7 +6,7 @@ The checks run in the order the executor depends on them, and a check whose prer
 2. ssh: the connection opens; a host key that is unknown or changed is its own failure (``HostKeyError``);
 3. python: the interpreter runs there, with this client's Python major.minor (and boto3 for S3 storage);
 4. scheduler: its commands are on the PATH there and it answers (for Kubernetes: the API lists Jobs);
-5. work_dir: a file can be written there (for S3 storage: the bucket can be written);
+5. work_dir: a file can be written there, and removed (for S3 storage: the bucket can be listed); no probe is left;
 6. resources: SLURM accepts the profile's resources (``sbatch --test-only``: partition, account, time...);
 7. test-job: one tiny task runs through a real executor, timed from submit to result.
 """
@@ -167,31 +167,48 @@ class Doctor:
             if capabilities(settings.backend).api:
                 return self.add("work_dir", PASS, f"{settings['storage']} is writable")
         work_dir = await site.work_dir()
+        probe = posixpath.join(work_dir, probe_name)
         try:
-            await site.transport.makedirs(work_dir)
-            await site.transport.write(posixpath.join(work_dir, probe_name), b"")
+            await site.transport.makedirs(probe)
+            await site.transport.write(posixpath.join(probe, "probe"), b"")
         except Exception as exc:
+            await self._remove_probe(site, probe)  # a probe left behind is a FAIL of its own
             return self.add("work_dir", FAIL, f"{work_dir} is not writable on {site.where()}: {exc}",
                             "set 'work_dir' to a directory you can write, on a filesystem the compute nodes share")
-        finally:
-            await site.transport.remove_tree(posixpath.join(work_dir, probe_name))
-        return self.add("work_dir", PASS, f"{work_dir} is writable")
+        return await self._remove_probe(site, probe) and self.add("work_dir", PASS, f"{work_dir} is writable")
+
+    async def _remove_probe(self, site: Site, probe: str, check: str = "work_dir") -> bool:
+        """Remove a probe directory; a FAIL of ``check`` (and False) if it is still there."""
+        try:
+            await site.transport.remove_tree(probe)
+            left = posixpath.basename(probe) in await site.transport.listdir(posixpath.dirname(probe))
+        except Exception as exc:
+            left, why = True, f": {exc}"
+        else:
+            why = ""
+        if left:
+            return self.add(check, FAIL, f"cannot remove the probe {probe} on {site.where()}{why}",
+                            "remove it by hand, and check who owns work_dir and its files")
+        return True
 
     async def _resources(self, site: Site) -> bool:
         settings = site.settings
         if settings.backend != "slurm":
             return self.add("resources", SKIP, "only SLURM can test a submission (sbatch --test-only); other "
                             "schedulers are checked by the test job")
-        work_dir = await site.work_dir()
-        script = posixpath.join(work_dir, f".doctor-{secrets.token_hex(4)}.sh")
+        probe = posixpath.join(await site.work_dir(), f".doctor-{secrets.token_hex(4)}")
+        script = posixpath.join(probe, "test.sh")
         resources = resources_of(settings, None)
         job = ArraySubmission(0, 1, script, "/dev/null", "/dev/null", None, resources)
         argv = SlurmBackend().submit_argv(job, script)
         try:
+            await site.transport.makedirs(probe)
             await site.transport.write(script, b"#!/bin/sh\ntrue\n", 0o700)
             answer = await site.transport.run([argv[0], "--test-only", *argv[1:]])
         finally:
-            await site.transport.remove_tree(script)
+            removed = await self._remove_probe(site, probe, "resources")
+        if not removed:
+            return False
         asked = ", ".join(f"{k}={settings.options[k]}" for k in resources
                           if settings.options.get(k) is not None) or "the defaults"
         if answer.ok:

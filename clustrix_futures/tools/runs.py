@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import os
 import pickletools
 import posixpath
@@ -271,7 +272,7 @@ class RunSite(Site):
         hint = "" if self.settings["host"] else " (for a run on a remote cluster, name it with --profile or --host)"
         manifest = await read_manifest(storage, root, self.where(), hint)
         settings = dataclasses.replace(self.settings, options=dict(self.settings.options))
-        config.adopt_manifest(settings, manifest)
+        config.adopt_manifest(settings, manifest, root)
         work_dir = await self.expand(settings["work_dir"])
         if is_s3(root):
             await self._refuse_foreign(root, work_dir)
@@ -338,6 +339,6 @@ def parse_age(text: str) -> float:
         value = float(number)
     except ValueError:
         raise ValueError(f"expected an age such as 90s, 30m, 12h or 7d, not {text!r}") from None
-    if value < 0:
-        raise ValueError(f"an age cannot be negative: {text!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"an age must be a finite number not below zero, not {text!r}")
     return value * units[unit]
