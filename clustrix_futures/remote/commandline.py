@@ -46,7 +46,8 @@ def command_line(script: str, words: Sequence[str]) -> str:
     """The line that runs POSIX-sh ``script`` with ``"$@"`` = ``words`` under any login shell."""
     body = f"{DECODE}; {script}"
     bad = [text for text in _UNSAFE_IN_SCRIPT if text in body]
-    assert not bad, f"the fixed script holds {bad}, which a login shell could change"
+    if bad:  # a programming error, checked even under python -O
+        raise ValueError(f"the fixed script holds {bad}, which a login shell could change")
     return " ".join(["/bin/sh", "-c", shlex.quote(body), "sh", *(encode(word) for word in words)])
 
 
