@@ -3,7 +3,12 @@
 Why not ``ProcessPoolExecutor`` or loky underneath: both mark the whole pool broken when one worker dies and
 fail every pending future with it. Here the manager knows which task each worker is running, so a worker
 that dies (``os._exit``, SIGKILL, segfault) fails exactly that task with
-``JobFailedError(state="WORKER_DIED")``, and a fresh worker takes its place.
+``JobFailedError(state="WORKER_DIED")``, and a fresh worker takes its place. A death is seen from the process
+itself (its pidfd, or a poll every second where there is none), not only from its socket: a task that forks a
+daemon child leaves the socket open in that child after the worker dies.
+
+An interrupted ``shutdown`` (a second Ctrl-C while it waits) kills every worker before the interrupt goes on,
+and fails what they ran with ``ExecutorBrokenError``, so no worker outlives the client.
 
 Workers are plain ``python -m clustrix_futures.node.worker pool FD`` subprocesses, not forks and not
 multiprocessing children: everything reaches them cloudpickled, so they never re-import the user's
@@ -55,6 +60,7 @@ class _Worker:
                 [sys.executable, "-m", "clustrix_futures.node.worker", "pool", str(child_end.fileno())],
                 pass_fds=[child_end.fileno()], env=env, stdin=subprocess.DEVNULL)
         self.conn = Connection(parent_end.detach())
+        self.sentinel: Optional[int] = os.pidfd_open(self.process.pid) if hasattr(os, "pidfd_open") else None
         self.conn.send_bytes(pickle.dumps((sys.path, initializer)))
         self.ready = False
         self.running: Optional[Entry] = None
@@ -74,6 +80,9 @@ class _Worker:
 
     def close(self) -> None:
         self.conn.close()
+        if self.sentinel is not None:
+            os.close(self.sentinel)
+            self.sentinel = None
 
 
 class LocalPool:
@@ -134,7 +143,12 @@ class LocalPool:
         for future, _ in cancelled:
             future.cancel()
         if wait and thread is not None:
-            thread.join()
+            try:
+                thread.join()
+            except BaseException:  # interrupted (a second Ctrl-C): no worker may outlive us
+                self._break("the local pool was interrupted while shutting down; its workers were killed")
+                thread.join(10)
+                raise
 
     def files(self) -> RemoteFiles:
         """Filesystem helpers on this machine, whose files the workers see."""
@@ -162,12 +176,7 @@ class LocalPool:
                     break
                 self._start_workers()
                 self._dispatch()
-                for conn in wait([self._wake_reader, *self._workers]):
-                    if conn is self._wake_reader:
-                        while conn.poll():
-                            conn.recv_bytes()
-                    else:
-                        self._receive(self._workers[conn])  # type: ignore[index]
+                self._serve()
         except BaseException as exc:
             log.exception("the local pool's manager thread failed")
             self._break(f"the local pool's manager thread failed: {exc!r}")
@@ -177,6 +186,22 @@ class LocalPool:
             for worker in self._workers.values():
                 worker.process.wait()
             self._workers.clear()
+
+    def _serve(self) -> None:
+        """Wait for a wake-up, a message or a worker's exit, and handle what came."""
+        sentinels = [worker.sentinel for worker in self._workers.values()]
+        timeout = None if None not in sentinels else 1.0
+        for ready in wait([self._wake_reader, *self._workers, *(s for s in sentinels if s is not None)], timeout):
+            if ready is self._wake_reader:
+                while self._wake_reader.poll():
+                    self._wake_reader.recv_bytes()
+            elif isinstance(ready, Connection) and ready in self._workers:
+                self._receive(self._workers[ready])
+        for worker in list(self._workers.values()):
+            if worker.process.poll() is not None:  # exited: its socket may live on in a child it forked
+                self._receive(worker)  # what it sent before it died, or the EOF
+                if worker.conn in self._workers:
+                    self._on_death(worker)
 
     def _idle(self) -> bool:
         return all(worker.running is None for worker in self._workers.values())
@@ -230,7 +255,8 @@ class LocalPool:
         self._startup_failures = 0
 
     def _on_death(self, worker: _Worker) -> None:
-        del self._workers[worker.conn]
+        if self._workers.pop(worker.conn, None) is None:
+            return
         worker.close()
         how = worker.describe_death()
         if worker.running is not None and worker.ready:
@@ -251,7 +277,7 @@ class LocalPool:
             self._broken = reason
             entries: list[Entry] = list(self._pending)
             self._pending.clear()
-        for worker in self._workers.values():
+        for worker in list(self._workers.values()):
             if worker.running is not None:
                 entries.append(worker.running)
                 worker.running = None

@@ -35,6 +35,7 @@ import asyncssh
 
 from clustrix_futures.config import Settings
 from clustrix_futures.errors import ConfigError, HostKeyError
+from clustrix_futures.remote.commandline import argv_line, command_line, encode
 from clustrix_futures.remote.transport import Completed, PathStat, TransportLost
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,9 @@ STALE_JOURNAL_DAYS = 7
 # (MaxSessions) is an ordinary error.
 _LOST = (OSError, EOFError, asyncssh.DisconnectError, asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection)
 
-# Every command runs as ``sh -c _WRAPPER sh JOURNAL ID N ACK_1..ACK_N ARGV...``: one line, without single
-# quotes or '!', so any login shell (even csh) passes it on intact. It first removes the journals ACK_i of
+# Every command runs as ``sh -c _WRAPPER sh JOURNAL ID N ACK_1..ACK_N ARGV...``, built by
+# :func:`~clustrix_futures.remote.commandline.command_line` (the words encoded, so no login shell, not even
+# csh, can change them; the script holds no single quote, '!' or newline). It first removes the journals ACK_i of
 # commands whose answer has arrived, then claims JOURNAL/ID with mkdir (atomic) and runs ARGV, keeping
 # stdout, stderr and exit status there, and replays them. If the claim fails, an earlier attempt of the
 # same command started and its answer was lost with the connection: the wrapper waits for that run to end
@@ -67,7 +69,7 @@ _WRAPPER = (
     'while [ "$n" -gt 0 ]; do rm -rf -- "$j/$1"; shift; n=$((n - 1)); done; '
     'if mkdir -- "$d" 2>/dev/null; then echo $$ >"$d/pid"; "$@" >"$d/out" 2>"$d/err"; '
     'echo $? >"$d/rc.new"; mv -f -- "$d/rc.new" "$d/rc"; '
-    'elif [ -d "$d" ]; then i=0; while [ ! -e "$d/rc" ]; do p=$(cat -- "$d/pid" 2>/dev/null); '
+    'elif [ -d "$d" ]; then i=0; until [ -e "$d/rc" ]; do p=$(cat -- "$d/pid" 2>/dev/null); '
     'if [ -n "$p" ]; then kill -0 "$p" 2>/dev/null || break; else i=$((i + 1)); [ "$i" -lt 100 ] || break; fi; '
     'sleep 0.1; done; '
     'else echo "clustrix-futures: cannot create $d" >&2; exit 255; fi; '
@@ -134,7 +136,7 @@ class SSHTransport:
         stale = ["find", os.path.dirname(self._journal), "-mindepth", "1", "-maxdepth", "1", "-mtime",
                  f"+{STALE_JOURNAL_DAYS}", "-exec", "rm", "-rf", "--", "{}", "+"]
         with contextlib.suppress(OSError, asyncssh.Error):  # journals left by clients that crashed
-            await self._conn_now().run(shlex.join(stale), stdin=asyncssh.DEVNULL)
+            await self._conn_now().run(argv_line(stale), stdin=asyncssh.DEVNULL)
 
     async def _resolve_options(self) -> None:
         given = {"port": self.settings["port"], "username": self.settings["username"],
@@ -225,14 +227,17 @@ class SSHTransport:
     # ------------------------------------------------------------ the Transport protocol
 
     async def run(self, argv: Sequence[str], input: Optional[bytes] = None) -> Completed:
-        """Run ``argv`` (every word quoted) once, through :data:`_WRAPPER`, and return its outcome."""
+        """Run ``argv`` once, through :data:`_WRAPPER`, and return its outcome. Every word reaches the command
+        intact whatever the login shell (ValueError for a NUL in a word, which no argument can hold)."""
+        for word in argv:
+            encode(word)  # a NUL is refused before anything runs
         command_id = str(next(self._ids))
         stdin: dict[str, Any] = {"input": input} if input else {"stdin": asyncssh.DEVNULL}
 
         async def attempt() -> Completed:
             acknowledged, self._acknowledged = self._acknowledged, []
-            command = shlex.join(["sh", "-c", _WRAPPER, "sh", self._journal, command_id, str(len(acknowledged)),
-                                  *acknowledged, *argv])
+            command = command_line(_WRAPPER, [self._journal, command_id, str(len(acknowledged)), *acknowledged,
+                                              *argv])
             assert self._channels is not None, "connect() was not called"
             try:
                 async with self._channels:
@@ -321,6 +326,20 @@ class SSHTransport:
 
         return await self._retry(attempt)
 
+    async def tail(self, path: str, size: int) -> Optional[bytes]:
+        """Open, seek to the file's size minus ``size``, read at most ``size`` bytes: no more crosses the wire."""
+        async def attempt() -> Optional[bytes]:
+            try:
+                async with self._sftp_now().open(path, "rb") as source:
+                    end = (await source.stat()).size or 0
+                    await source.seek(max(0, end - size))
+                    data = await source.read(size)
+            except asyncssh.SFTPNoSuchFile:
+                return None
+            return data if isinstance(data, bytes) else data.encode()
+
+        return await self._retry(attempt)
+
     async def listdir(self, path: str) -> list[str]:
         async def attempt() -> list[str]:
             try:
@@ -345,7 +364,7 @@ class SSHTransport:
             return
         try:
             if self._journal:
-                await asyncio.wait_for(conn.run(shlex.join(["rm", "-rf", "--", self._journal]),
+                await asyncio.wait_for(conn.run(argv_line(["rm", "-rf", "--", self._journal]),
                                                 stdin=asyncssh.DEVNULL), 10)
         except (OSError, asyncio.TimeoutError, asyncssh.Error) as exc:
             log.debug("could not remove %s on %s: %s", self._journal, self._target, exc)

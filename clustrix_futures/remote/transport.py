@@ -1,7 +1,8 @@
 """Where scheduler commands run and run-directory files live: this machine, or a host over SSH.
 
-A backend builds argv lists; a transport runs them (never through a shell: over SSH every word is
-``shlex.quote``d) and moves files. Every method is a coroutine run on the monitor's event loop.
+A backend builds argv lists; a transport runs them (never through a shell's quoting: over SSH every word is
+encoded by :mod:`clustrix_futures.remote.commandline`) and moves files.
+Every method is a coroutine run on the monitor's event loop.
 """
 
 from __future__ import annotations
@@ -74,6 +75,10 @@ class Transport(Protocol):
 
     async def read_many(self, paths: Sequence[str]) -> dict[str, Optional[bytes]]: ...
 
+    async def tail(self, path: str, size: int) -> Optional[bytes]:
+        """The last ``size`` bytes of a file (None if it does not exist), reading only those bytes."""
+        ...
+
     async def listdir(self, path: str) -> list[str]: ...
 
     async def remove_tree(self, path: str) -> None: ...
@@ -145,6 +150,14 @@ class LocalTransport:
             except FileNotFoundError:
                 found[path] = None
         return found
+
+    async def tail(self, path: str, size: int) -> Optional[bytes]:
+        try:
+            with open(path, "rb") as source:
+                source.seek(max(0, os.fstat(source.fileno()).st_size - size))
+                return source.read(size)
+        except FileNotFoundError:
+            return None
 
     async def listdir(self, path: str) -> list[str]:
         try:

@@ -136,11 +136,16 @@ def parse_result_name(name: str) -> Optional[tuple[int, int]]:
 def job_script(run_dir: RunDir, batch: int, python: str, setup: Sequence[str], staged: bool,
                env: Optional[Mapping[str, str]] = None) -> str:
     """A bash script for one array element (POSIX sh too, as Kubernetes runs it). ``setup`` lines are the
-    user's shell code, run as written; ``env`` is exported first; every path and value we insert is quoted."""
+    user's shell code, run as written; ``env`` is exported first; every path and value we insert is quoted, the
+    comment's too (as a Python literal, so a newline in a path cannot end the comment and start a command)."""
+    import re
     import shlex  # here, not above: only the client writes job scripts, and the node's start-up need not pay
 
+    bad = [name for name in (env or {}) if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name)]
+    if bad:
+        raise ValueError(f"not environment variable names: {bad}")
     exports = [f"export {name}={shlex.quote(value)}" for name, value in sorted((env or {}).items())]
-    lines = ["#!/bin/bash", f"# clustrix-futures: batch {batch} of {run_dir.root}", "set -e", *exports, *setup]
+    lines = ["#!/bin/bash", f"# clustrix-futures: batch {batch} of {run_dir.root!r}", "set -e", *exports, *setup]
     if staged:
         lines.append(f"export PYTHONPATH={shlex.quote(run_dir.code)}${{PYTHONPATH:+:$PYTHONPATH}}")
     lines.append(" ".join(shlex.quote(word) for word in

@@ -102,8 +102,7 @@ class CommandScheduler:
 
     async def log_tail(self, key: ElementKey, batch: int, size: int) -> bytes:
         path = self._log_path(batch, str(key[1]), "err")
-        data = (await self.transport.read_many([path]))[path]
-        return (data or b"")[-size:]
+        return await self.transport.tail(path, size) or b""
 
     async def close(self, remove: bool) -> None:
         pass

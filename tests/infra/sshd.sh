@@ -3,7 +3,8 @@
 #
 # Usage: tests/infra/sshd.sh {up|down|status|env}
 #
-#   up      install openssh-server if missing, create the test user `cfuser`, generate keys/config
+#   up      install openssh-server (and tcsh) if missing, create the test users `cfuser` (bash) and `cftcsh`
+#           (login shell /usr/bin/tcsh, same key), generate keys/config
 #           (kept across restarts) and start sshd; reuses a running one started from our pid file.
 #   down    stop the sshd started from our pid file (and its session processes); wait for the port to close.
 #   status  exit 0 if our sshd is listening on the port, 1 otherwise.
@@ -20,6 +21,7 @@ DIR="${CF_SSHD_DIR:-/tmp/clustrix-sshd}"
 HOST=127.0.0.1
 PORT=2222
 USER_NAME=cfuser
+TCSH_USER=cftcsh # a second test user whose login shell is tcsh (commands must not depend on its quoting)
 SSHD=/usr/sbin/sshd
 CONFIG="$DIR/sshd_config"
 PIDFILE="$DIR/sshd.pid"
@@ -114,26 +116,32 @@ ensure_packages() {
         apt_install "${pkgs[@]}"
     fi
     [[ -x "$SSHD" ]] || die "$SSHD still missing after install"
+    if [[ ! -x /usr/bin/tcsh ]]; then
+        log "installing tcsh (login shell of $TCSH_USER)"
+        apt_install tcsh
+    fi
     if [[ ! -x /usr/bin/python3 ]]; then
         log "installing python3-minimal (for $USER_NAME's /usr/bin/python3)"
         apt_install python3-minimal
     fi
 }
 
-ensure_user() {
-    if ! id -u "$USER_NAME" >/dev/null 2>&1; then
-        log "creating user $USER_NAME"
-        useradd -m -s /bin/bash "$USER_NAME"
+ensure_user() { # ensure_user NAME SHELL: a key-login account with that login shell
+    local name="$1" shell="$2"
+    if ! id -u "$name" >/dev/null 2>&1; then
+        log "creating user $name (login shell $shell)"
+        useradd -m -s "$shell" "$name"
     fi
+    [[ "$(getent passwd "$name" | cut -d: -f7)" == "$shell" ]] || usermod -s "$shell" "$name"
     # With UsePAM no, sshd refuses locked accounts ('!' in /etc/shadow) even for key login: use '*'.
     local pw
-    pw="$(getent shadow "$USER_NAME" | cut -d: -f2)"
+    pw="$(getent shadow "$name" | cut -d: -f2)"
     if [[ "$pw" == '!'* || -z "$pw" ]]; then
-        usermod -p '*' "$USER_NAME"
+        usermod -p '*' "$name"
     fi
     local home
-    home="$(getent passwd "$USER_NAME" | cut -d: -f6)"
-    [[ -d "$home" ]] || die "home directory $home of $USER_NAME is missing"
+    home="$(getent passwd "$name" | cut -d: -f6)"
+    [[ -d "$home" ]] || die "home directory $home of $name is missing"
 }
 
 ensure_state() {
@@ -153,7 +161,7 @@ ensure_state() {
     chmod 644 "$DIR/ssh_host_ed25519_key.pub" "$DIR/client_key.pub"
 
     local f
-    for f in "$USER_NAME" root; do
+    for f in "$USER_NAME" "$TCSH_USER" root; do
         install -m 644 "$DIR/client_key.pub" "$DIR/authorized_keys/$f"
     done
 
@@ -202,7 +210,8 @@ EOF
 cmd_up() {
     [[ "$(id -u)" == 0 ]] || die "must run as root"
     ensure_packages
-    ensure_user
+    ensure_user "$USER_NAME" /bin/bash
+    ensure_user "$TCSH_USER" /usr/bin/tcsh
     CONFIG_CHANGED=0
     ensure_state
 
@@ -287,6 +296,7 @@ cmd_env() {
 export CF_SSH_HOST=$HOST
 export CF_SSH_PORT=$PORT
 export CF_SSH_USER=$USER_NAME
+export CF_SSH_TCSH_USER=$TCSH_USER
 export CF_SSH_KEY=$DIR/client_key
 export CF_SSH_KNOWN_HOSTS=$DIR/known_hosts
 export CF_SSHD_LOG=$LOGFILE
