@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor
-from typing import Any, Optional, Protocol, Union
+from typing import Any, Optional, Protocol, TypeVar, Union
 
 from clustrix_futures import config
 from clustrix_futures.future import ClusterFuture
@@ -20,6 +20,8 @@ from clustrix_futures.mapping.sizing import map_sizes
 from clustrix_futures.remote.files import RemoteFiles
 from clustrix_futures.runfiles.layout import RunDir
 from clustrix_futures.serialization import dumps_task
+
+T = TypeVar("T")
 
 
 class Engine(Protocol):
@@ -131,18 +133,19 @@ class ClusterPoolExecutor(Executor):
         """How many times each scheduler command (sbatch, squeue...) has run; empty for local processes."""
         return dict(self._engine.command_counts)
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> ClusterFuture:
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> ClusterFuture[T]:
+        """As ``Executor.submit``: the call is pickled now (what does not pickle raises ``TypeError`` here)."""
         return self._submit(fn, args, kwargs, None)
 
     def map(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[..., T],
         *iterables: Iterable[Any],
         timeout: Optional[float] = None,
         chunksize: Union[int, str, None] = None,
         buffersize: Optional[int] = None,
         progress: bool = False,
-    ) -> Iterator[Any]:
+    ) -> Iterator[T]:
         """As ``Executor.map``; ``progress=True`` shows a tqdm bar over the items (the ``progress`` extra)."""
         return self._map(fn, iterables, timeout, chunksize, buffersize, None, progress)
 
@@ -168,17 +171,17 @@ class ClusterPoolExecutor(Executor):
 
     # ------------------------------------------------------------------ shared by the resource views
 
-    def _submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any],
-                resources: Optional[Mapping[str, Any]]) -> ClusterFuture:
+    def _submit(self, fn: Callable[..., T], args: tuple, kwargs: dict[str, Any],
+                resources: Optional[Mapping[str, Any]]) -> ClusterFuture[T]:
         payload = dumps_task(fn, args, kwargs, self._engine.ships_code)
         with self._shutdown_lock:
             if self._shut_down:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             return self._engine.submit(payload, resources)
 
-    def _map(self, fn: Callable[..., Any], iterables: tuple, timeout: Optional[float],
+    def _map(self, fn: Callable[..., T], iterables: tuple, timeout: Optional[float],
              chunksize: Union[int, str, None], buffersize: Optional[int],
-             resources: Optional[Mapping[str, Any]], progress: bool = False) -> Iterator[Any]:
+             resources: Optional[Mapping[str, Any]], progress: bool = False) -> Iterator[T]:
         if not iterables:
             raise TypeError("map() needs at least one iterable")
         sizes = map_sizes(chunksize, fn, iterables, self._engine.chunk_sizes)
@@ -200,10 +203,10 @@ class ResourceView:
         self._executor = executor
         self.resources = resources
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> ClusterFuture:
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> ClusterFuture[T]:
         return self._executor._submit(fn, args, kwargs, self.resources)
 
-    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: Optional[float] = None,
+    def map(self, fn: Callable[..., T], *iterables: Iterable[Any], timeout: Optional[float] = None,
             chunksize: Union[int, str, None] = None, buffersize: Optional[int] = None,
-            progress: bool = False) -> Iterator[Any]:
+            progress: bool = False) -> Iterator[T]:
         return self._executor._map(fn, iterables, timeout, chunksize, buffersize, self.resources, progress)

@@ -93,7 +93,7 @@ class ClusterEngine:
     def submit(self, payload: bytes, resources: Optional[Mapping[str, Any]] = None,
                packable: bool = True) -> ClusterFuture:
         task_id = next(self._ids)
-        future = ClusterFuture(task_id, on_cancel=self._on_cancel)
+        future: ClusterFuture[Any] = ClusterFuture(task_id, on_cancel=self._on_cancel)
         with self._lock:
             self._outstanding.add(future)
             self._submitted += 1

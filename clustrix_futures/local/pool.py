@@ -107,7 +107,7 @@ class LocalPool:
 
     def submit(self, payload: bytes, resources: Optional[Mapping[str, Any]] = None,
                packable: bool = True) -> ClusterFuture:
-        future = ClusterFuture(next(self._ids))
+        future: ClusterFuture[Any] = ClusterFuture(next(self._ids))
         with self._lock:
             if self._broken:
                 raise ExecutorBrokenError(self._broken)
