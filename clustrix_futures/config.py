@@ -28,7 +28,7 @@ from typing import Any, Optional
 
 from clustrix_futures.errors import ConfigError
 
-BACKENDS = ("local", "slurm", "ssh", "sge", "pbs", "kubernetes")
+BACKENDS = ("local", "debug", "slurm", "ssh", "sge", "pbs", "kubernetes")
 PBS_FLAVORS = ("pbspro", "torque")
 PROFILE_ENV = "CLUSTRIX_FUTURES_PROFILE"
 CONFIG_ENV = "CLUSTRIX_FUTURES_CONFIG"

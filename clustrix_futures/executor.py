@@ -62,6 +62,10 @@ def _make_engine(settings: config.Settings, initializer: Optional[bytes]) -> Eng
         from clustrix_futures.local.pool import LocalPool
 
         return LocalPool(settings.max_workers, initializer)
+    if settings.backend == "debug":
+        from clustrix_futures.local.debug import DebugEngine
+
+        return DebugEngine(initializer)
     from clustrix_futures.engine.session import ClusterEngine
 
     return ClusterEngine(settings, initializer)
