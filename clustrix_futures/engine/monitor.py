@@ -258,6 +258,7 @@ class Monitor:
             element.phase = RUNNING
             changed = True
             for tid in element.task_ids:
+                self.books.tasks[tid].future._phase = RUNNING
                 self.books.tasks[tid].future.set_running_or_notify_cancel()
         return changed
 

@@ -92,10 +92,14 @@ class Books:
     stats: DurationStats = field(default_factory=DurationStats)
 
     def watch(self, element: Element) -> None:
-        """Watch a submitted (or adopted) element; its tasks point to it."""
+        """Watch a submitted, adopted or resubmitted element; its tasks point to it, and their futures know its
+        job id and phase."""
         self.live[element.key] = self.by_slot[(element.batch, element.index)] = element
         for task_id in element.task_ids:
-            self.tasks[task_id].element = element
+            task = self.tasks.get(task_id)
+            if task is not None:
+                task.element = element
+                task.future._watched(element.name, (element.batch, element.index), element.phase)
 
     def apply_journal(self, data: bytes, source: str) -> Optional[str]:
         """Resolve the futures of a result journal's frames; describe the damage if it is corrupted (its

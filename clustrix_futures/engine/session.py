@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import itertools
 import logging
 import threading
@@ -24,6 +25,7 @@ from typing import Any, Optional
 from clustrix_futures import config
 from clustrix_futures.engine.bridge import LoopThread
 from clustrix_futures.engine.monitor import Monitor
+from clustrix_futures.engine.output import task_output
 from clustrix_futures.engine.startup import Started, Startup
 from clustrix_futures.errors import ConfigError, JobFailedError
 from clustrix_futures.future import ClusterFuture
@@ -33,7 +35,7 @@ from clustrix_futures.remote.site import Site
 from clustrix_futures.remote.storage import Storage
 from clustrix_futures.remote.transport import Transport
 from clustrix_futures.runfiles.layout import RunDir
-from clustrix_futures.schedulers.base import Scheduler
+from clustrix_futures.schedulers.base import QUEUED, Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -92,14 +94,29 @@ class ClusterEngine:
 
     def submit(self, payload: bytes, resources: Optional[Mapping[str, Any]] = None,
                packable: bool = True) -> ClusterFuture:
-        task_id = next(self._ids)
-        future: ClusterFuture[Any] = ClusterFuture(task_id, on_cancel=self._on_cancel)
+        future = self._new_future(next(self._ids))
         with self._lock:
             self._outstanding.add(future)
             self._submitted += 1
         future.add_done_callback(self._on_done)
-        self.monitor.submit(task_id, future, payload, resources, packable)
+        self.monitor.submit(future.task_id, future, payload, resources, packable)
         return future
+
+    def _new_future(self, task_id: int) -> ClusterFuture[Any]:
+        """A task's future: cancellable through the monitor, queued until it learns of its element, and
+        reading its output through this engine (except on Kubernetes, whose logs are the pods')."""
+        future: ClusterFuture[Any] = ClusterFuture(task_id, on_cancel=self._on_cancel)
+        future._phase = QUEUED
+        if self.scheduler.name != "kubernetes":
+            future._read_output = functools.partial(self._read_output, future)
+        return future
+
+    def _read_output(self, future: ClusterFuture[Any], stream: str, limit: int) -> str:
+        if self._finished.is_set():
+            raise RuntimeError("the executor has shut down: a task's output can no longer be read through it "
+                               f"(the logs are in {self.run_dir.host}/logs when the run directory is kept)")
+        return self._bridge.call(task_output(self.storage, self.transport, self.run_dir, future, stream, limit),
+                                 STARTUP_TIMEOUT)
 
     def chunk_sizes(self, total: Optional[int], fn: Callable[..., Any]) -> Iterator[int]:
         """Map chunks sized so each array element runs about ``element_seconds``, learned per function."""
@@ -143,7 +160,7 @@ class ClusterEngine:
         return site
 
     async def _adopt(self, documents: list[dict[str, Any]]) -> list[ClusterFuture]:
-        futures = self.monitor.adopt(documents, lambda task_id: ClusterFuture(task_id, on_cancel=self._on_cancel))
+        futures = self.monitor.adopt(documents, self._new_future)
         with self._lock:
             self._ids = itertools.count(max((f.task_id for f in futures), default=-1) + 1)
             self._outstanding.update(futures)

@@ -201,6 +201,6 @@ class Submission:
         del self.books.live[element.key]
         element.job_id, element.vanished_at, element.phase = job_id, None, QUEUED
         element.attempts += 1
-        self.books.live[element.key] = element
+        self.books.watch(element)
         self._on_submitted()
         return True

@@ -35,7 +35,7 @@ import asyncssh
 
 from clustrix_futures.config import Settings
 from clustrix_futures.errors import ConfigError, HostKeyError
-from clustrix_futures.remote.transport import Completed, TransportLost
+from clustrix_futures.remote.transport import Completed, TransportLost, span_bounds
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -289,6 +289,18 @@ class SSHTransport:
                 if isinstance(outcome, BaseException):
                     raise outcome
             return dict(zip(paths, outcomes))  # type: ignore[arg-type]
+
+        return await self._retry(attempt)
+
+    async def read_span(self, path: str, start: int, end: Optional[int], limit: int) -> Optional[bytes]:
+        async def attempt() -> Optional[bytes]:
+            try:
+                async with self._sftp_now().open(path, "rb") as source:
+                    begin, stop = span_bounds((await source.stat()).size or 0, start, end, limit)
+                    data = await source.read(stop - begin, begin) if stop > begin else b""
+            except asyncssh.SFTPNoSuchFile:
+                return None
+            return data if isinstance(data, bytes) else data.encode()
 
         return await self._retry(attempt)
 

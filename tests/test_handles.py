@@ -1,0 +1,96 @@
+"""The handles on a future, on the real SLURM: ``job_id`` (the id squeue shows), ``job_state`` (queued ->
+running -> done, from the monitor's cycles), ``stdout()``/``stderr()`` (the task's part of its element's log,
+also when packed with other tasks); ``job_script()``; ``forward_output``; typed ``gpus``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from support import workloads
+from support.waiting import wait_until
+
+RESULT_WAIT = 120
+
+
+def squeue_elements() -> dict[str, str]:
+    out = subprocess.run(["squeue", "--noheader", "--array", "--format=%i %T"], capture_output=True, text=True,
+                         check=True).stdout
+    return dict(line.split() for line in out.splitlines() if line.strip())
+
+
+def print_and_return(text: str, value: Any) -> Any:
+    print(text, flush=True)
+    print(f"err-{text}", file=sys.stderr, flush=True)
+    return value
+
+
+def wait_then_print(release: str, text: str) -> str:
+    deadline = time.monotonic() + RESULT_WAIT
+    while not Path(release).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    print(text, flush=True)
+    return text
+
+
+def test_job_id_is_what_squeue_shows_and_state_goes_queued_running_done(slurm_executor, signals):
+    ex = slurm_executor(tasks_per_element=1)
+    release = signals / "release"
+    future = ex.submit(workloads.wait_for_file, str(release), RESULT_WAIT)
+    assert future.job_state == "queued"
+    wait_until(lambda: future.job_id is not None, RESULT_WAIT, "the element was submitted")
+    job_id = future.job_id
+    assert job_id in squeue_elements()  # the element's id, as squeue shows it (JOB_INDEX)
+    seen = {future.job_state}
+    wait_until(lambda: seen.add(future.job_state) or future.job_state == "running", RESULT_WAIT,
+               "the monitor saw the element running")
+    assert squeue_elements().get(job_id) == "RUNNING"
+    release.touch()
+    future.result(RESULT_WAIT)
+    assert future.job_state == "succeeded"
+    assert seen <= {"queued", "running"} and "running" in seen
+
+
+def test_failed_and_raised_states(slurm_executor):
+    ex = slurm_executor(tasks_per_element=1)
+    raised = ex.submit(workloads.raise_custom, "boom")
+    died = ex.submit(workloads.die, 3)
+    for future in (raised, died):
+        future.exception(RESULT_WAIT)
+    assert raised.job_state == "raised" and died.job_state == "failed"
+
+
+def test_stdout_is_the_task_part_of_its_element_log_also_when_packed(slurm_executor):
+    ex = slurm_executor(tasks_per_element=4)
+    futures = [ex.submit(print_and_return, f"hello-{i}", i) for i in range(4)]
+    assert [f.result(RESULT_WAIT) for f in futures] == [0, 1, 2, 3]
+    assert len({f.job_id for f in futures}) == 1  # packed into one element
+    for i, future in enumerate(futures):
+        assert future.stdout() == f"hello-{i}\n"
+        assert future.stderr() == f"err-hello-{i}\n"
+    assert futures[0].stdout(max_bytes=3) == "-0\n"  # bounded: the end of the task's output
+
+
+def test_stdout_of_a_running_task_and_of_one_not_started(slurm_executor, signals):
+    ex = slurm_executor(tasks_per_element=2)
+    release = signals / "release"
+    first = ex.submit(print_and_return, "hello", 1)
+    second = ex.submit(wait_then_print, str(release), "later")
+    # the element still runs (its result file is not written): read from its partial journal
+    wait_until(lambda: first.stdout() == "hello\n", RESULT_WAIT, "the first task's output is readable")
+    assert not second.done() and second.stdout() == ""  # running, has printed nothing yet
+    release.touch()
+    assert second.result(RESULT_WAIT) == "later"
+    assert second.stdout() == "later\n" and first.stdout() == "hello\n"
+
+
+def test_local_futures_have_no_cluster_handles():
+    from clustrix_futures import ClusterPoolExecutor
+
+    with ClusterPoolExecutor(1) as ex:
+        future = ex.submit(workloads.square, 3)
+        assert future.result(RESULT_WAIT) == 9
+    assert (future.job_id, future.job_state, future.stdout(), future.stderr()) == (None, None, None, None)
