@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor
-from typing import Any, Optional, Protocol, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Optional, Protocol, TypeVar, Union
 
 from clustrix_futures import config
 from clustrix_futures.future import ClusterFuture
@@ -20,6 +20,9 @@ from clustrix_futures.mapping.sizing import map_sizes
 from clustrix_futures.remote.files import RemoteFiles
 from clustrix_futures.runfiles.layout import RunDir
 from clustrix_futures.serialization import dumps_task
+
+if TYPE_CHECKING:
+    from clustrix_futures.engine.submission import JobScript
 
 T = TypeVar("T")
 
@@ -55,6 +58,9 @@ class Engine(Protocol):
 
     def files(self) -> RemoteFiles:
         """Filesystem helpers where the tasks run."""
+
+    def job_script(self, resources: Optional[Mapping[str, Any]]) -> JobScript:
+        """The submission command and batch script of the next array; raises ConfigError without a scheduler."""
 
 
 def _make_engine(settings: config.Settings, initializer: Optional[bytes]) -> Engine:
@@ -153,6 +159,14 @@ class ClusterPoolExecutor(Executor):
         """As ``Executor.map``; ``progress=True`` shows a tqdm bar over the items (the ``progress`` extra)."""
         return self._map(fn, iterables, timeout, chunksize, buffersize, None, progress)
 
+    def job_script(self) -> JobScript:
+        """The command line and batch script the next array job would be submitted with, without submitting
+        anything or running any scheduler command (as dask-jobqueue's ``job_script()``): ``str()`` of it shows
+        both; ``.argv``, ``.command`` and ``.script`` give each. ``ex.options(mem="64G").job_script()`` shows
+        one with other resources. The array range is that of a one-element array. ``ConfigError`` on the
+        local and debug backends (no scheduler) and on Kubernetes (no command)."""
+        return self._engine.job_script(None)
+
     def options(self, **resources: Any) -> ResourceView:
         """A view that submits through this executor with other resources, e.g. ``ex.options(mem="64G")``."""
         return ResourceView(self, config.validate_options(resources))
@@ -214,3 +228,7 @@ class ResourceView:
             chunksize: Union[int, str, None] = None, buffersize: Optional[int] = None,
             progress: bool = False) -> Iterator[T]:
         return self._executor._map(fn, iterables, timeout, chunksize, buffersize, self.resources, progress)
+
+    def job_script(self) -> JobScript:
+        """As ``ClusterPoolExecutor.job_script``, with this view's resources."""
+        return self._executor._engine.job_script(self.resources)

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from support import workloads
 from support.waiting import wait_until
 
@@ -94,3 +95,38 @@ def test_local_futures_have_no_cluster_handles():
         future = ex.submit(workloads.square, 3)
         assert future.result(RESULT_WAIT) == 9
     assert (future.job_id, future.job_state, future.stdout(), future.stderr()) == (None, None, None, None)
+
+
+def test_job_script_runs_no_scheduler_command_and_runs_a_task_when_submitted_by_hand(slurm, shim, slurm_executor):
+    from clustrix_futures.runfiles.batches import encode_batch
+    from clustrix_futures.runfiles.journal import read_journal
+    from clustrix_futures.runfiles.layout import RunDir
+    from clustrix_futures.runfiles.outcomes import loads_outcome
+    from clustrix_futures.serialization import dumps_task
+
+    ex = slurm_executor(time="00:05:00")
+    shown, big = ex.job_script(), ex.options(mem="64G").job_script()
+    assert shim.calls("sbatch") == [] and shim.calls("squeue") == []
+    assert shown.argv[0] == "sbatch" and "--time=00:05:00" in shown.argv and shown.argv[-1] == shown.path
+    assert "--mem=64G" in big.argv and "--mem=64G" not in shown.argv and big.script == shown.script
+    assert "clustrix_futures.node.worker element" in shown.script and shown.command in str(shown)
+    assert not Path(shown.path).exists()  # nothing written
+    # by hand: the batch file the script reads, the script where the command expects it, then sbatch
+    run_dir = RunDir(str(ex.run_dir))
+    batch = int(Path(shown.path).stem)
+    Path(run_dir.batch_file(batch)).write_bytes(encode_batch([[(0, dumps_task(workloads.square, (7,), {}, True))]]))
+    Path(shown.path).write_text(shown.script)
+    Path(shown.path).chmod(0o700)
+    subprocess.run(shown.argv, check=True, capture_output=True, timeout=60)
+    result = Path(run_dir.result(batch, 0))
+    wait_until(result.exists, RESULT_WAIT, "the hand-submitted job wrote its result")
+    [(task_id, encoded)] = list(read_journal(result.read_bytes()))
+    assert task_id == 0 and loads_outcome(encoded)[:2] == (True, 49)
+
+
+def test_job_script_needs_a_scheduler():
+    from clustrix_futures import ClusterPoolExecutor, ConfigError
+
+    for backend in ("local", "debug"):
+        with ClusterPoolExecutor(1, backend=backend) as ex, pytest.raises(ConfigError, match="submits no jobs"):
+            ex.job_script()

@@ -27,6 +27,7 @@ from clustrix_futures.engine.bridge import LoopThread
 from clustrix_futures.engine.monitor import Monitor
 from clustrix_futures.engine.output import task_output
 from clustrix_futures.engine.startup import Started, Startup
+from clustrix_futures.engine.submission import JobScript
 from clustrix_futures.errors import ConfigError, JobFailedError
 from clustrix_futures.future import ClusterFuture
 from clustrix_futures.mapping.sizing import FunctionRates, scheduler_sizes
@@ -133,6 +134,10 @@ class ClusterEngine:
         if wait:
             concurrent.futures.wait(futures)
             self._finished.wait()
+
+    def job_script(self, resources: Optional[Mapping[str, Any]]) -> JobScript:
+        """The command and script the next array would be submitted with; nothing is submitted or run."""
+        return self.monitor.job_script(resources)
 
     def files(self) -> RemoteFiles:
         """Filesystem helpers running on the cluster through this engine's transport."""

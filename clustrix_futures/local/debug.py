@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import cloudpickle
 
+from clustrix_futures.errors import ConfigError
 from clustrix_futures.future import ClusterFuture
 from clustrix_futures.mapping.sizing import local_sizes
 from clustrix_futures.remote.files import RemoteFiles, local_files
@@ -69,6 +70,10 @@ class DebugEngine:
 
     def files(self) -> RemoteFiles:
         return local_files()
+
+    def job_script(self, resources: Optional[Mapping[str, Any]]) -> NoReturn:
+        raise ConfigError("job_script() shows what a scheduler backend would submit; the"
+                          " debug backend submits no jobs")
 
     @property
     def command_counts(self) -> dict[str, int]:

@@ -26,10 +26,10 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from multiprocessing.connection import Connection, wait
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import clustrix_futures
-from clustrix_futures.errors import ExecutorBrokenError, JobFailedError
+from clustrix_futures.errors import ConfigError, ExecutorBrokenError, JobFailedError
 from clustrix_futures.future import ClusterFuture
 from clustrix_futures.mapping.sizing import local_sizes
 from clustrix_futures.node import worker as worker_module
@@ -139,6 +139,10 @@ class LocalPool:
     def files(self) -> RemoteFiles:
         """Filesystem helpers on this machine, whose files the workers see."""
         return local_files()
+
+    def job_script(self, resources: Optional[Mapping[str, Any]]) -> NoReturn:
+        raise ConfigError("job_script() shows what a scheduler backend would submit; the"
+                          " local backend submits no jobs")
 
     @property
     def command_counts(self) -> dict[str, int]:

@@ -59,9 +59,13 @@ class CommandScheduler:
         answer = await self._run(argv)
         return self.backend.parse_max_array_size(answer.stdout) if answer.ok else None
 
+    def submit_argv(self, job: ArraySubmission) -> list[str]:
+        """The command :meth:`submit` runs for ``job`` (run nothing: ``ex.job_script()`` shows it)."""
+        return self.backend.submit_argv(job, job.script)
+
     async def submit(self, job: ArraySubmission, script: str) -> str:
         await self.transport.write(job.script, script.encode(), 0o700)
-        result = await self._run(self.backend.submit_argv(job, job.script))
+        result = await self._run(self.submit_argv(job))
         try:
             job_id = self.backend.parse_job_id(result.stdout, job) if result.ok else ""
         except ValueError:
