@@ -98,6 +98,16 @@ def _walltime(name: str, value: Any) -> str:
                       f"not {value!r}")
 
 
+def _gpus(name: str, value: Any) -> Any:
+    """A count (``2``), or a type and a count (``"a100:2"``: how each scheduler writes it is its own)."""
+    if isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_.\-]+:[1-9]\d*", value):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"option {name!r} must be a positive integer or 'TYPE:COUNT' like 'a100:2', "
+                          f"not {value!r}")
+    return value
+
+
 def _tasks_per_element(name: str, value: Any) -> Any:
     return value if value == "auto" else _positive_int(name, value)
 
@@ -165,7 +175,8 @@ OPTIONS: dict[str, Option] = {
     "time": Option(_walltime, "Time limit per array element, e.g. '01:00:00'."),
     "partition": Option(_text, "Scheduler partition or queue."),
     "account": Option(_text, "Account to charge."),
-    "gpus": Option(_positive_int, "GPUs per task."),
+    "gpus": Option(_gpus, "GPUs per task: a count, or 'TYPE:COUNT' (e.g. 'a100:2'; SLURM only: "
+                          "--gres=gpu:TYPE:COUNT)."),
     "nodes": Option(_positive_int, "Nodes per task."),
     "job_name": Option(_text, "Job name shown by the scheduler.", "clustrix"),
     "scheduler_args": Option(_text_list, "Extra submission flags, passed as separate arguments."),

@@ -169,7 +169,12 @@ class ClusterPoolExecutor(Executor):
 
     def options(self, **resources: Any) -> ResourceView:
         """A view that submits through this executor with other resources, e.g. ``ex.options(mem="64G")``."""
-        return ResourceView(self, config.validate_options(resources))
+        checked = config.validate_options(resources)
+        if isinstance(checked.get("gpus"), str):  # a GPU type: only some schedulers take one
+            from clustrix_futures.schedulers import check_resources
+
+            check_resources(self.backend, checked)
+        return ResourceView(self, checked)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._shutdown_lock:

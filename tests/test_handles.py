@@ -130,3 +130,50 @@ def test_job_script_needs_a_scheduler():
     for backend in ("local", "debug"):
         with ClusterPoolExecutor(1, backend=backend) as ex, pytest.raises(ConfigError, match="submits no jobs"):
             ex.job_script()
+
+
+def gpu_environment() -> str:
+    import os
+
+    return os.environ.get("SLURM_JOB_GPUS") or os.environ.get("CUDA_VISIBLE_DEVICES") or os.environ.get(
+        "SLURM_STEP_GPUS") or ""
+
+
+def test_typed_gpus_reach_sbatch_as_gres_and_run(slurm, shim, slurm_executor):
+    ex = slurm_executor(tasks_per_element=1)
+    future = ex.options(gpus="tesla:1").submit(gpu_environment)
+    assert future.result(RESULT_WAIT) != ""  # the job got a GPU (SLURM says which)
+    [call] = shim.calls("sbatch")
+    assert "--gres=gpu:tesla:1" in call and not any(arg.startswith("--gpus") for arg in call)
+    plain = slurm_executor(gpus=1).submit(workloads.square, 3)
+    assert plain.result(RESULT_WAIT) == 9 and "--gpus=1" in shim.calls("sbatch")[-1]
+
+
+def test_a_gpu_type_the_cluster_lacks_fails_the_submission_naming_it(slurm_executor):
+    from clustrix_futures import JobFailedError
+
+    future = slurm_executor().options(gpus="h100:1").submit(workloads.square, 3)
+    with pytest.raises(JobFailedError, match="rejected the submission") as caught:
+        future.result(RESULT_WAIT)
+    assert caught.value.state == "SUBMIT_FAILED"
+    message = str(caught.value)  # quotes the command, so it names the GRES, and sbatch's refusal
+    assert "--gres=gpu:h100:1" in message and "Requested node configuration is not available" in message, message
+
+
+def test_a_gpu_type_is_a_config_error_where_the_scheduler_has_no_way_to_say_it():
+    from clustrix_futures import ClusterPoolExecutor, ConfigError
+    from clustrix_futures.config import validate_options
+    from clustrix_futures.schedulers import check_resources
+
+    assert validate_options({"gpus": "a100:2"}) == {"gpus": "a100:2"}
+    for bad in ("a100", "a100:0", ":2", 0, "two"):
+        with pytest.raises(ConfigError, match="'gpus' must be a positive integer or 'TYPE:COUNT'"):
+            validate_options({"gpus": bad})
+    for backend in ("sge", "pbs", "kubernetes", "ssh"):
+        with pytest.raises(ConfigError, match=f"the {backend} backend takes a GPU count only.*slurm"):
+            check_resources(backend, {"gpus": "a100:2"})
+    check_resources("slurm", {"gpus": "a100:2"})
+    with pytest.raises(ConfigError, match="the pbs backend takes a GPU count only"):
+        ClusterPoolExecutor(backend="pbs", gpus="a100:1")  # before connecting to anything
+    with ClusterPoolExecutor(1) as ex:
+        ex.options(gpus="a100:2")  # local processes ignore resources

@@ -36,6 +36,7 @@ from clustrix_futures.remote.site import Site
 from clustrix_futures.remote.storage import Storage
 from clustrix_futures.remote.transport import Transport
 from clustrix_futures.runfiles.layout import RunDir
+from clustrix_futures.schedulers import check_resources
 from clustrix_futures.schedulers.base import QUEUED, Scheduler
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class ClusterEngine:
         if initializer is not None:
             raise ConfigError("initializer is supported only by the local backend; on a cluster, run "
                               "set-up code at the start of the task or with the 'setup' option")
+        check_resources(settings.backend, settings.options)
         self.settings = settings
         self._ids = itertools.count()
         self._outstanding: set[ClusterFuture] = set()
