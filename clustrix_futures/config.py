@@ -184,6 +184,9 @@ OPTIONS: dict[str, Option] = {
                         "without it a Grid Engine task gets one slot."),
     "flavor": Option(_pbs_flavor, "PBS flavour: 'pbspro' (PBS Professional, OpenPBS: qsub -J) or 'torque' "
                                   "(qsub -t).", "pbspro"),
+    "forward_output": Option(_flag, "Write what tasks print to this process's stdout and stderr (default: on for "
+                              "the local backend, off on clusters, where each line is then read from the "
+                              "element's log and prefixed with its task id when the run has several tasks)."),
     "tasks_per_element": Option(_tasks_per_element, "Tasks packed into one array element: an integer, or "
                                 "'auto' to pack from measured task durations.", "auto"),
     "element_seconds": Option(_positive_number, "With tasks_per_element='auto', the run time to aim for "

@@ -67,7 +67,7 @@ def _make_engine(settings: config.Settings, initializer: Optional[bytes]) -> Eng
     if settings.backend == "local":
         from clustrix_futures.local.pool import LocalPool
 
-        return LocalPool(settings.max_workers, initializer)
+        return LocalPool(settings.max_workers, initializer, settings["forward_output"] is not False)
     if settings.backend == "debug":
         from clustrix_futures.local.debug import DebugEngine
 

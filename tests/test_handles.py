@@ -177,3 +177,42 @@ def test_a_gpu_type_is_a_config_error_where_the_scheduler_has_no_way_to_say_it()
         ClusterPoolExecutor(backend="pbs", gpus="a100:1")  # before connecting to anything
     with ClusterPoolExecutor(1) as ex:
         ex.options(gpus="a100:2")  # local processes ignore resources
+
+
+def _collect(capsys: Any, seen: list[str]) -> str:
+    seen.append(capsys.readouterr().out)
+    return "".join(seen)
+
+
+def test_forward_output_writes_what_a_task_prints_to_the_client(slurm_executor, capsys):
+    ex = slurm_executor(forward_output=True, tasks_per_element=1)
+    assert ex.submit(print_and_return, "apple", 1).result(RESULT_WAIT) == 1
+    seen: list[str] = []
+    wait_until(lambda: "apple\n" in _collect(capsys, seen), 10, "apple on the client's stdout")
+    assert "apple\n" in "".join(seen).splitlines(keepends=True)  # one task: no prefix
+
+
+def test_forward_output_prefixes_each_line_with_its_task_when_several_run(slurm_executor, capsys):
+    ex = slurm_executor(forward_output=True, tasks_per_element=4)
+    futures = [ex.submit(print_and_return, f"apple-{i}", i) for i in range(4)]
+    assert [f.result(RESULT_WAIT) for f in futures] == [0, 1, 2, 3]
+    seen: list[str] = []
+    expected = {f"[task {f.task_id}] apple-{i}\n" for i, f in enumerate(futures)}
+    wait_until(lambda: expected <= set(_collect(capsys, seen).splitlines(keepends=True)), 10,
+               "every task's line, prefixed")
+
+
+def test_output_is_not_forwarded_from_a_cluster_by_default(slurm_executor, capsys):
+    ex = slurm_executor(tasks_per_element=1)
+    assert ex.submit(print_and_return, "pear", 1).result(RESULT_WAIT) == 1
+    ex.shutdown()
+    assert "pear" not in capsys.readouterr().out
+
+
+def test_local_workers_print_here_unless_forward_output_is_off(capfd):
+    from clustrix_futures import ClusterPoolExecutor
+
+    for forward, shown in ((None, True), (False, False)):
+        with ClusterPoolExecutor(1, forward_output=forward) as ex:
+            assert ex.submit(print_and_return, f"plum-{forward}", 1).result(RESULT_WAIT) == 1
+        assert (f"plum-{forward}" in capfd.readouterr().out) is shown

@@ -24,6 +24,7 @@ from typing import Any, Optional
 
 from clustrix_futures import config
 from clustrix_futures.engine.bridge import LoopThread
+from clustrix_futures.engine.forwarding import Forwarder
 from clustrix_futures.engine.monitor import Monitor
 from clustrix_futures.engine.output import task_output
 from clustrix_futures.engine.startup import Started, Startup
@@ -70,6 +71,8 @@ class ClusterEngine:
         self._lock = threading.Lock()
         self._finished = threading.Event()
         self._bridge = LoopThread("clustrix-futures-monitor")
+        self._forwarding: Optional[asyncio.Future[None]] = None  # the output forwarder (forward_output)
+        self._forwarding_done = asyncio.Event()
         started = self._start(attach_to)
         self.transport: Transport = self.site.transport
         self.storage: Storage = started.storage
@@ -177,7 +180,16 @@ class ClusterEngine:
         return futures
 
     async def _spawn_monitor(self) -> asyncio.Task[None]:
+        if self.settings["forward_output"] and self.scheduler.name != "kubernetes":
+            self._forwarding = asyncio.ensure_future(Forwarder(
+                self.transport, self.storage, self.run_dir, self.monitor.books).run(self._forwarding_done))
         return asyncio.ensure_future(self._run_monitor())
+
+    async def _stop_forwarding(self) -> None:
+        """The monitor is done: the forwarder's last pass, before the logs may be removed."""
+        self._forwarding_done.set()
+        if self._forwarding is not None:
+            await asyncio.gather(self._forwarding, return_exceptions=True)
 
     async def _run_monitor(self) -> None:
         """Run the monitor; whatever happens to it, no future is left waiting and the loop ends."""
@@ -191,6 +203,7 @@ class ClusterEngine:
             raise
         finally:
             try:
+                await self._stop_forwarding()
                 await self._cleanup()
             except Exception:
                 log.exception("clean-up of %s failed", self.run_dir.root)

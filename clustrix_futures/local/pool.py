@@ -46,14 +46,16 @@ _STARTUP_FAILURES_TOLERATED = 3
 
 
 class _Worker:
-    def __init__(self, initializer: Optional[bytes]) -> None:
+    def __init__(self, initializer: Optional[bytes], forward_output: bool = True) -> None:
         parent_end, child_end = socket.socketpair()
+        output = None if forward_output else subprocess.DEVNULL
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_PARENT, env.get("PYTHONPATH")]))
         with child_end:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "clustrix_futures.node.worker", "pool", str(child_end.fileno())],
-                pass_fds=[child_end.fileno()], env=env, stdin=subprocess.DEVNULL)
+                pass_fds=[child_end.fileno()], env=env, stdin=subprocess.DEVNULL,
+                stdout=output, stderr=output)
         self.conn = Connection(parent_end.detach())
         self.conn.send_bytes(pickle.dumps((sys.path, initializer)))
         self.ready = False
@@ -87,8 +89,11 @@ class LocalPool:
     ships_code = False  # workers get this process's sys.path, so modules travel by reference
     run_dir: Optional[RunDir] = None  # no run directory: payloads and outcomes travel over pipes
 
-    def __init__(self, max_workers: Optional[int], initializer: Optional[bytes] = None) -> None:
+    def __init__(self, max_workers: Optional[int], initializer: Optional[bytes] = None,
+                 forward_output: bool = True) -> None:
+        """``forward_output=False``: the workers' stdout and stderr go to /dev/null, not this process's."""
         self.max_workers = max_workers or os.cpu_count() or 1
+        self._forward_output = forward_output
         self._initializer = initializer
         self._lock = threading.Lock()
         self._pending: deque[Entry] = deque()
@@ -188,7 +193,7 @@ class LocalPool:
     def _start_workers(self) -> None:
         wanted = min(self.max_workers, len(self._workers) + len(self._pending))
         while len(self._workers) < wanted:
-            worker = _Worker(self._initializer)
+            worker = _Worker(self._initializer, self._forward_output)
             self._workers[worker.conn] = worker
 
     def _dispatch(self) -> None:
