@@ -1,8 +1,9 @@
 """``forward_output=True`` on a cluster: what tasks print reaches the client's stdout and stderr.
 
-A :class:`Forwarder` runs beside the job monitor on the engine's loop. Every ``FORWARD_INTERVAL`` it tails
-the logs of the elements the monitor sees running, and once more those of elements that just left its books
-(so the end of a short element's output, or of one never seen running, is not lost): at most one bounded
+A :class:`Forwarder` runs beside the job monitor on the engine's loop, told of every element the monitor
+watches (``Books.on_watch``). Every ``FORWARD_INTERVAL`` it tails the logs of the elements the monitor sees
+running, and once more those of elements that left its books (so the end of a short element's output, or of
+one never seen running, is not lost): at most one bounded
 read (``FORWARD_BYTES``, from where the last read ended) per log of such an element per pass, whatever the
 run's size. Complete lines are written to this process's ``sys.stdout`` / ``sys.stderr``; a partial line waits
 for its end (or for its element's end). When the run has more than one task, each line is prefixed with the
@@ -51,6 +52,14 @@ class Forwarder:
         self.transport, self.storage, self.run_dir, self.books = transport, storage, run_dir, books
         self._tails: dict[tuple[int, int], _Tail] = {}
         self._tasks_seen = 0
+        books.on_watch = self._watch  # every element, also one that ends before a pass sees it live
+
+    def _watch(self, element: Element) -> None:
+        slot = (element.batch, element.index)
+        if slot in self._tails:
+            self._tails[slot].element = element  # run again: same logs, appended to
+        else:
+            self._tails[slot] = _Tail(element)
         self.reads = 0  # log and journal reads, for tests
 
     async def run(self, stopped: asyncio.Event) -> None:
@@ -66,12 +75,8 @@ class Forwarder:
 
     async def forward(self, final: bool = False) -> None:
         """One pass: the running elements, and (their last read) those gone from the books."""
-        live = {(e.batch, e.index): e for e in self.books.live.values()}
+        live = {(e.batch, e.index) for e in self.books.live.values()}
         self._tasks_seen = max(self._tasks_seen, len(self.books.tasks))
-        for slot, element in live.items():
-            if slot not in self._tails:
-                self._tails[slot] = _Tail(element)
-            self._tails[slot].element = element
         for slot, tail in list(self._tails.items()):
             gone = final or slot not in live
             if gone or tail.element.phase == RUNNING:

@@ -9,6 +9,7 @@ Both run on the engine's event loop only, so nothing here is locked.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -90,11 +91,14 @@ class Books:
     live: dict[ElementKey, Element] = field(default_factory=dict)
     by_slot: dict[tuple[int, int], Element] = field(default_factory=dict)
     stats: DurationStats = field(default_factory=DurationStats)
+    on_watch: Optional[Callable[[Element], None]] = None  # told of each element watched (the output forwarder)
 
     def watch(self, element: Element) -> None:
         """Watch a submitted, adopted or resubmitted element; its tasks point to it, and their futures know its
         job id and phase."""
         self.live[element.key] = self.by_slot[(element.batch, element.index)] = element
+        if self.on_watch is not None:
+            self.on_watch(element)
         for task_id in element.task_ids:
             task = self.tasks.get(task_id)
             if task is not None:
