@@ -216,3 +216,17 @@ def test_local_workers_print_here_unless_forward_output_is_off(capfd):
         with ClusterPoolExecutor(1, forward_output=forward) as ex:
             assert ex.submit(print_and_return, f"plum-{forward}", 1).result(RESULT_WAIT) == 1
         assert (f"plum-{forward}" in capfd.readouterr().out) is shown
+
+
+@pytest.mark.parametrize("backend", ["slurm", "slurm-ssh"])
+def test_stdout_through_each_transport(backend, request, tmp_path, executors):
+    from support.executors import backend_options
+
+    from clustrix_futures import ClusterPoolExecutor
+
+    ex = ClusterPoolExecutor(**backend_options(backend, request, tmp_path), tasks_per_element=2)
+    executors.append(ex)
+    futures = [ex.submit(print_and_return, f"hello-{i}", i) for i in range(2)]
+    assert [f.result(RESULT_WAIT) for f in futures] == [0, 1]
+    assert [f.stdout() for f in futures] == ["hello-0\n", "hello-1\n"]
+    assert futures[1].stderr(max_bytes=2) == "1\n"
