@@ -32,7 +32,7 @@ from clustrix_futures.config_files import CONFIG_ENV as CONFIG_ENV
 from clustrix_futures.config_files import config_files, load_profiles
 from clustrix_futures.errors import ConfigError
 
-BACKENDS = ("local", "slurm", "ssh", "sge", "pbs", "kubernetes")
+BACKENDS = ("local", "debug", "slurm", "ssh", "sge", "pbs", "kubernetes")
 PBS_FLAVORS = ("pbspro", "torque")
 PROFILE_ENV = "CLUSTRIX_FUTURES_PROFILE"
 SECRET_OPTIONS = ("passphrase", "env")  # never written to a manifest, never shown in a message
@@ -103,6 +103,16 @@ def _walltime(name: str, value: Any) -> str:
                       f"minutes, not {value!r}")
 
 
+def _gpus(name: str, value: Any) -> Any:
+    """A count (``2``), or a type and a count (``"a100:2"``: how each scheduler writes it is its own)."""
+    if isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_.\-]+:[1-9]\d*", value):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"option {name!r} must be a positive integer or 'TYPE:COUNT' like 'a100:2', "
+                          f"not {value!r}")
+    return value
+
+
 def _tasks_per_element(name: str, value: Any) -> Any:
     return value if value == "auto" else _positive_int(name, value)
 
@@ -170,7 +180,8 @@ OPTIONS: dict[str, Option] = {
     "time": Option(_walltime, "Time limit per array element, e.g. '01:00:00'."),
     "partition": Option(_text, "Scheduler partition or queue."),
     "account": Option(_text, "Account to charge."),
-    "gpus": Option(_positive_int, "GPUs per task."),
+    "gpus": Option(_gpus, "GPUs per task: a count, or 'TYPE:COUNT' (e.g. 'a100:2'; SLURM only: "
+                          "--gres=gpu:TYPE:COUNT)."),
     "nodes": Option(_positive_int, "Nodes per task."),
     "job_name": Option(_text, "Job name shown by the scheduler.", "clustrix"),
     "scheduler_args": Option(_text_list, "Extra submission flags, passed as separate arguments."),
@@ -178,6 +189,9 @@ OPTIONS: dict[str, Option] = {
                         "without it a Grid Engine task gets one slot."),
     "flavor": Option(_pbs_flavor, "PBS flavour: 'pbspro' (PBS Professional, OpenPBS: qsub -J) or 'torque' "
                                   "(qsub -t).", "pbspro"),
+    "forward_output": Option(_flag, "Write what tasks print to this process's stdout and stderr (default: on for "
+                              "the local backend, off on clusters, where each line is then read from the "
+                              "element's log and prefixed with its task id when the run has several tasks)."),
     "tasks_per_element": Option(_tasks_per_element, "Tasks packed into one array element: an integer, or "
                                 "'auto' to pack from measured task durations.", "auto"),
     "element_seconds": Option(_positive_number, "With tasks_per_element='auto', the run time to aim for "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor
-from typing import Any, Optional, Protocol, Union
+from typing import TYPE_CHECKING, Any, Optional, Protocol, TypeVar, Union
 
 from clustrix_futures import config
 from clustrix_futures.future import ClusterFuture
@@ -20,6 +20,11 @@ from clustrix_futures.mapping.sizing import map_sizes
 from clustrix_futures.remote.files import RemoteFiles
 from clustrix_futures.runfiles.layout import RunDir
 from clustrix_futures.serialization import dumps_task
+
+if TYPE_CHECKING:
+    from clustrix_futures.engine.submission import JobScript
+
+T = TypeVar("T")
 
 
 class Engine(Protocol):
@@ -54,12 +59,19 @@ class Engine(Protocol):
     def files(self) -> RemoteFiles:
         """Filesystem helpers where the tasks run."""
 
+    def job_script(self, resources: Optional[Mapping[str, Any]]) -> JobScript:
+        """The submission command and batch script of the next array; raises ConfigError without a scheduler."""
+
 
 def _make_engine(settings: config.Settings, initializer: Optional[bytes]) -> Engine:
     if settings.backend == "local":
         from clustrix_futures.local.pool import LocalPool
 
-        return LocalPool(settings.max_workers, initializer)
+        return LocalPool(settings.max_workers, initializer, settings["forward_output"] is not False)
+    if settings.backend == "debug":
+        from clustrix_futures.local.debug import DebugEngine
+
+        return DebugEngine(initializer)
     from clustrix_futures.engine.session import ClusterEngine
 
     return ClusterEngine(settings, initializer)
@@ -162,7 +174,7 @@ class ClusterPoolExecutor(Executor):
         """How many times each scheduler command (sbatch, squeue...) has run; empty for local processes."""
         return dict(self._engine.command_counts)
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> ClusterFuture:
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> ClusterFuture[T]:
         """Submits a callable to be executed with the given arguments.
 
         Schedules the callable to be executed as ``fn(*args, **kwargs)`` and returns a future representing
@@ -185,13 +197,13 @@ class ClusterPoolExecutor(Executor):
 
     def map(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[..., T],
         *iterables: Iterable[Any],
         timeout: Optional[float] = None,
         chunksize: Union[int, str, None] = None,
         buffersize: Optional[int] = None,
         progress: bool = False,
-    ) -> Iterator[Any]:
+    ) -> Iterator[T]:
         """Returns an iterator equivalent to ``map(fn, *iterables)``, the calls running on the executor.
 
         Items travel in chunks (one task per chunk) but results come back per item, in order: every item
@@ -225,6 +237,14 @@ class ClusterPoolExecutor(Executor):
         """
         return self._map(fn, iterables, timeout, chunksize, buffersize, None, progress)
 
+    def job_script(self) -> JobScript:
+        """The command line and batch script the next array job would be submitted with, without submitting
+        anything or running any scheduler command (as dask-jobqueue's ``job_script()``): ``str()`` of it shows
+        both; ``.argv``, ``.command`` and ``.script`` give each. ``ex.options(mem="64G").job_script()`` shows
+        one with other resources. The array range is that of a one-element array. ``ConfigError`` on the
+        local and debug backends (no scheduler) and on Kubernetes (no command)."""
+        return self._engine.job_script(None)
+
     def options(self, **resources: Any) -> ResourceView:
         """A view that submits through this executor with other resources, e.g. ``ex.options(mem="64G")``.
 
@@ -235,7 +255,12 @@ class ClusterPoolExecutor(Executor):
         Raises:
             ConfigError: An unknown option or a bad value.
         """
-        return ResourceView(self, config.validate_options(resources))
+        checked = config.validate_options(resources)
+        if isinstance(checked.get("gpus"), str):  # a GPU type: only some schedulers take one
+            from clustrix_futures.schedulers import check_resources
+
+            check_resources(self.backend, checked)
+        return ResourceView(self, checked)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Clean-up the resources associated with the executor.
@@ -269,17 +294,17 @@ class ClusterPoolExecutor(Executor):
 
     # ------------------------------------------------------------------ shared by the resource views
 
-    def _submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any],
-                resources: Optional[Mapping[str, Any]]) -> ClusterFuture:
+    def _submit(self, fn: Callable[..., T], args: tuple, kwargs: dict[str, Any],
+                resources: Optional[Mapping[str, Any]]) -> ClusterFuture[T]:
         payload = dumps_task(fn, args, kwargs, self._engine.ships_code)
         with self._shutdown_lock:
             if self._shut_down:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             return self._engine.submit(payload, resources)
 
-    def _map(self, fn: Callable[..., Any], iterables: tuple, timeout: Optional[float],
+    def _map(self, fn: Callable[..., T], iterables: tuple, timeout: Optional[float],
              chunksize: Union[int, str, None], buffersize: Optional[int],
-             resources: Optional[Mapping[str, Any]], progress: bool = False) -> Iterator[Any]:
+             resources: Optional[Mapping[str, Any]], progress: bool = False) -> Iterator[T]:
         if not iterables:
             raise TypeError("map() needs at least one iterable")
         sizes = map_sizes(chunksize, fn, iterables, self._engine.chunk_sizes)
@@ -305,12 +330,16 @@ class ResourceView:
         self._executor = executor
         self.resources = resources
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> ClusterFuture:
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> ClusterFuture[T]:
         """As ``ClusterPoolExecutor.submit``, with this view's resources."""
         return self._executor._submit(fn, args, kwargs, self.resources)
 
-    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: Optional[float] = None,
+    def map(self, fn: Callable[..., T], *iterables: Iterable[Any], timeout: Optional[float] = None,
             chunksize: Union[int, str, None] = None, buffersize: Optional[int] = None,
-            progress: bool = False) -> Iterator[Any]:
+            progress: bool = False) -> Iterator[T]:
         """As ``ClusterPoolExecutor.map``, with this view's resources."""
         return self._executor._map(fn, iterables, timeout, chunksize, buffersize, self.resources, progress)
+
+    def job_script(self) -> JobScript:
+        """As ``ClusterPoolExecutor.job_script``, with this view's resources."""
+        return self._executor._engine.job_script(self.resources)

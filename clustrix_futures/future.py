@@ -23,7 +23,13 @@ from concurrent.futures._base import (  # the states are stable since Python 3.2
     PENDING,
     RUNNING,
 )
-from typing import Any, Optional
+from typing import Any, Generic, Optional, TypeVar
+
+from clustrix_futures.errors import JobFailedError
+
+T = TypeVar("T")
+OutputReader = Callable[[str, int], Optional[str]]  # (stream "out" or "err", max bytes) -> the task's output
+OUTPUT_BYTES = 1 << 20  # what stdout() and stderr() return at most, by default: the end of the task's output
 
 _waiting = 0  # threads blocked in result()/exception(), plus waiters installed by wait()/as_completed()
 _waiting_lock = threading.Lock()
@@ -61,8 +67,9 @@ class _Waiters(list):
         _count_waiting(-1)
 
 
-class ClusterFuture(Future):
-    """A ``concurrent.futures.Future`` whose ``cancel()`` wakes waiters at once.
+class ClusterFuture(Future[T], Generic[T]):
+    """A ``concurrent.futures.Future`` whose ``cancel()`` wakes waiters at once; generic in its result type
+    (``ex.submit(fn)`` of a ``fn`` returning ``int`` is a ``ClusterFuture[int]`` to a type checker).
 
     Every ``submit`` returns one (``map`` uses them too, one per chunk). It is a real
     ``concurrent.futures.Future``: ``result``, ``exception``, ``done``, ``running``, ``cancelled``,
@@ -71,18 +78,58 @@ class ClusterFuture(Future):
     ``ClusterFuturesError`` when the machinery failed.
 
     ``task_id`` numbers the submission within its executor, from 0 in submission order (the ``TASK`` of
-    ``clustrix-futures logs RUN_DIR TASK``); -1 for a future made outside an executor.
+    ``clustrix-futures logs RUN_DIR TASK``); -1 for a future made outside an executor. On a cluster,
+    :attr:`job_id` and :attr:`job_state` tell where its array element stands, and :meth:`stdout` /
+    :meth:`stderr` read what the task printed.
 
     Futures are made by executors; the ``set_*`` methods are for executors (and tests), as in the stdlib.
     """
 
-    def __init__(self, task_id: int = -1, on_cancel: Optional[Callable[[ClusterFuture], None]] = None) -> None:
+    def __init__(self, task_id: int = -1, on_cancel: Optional[Callable[[ClusterFuture[Any]], None]] = None) -> None:
         super().__init__()
         self.task_id = task_id
         self._on_cancel = on_cancel
         self._waiters = _Waiters()
+        # set by the cluster engine's monitor (one writer; a reader sees one value or the next)
+        self._job_id: Optional[str] = None
+        self._phase: Optional[str] = None  # queued | running, from the monitor's last cycle; None: local
+        self._slot: Optional[tuple[int, int]] = None  # (batch, index) of its element
+        self._read_output: Optional[OutputReader] = None
 
-    def result(self, timeout: Optional[float] = None) -> Any:
+    @property
+    def job_id(self) -> Optional[str]:
+        """The scheduler's id of the array element running this task, as its queue shows it (``123_4`` for
+        SLURM); None on the local and debug backends, and until the element is submitted. The latest attempt's
+        if the element was run again."""
+        return self._job_id
+
+    @property
+    def job_state(self) -> Optional[str]:
+        """Where the task stands, in the words of ``clustrix-futures status``: ``queued`` (also while not yet
+        submitted) and ``running`` as of the job monitor's last cycle, then ``succeeded``, ``raised`` (the task's
+        own exception), ``failed`` (its element ended without its result: a :class:`JobFailedError`) or
+        ``cancelled``. None on the local and debug backends."""
+        if self._phase is None:
+            return None
+        if not self.done():
+            return self._phase
+        if self.cancelled():
+            return "cancelled"
+        error = super().exception()
+        return "succeeded" if error is None else "failed" if isinstance(error, JobFailedError) else "raised"
+
+    def stdout(self, max_bytes: int = OUTPUT_BYTES) -> Optional[str]:
+        """What the task printed to stdout so far (the end of it, at most ``max_bytes``), read from its element's
+        log on the cluster, without the other tasks' output packed in the same element. None where output is
+        not captured (local and debug backends: it goes to this process's stdout) and on Kubernetes; "" before
+        the task starts."""
+        return None if self._read_output is None else self._read_output("out", max_bytes)
+
+    def stderr(self, max_bytes: int = OUTPUT_BYTES) -> Optional[str]:
+        """As :meth:`stdout`, for stderr."""
+        return None if self._read_output is None else self._read_output("err", max_bytes)
+
+    def result(self, timeout: Optional[float] = None) -> T:
         """Return the result of the call that the future represents.
 
         Args:
@@ -172,3 +219,7 @@ class ClusterFuture(Future):
                 return False
             self._state = RUNNING
             return True
+
+    def _watched(self, job_id: str, slot: tuple[int, int], phase: str) -> None:
+        """Set by the job monitor: the task's element (its scheduler id and run-directory slot) and its phase."""
+        self._job_id, self._slot, self._phase = job_id, slot, phase

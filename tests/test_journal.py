@@ -88,8 +88,10 @@ def test_an_element_journals_each_task_with_its_kind_and_wall_times(tmp_path):
                    env={**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}, timeout=120)
     after = time.time()
     assert not Path(run_dir.partial(0, 0)).exists()
-    frames = list(journal.read_frames(Path(run_dir.result(0, 0)).read_bytes()))
-    assert [(f.task_id, f.kind) for f in frames] == [(0, journal.OK), (2, journal.RAISED)]
+    every = list(journal.read_frames(Path(run_dir.result(0, 0)).read_bytes()))
+    assert [(f.task_id, f.kind) for f in every] == [(0, journal.PROGRESS), (0, journal.OK), (2, journal.PROGRESS),
+                                                    (2, journal.RAISED)]  # each task's output offsets first
+    frames = [f for f in every if f.kind != journal.PROGRESS]
     assert before <= frames[0].start and frames[0].start + 0.2 <= frames[0].end <= frames[1].start
     assert frames[1].start <= frames[1].end <= after
 
@@ -118,3 +120,13 @@ def test_a_journal_of_an_unknown_version_fails_its_tasks_saying_so(slurm_executo
     assert (f"journal is of version {FUTURE_VERSION}, unknown to this client, which reads journal version "
             f"{journal.VERSION}") in str(caught.value)
     assert ex.submit(workloads.square, 4).result(120) == 16
+
+
+def test_output_spans_run_from_a_task_start_to_the_next():
+    body = cloudpickle.dumps((True, 1, "", 0.0))
+    data = (journal.preamble() + journal.output_frame(4, 1.0, 10, 0) + journal.encode_frame(4, journal.OK, 1, 2, body)
+            + journal.output_frame(5, 2.0, 25, 7) + journal.encode_frame(5, journal.OK, 2, 3, body))
+    assert journal.output_spans(data, 4) == ((10, 25), (0, 7))
+    assert journal.output_spans(data, 5) == ((25, None), (7, None))
+    assert journal.output_spans(data, 6) is None
+    assert [tid for tid, _ in journal.read_journal(data)] == [4, 5]  # outcome readers pass over them

@@ -35,7 +35,7 @@ from typing import Any, Optional
 
 from clustrix_futures.config import Settings
 from clustrix_futures.engine.records import Books, Element, Environment
-from clustrix_futures.engine.submission import Submission
+from clustrix_futures.engine.submission import JobScript, Submission
 from clustrix_futures.errors import JobFailedError
 from clustrix_futures.future import ClusterFuture, someone_waits
 from clustrix_futures.remote.storage import Storage
@@ -128,6 +128,10 @@ class Monitor:
     def batches(self) -> int:
         """How many batch files (arrays) this run has written."""
         return self._submission.batches
+
+    def job_script(self, overrides: Optional[Mapping[str, Any]]) -> JobScript:
+        """The next array's command and script (:meth:`Submission.preview`; reads one counter: any thread)."""
+        return self._submission.preview(overrides)
 
     @property
     def results_read(self) -> int:
@@ -258,6 +262,7 @@ class Monitor:
             element.phase = RUNNING
             changed = True
             for tid in element.task_ids:
+                self.books.tasks[tid].future._phase = RUNNING
                 self.books.tasks[tid].future.set_running_or_notify_cancel()
         return changed
 

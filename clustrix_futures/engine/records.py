@@ -9,6 +9,7 @@ Both run on the engine's event loop only, so nothing here is locked.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -90,12 +91,19 @@ class Books:
     live: dict[ElementKey, Element] = field(default_factory=dict)
     by_slot: dict[tuple[int, int], Element] = field(default_factory=dict)
     stats: DurationStats = field(default_factory=DurationStats)
+    on_watch: Optional[Callable[[Element], None]] = None  # told of each element watched (the output forwarder)
 
     def watch(self, element: Element) -> None:
-        """Watch a submitted (or adopted) element; its tasks point to it."""
+        """Watch a submitted, adopted or resubmitted element; its tasks point to it, and their futures know its
+        job id and phase."""
         self.live[element.key] = self.by_slot[(element.batch, element.index)] = element
+        if self.on_watch is not None:
+            self.on_watch(element)
         for task_id in element.task_ids:
-            self.tasks[task_id].element = element
+            task = self.tasks.get(task_id)
+            if task is not None:
+                task.element = element
+                task.future._watched(element.name, (element.batch, element.index), element.phase)
 
     def apply_journal(self, data: bytes, source: str) -> Optional[str]:
         """Resolve the futures of a result journal's frames; describe the damage if it is corrupted (its

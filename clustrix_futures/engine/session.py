@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import itertools
 import logging
 import threading
@@ -23,8 +24,11 @@ from typing import Any, Optional
 
 from clustrix_futures import config
 from clustrix_futures.engine.bridge import LoopThread
+from clustrix_futures.engine.forwarding import Forwarder
 from clustrix_futures.engine.monitor import Monitor
+from clustrix_futures.engine.output import task_output
 from clustrix_futures.engine.startup import Started, Startup
+from clustrix_futures.engine.submission import JobScript
 from clustrix_futures.errors import ConfigError, JobFailedError
 from clustrix_futures.future import ClusterFuture
 from clustrix_futures.mapping.sizing import FunctionRates, scheduler_sizes
@@ -33,7 +37,8 @@ from clustrix_futures.remote.site import Site
 from clustrix_futures.remote.storage import Storage
 from clustrix_futures.remote.transport import Transport
 from clustrix_futures.runfiles.layout import RunDir
-from clustrix_futures.schedulers.base import Scheduler
+from clustrix_futures.schedulers import check_resources
+from clustrix_futures.schedulers.base import QUEUED, Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +62,7 @@ class ClusterEngine:
         if initializer is not None:
             raise ConfigError("initializer is supported only by the local backend; on a cluster, run "
                               "set-up code at the start of the task or with the 'setup' option")
+        check_resources(settings.backend, settings.options)
         self.settings = settings
         self._ids = itertools.count()
         self._outstanding: set[ClusterFuture] = set()
@@ -65,6 +71,8 @@ class ClusterEngine:
         self._lock = threading.Lock()
         self._finished = threading.Event()
         self._bridge = LoopThread("clustrix-futures-monitor")
+        self._forwarding: Optional[asyncio.Future[None]] = None  # the output forwarder (forward_output)
+        self._forwarding_done = asyncio.Event()
         started = self._start(attach_to)
         self.transport: Transport = self.site.transport
         self.storage: Storage = started.storage
@@ -92,14 +100,29 @@ class ClusterEngine:
 
     def submit(self, payload: bytes, resources: Optional[Mapping[str, Any]] = None,
                packable: bool = True) -> ClusterFuture:
-        task_id = next(self._ids)
-        future = ClusterFuture(task_id, on_cancel=self._on_cancel)
+        future = self._new_future(next(self._ids))
         with self._lock:
             self._outstanding.add(future)
             self._submitted += 1
         future.add_done_callback(self._on_done)
-        self.monitor.submit(task_id, future, payload, resources, packable)
+        self.monitor.submit(future.task_id, future, payload, resources, packable)
         return future
+
+    def _new_future(self, task_id: int) -> ClusterFuture[Any]:
+        """A task's future: cancellable through the monitor, queued until it learns of its element, and
+        reading its output through this engine (except on Kubernetes, whose logs are the pods')."""
+        future: ClusterFuture[Any] = ClusterFuture(task_id, on_cancel=self._on_cancel)
+        future._phase = QUEUED
+        if self.scheduler.name != "kubernetes":
+            future._read_output = functools.partial(self._read_output, future)
+        return future
+
+    def _read_output(self, future: ClusterFuture[Any], stream: str, limit: int) -> str:
+        if self._finished.is_set():
+            raise RuntimeError("the executor has shut down: a task's output can no longer be read through it "
+                               f"(the logs are in {self.run_dir.host}/logs when the run directory is kept)")
+        return self._bridge.call(task_output(self.storage, self.transport, self.run_dir, future, stream, limit),
+                                 STARTUP_TIMEOUT)
 
     def chunk_sizes(self, total: Optional[int], fn: Callable[..., Any]) -> Iterator[int]:
         """Map chunks sized so each array element runs about ``element_seconds``, learned per function."""
@@ -116,6 +139,10 @@ class ClusterEngine:
         if wait:
             concurrent.futures.wait(futures)
             self._finished.wait()
+
+    def job_script(self, resources: Optional[Mapping[str, Any]]) -> JobScript:
+        """The command and script the next array would be submitted with; nothing is submitted or run."""
+        return self.monitor.job_script(resources)
 
     def files(self) -> RemoteFiles:
         """Filesystem helpers running on the cluster through this engine's transport."""
@@ -143,7 +170,7 @@ class ClusterEngine:
         return site
 
     async def _adopt(self, documents: list[dict[str, Any]]) -> list[ClusterFuture]:
-        futures = self.monitor.adopt(documents, lambda task_id: ClusterFuture(task_id, on_cancel=self._on_cancel))
+        futures = self.monitor.adopt(documents, self._new_future)
         with self._lock:
             self._ids = itertools.count(max((f.task_id for f in futures), default=-1) + 1)
             self._outstanding.update(futures)
@@ -153,7 +180,16 @@ class ClusterEngine:
         return futures
 
     async def _spawn_monitor(self) -> asyncio.Task[None]:
+        if self.settings["forward_output"] and self.scheduler.name != "kubernetes":
+            self._forwarding = asyncio.ensure_future(Forwarder(
+                self.transport, self.storage, self.run_dir, self.monitor.books).run(self._forwarding_done))
         return asyncio.ensure_future(self._run_monitor())
+
+    async def _stop_forwarding(self) -> None:
+        """The monitor is done: the forwarder's last pass, before the logs may be removed."""
+        self._forwarding_done.set()
+        if self._forwarding is not None:
+            await asyncio.gather(self._forwarding, return_exceptions=True)
 
     async def _run_monitor(self) -> None:
         """Run the monitor; whatever happens to it, no future is left waiting and the loop ends."""
@@ -167,6 +203,7 @@ class ClusterEngine:
             raise
         finally:
             try:
+                await self._stop_forwarding()
                 await self._cleanup()
             except Exception:
                 log.exception("clean-up of %s failed", self.run_dir.root)

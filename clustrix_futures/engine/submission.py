@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import logging
 import math
+import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from clustrix_futures.config import Settings
 from clustrix_futures.engine.records import Books, Element, Environment, Task
-from clustrix_futures.errors import JobFailedError
+from clustrix_futures.errors import ConfigError, JobFailedError
 from clustrix_futures.future import ClusterFuture
 from clustrix_futures.mapping.sizing import tasks_per_element
 from clustrix_futures.remote.storage import Storage
@@ -36,6 +38,24 @@ log = logging.getLogger(__name__)
 # The options each array is submitted with; "pe" (Grid Engine) and "flavor" (PBS) are read by those backends.
 RESOURCE_OPTIONS = ("cpus", "mem", "time", "partition", "account", "gpus", "nodes", "job_name", "scheduler_args",
                     "pe", "flavor")
+
+
+@dataclass(frozen=True)
+class JobScript:
+    """What ``ex.job_script()`` returns: the submission command (``argv``; ``command`` is it as one shell line)
+    and the batch script's text, for the executor's next array of one element. The script runs the worker
+    on batch file ``batches/B.pkl`` of the run directory, and is written at ``path`` when submitted."""
+
+    argv: list[str]
+    script: str
+    path: str
+
+    @property
+    def command(self) -> str:
+        return shlex.join(self.argv)
+
+    def __str__(self) -> str:
+        return f"{self.command}\n\n{self.script}"
 
 
 def resources_of(settings: Settings, overrides: Optional[Mapping[str, Any]]) -> dict[str, Any]:
@@ -174,15 +194,29 @@ class Submission:
             f"the scheduler could not be reached for {self.settings['reconnect_give_up']:.0f} s: {unreachable}",
             state="SUBMIT_FAILED"))
 
-    async def _submit(self, batch: int, size: int, throttle: Optional[int], resources: dict[str, Any],
-                      start: int = 0) -> str:
-        """Submit elements ``start`` .. ``start + size - 1`` of a batch (its payloads are written); the job id."""
+    def _job(self, batch: int, size: int, throttle: Optional[int], resources: Mapping[str, Any],
+             start: int = 0) -> tuple[ArraySubmission, str]:
+        """The array job of elements ``start`` .. ``start + size - 1`` of a batch, and its script."""
         run_dir, placeholder = self.env.run_dir, self.scheduler.index_placeholder
         script = job_script(run_dir, batch, self.env.python, self.settings["setup"] or [], self.env.staged,
                             self.env.script_env)
-        return await self.scheduler.submit(ArraySubmission(
-            batch, size, run_dir.batch_script(batch), run_dir.log(batch, placeholder, "out"),
-            run_dir.log(batch, placeholder, "err"), throttle, resources, start=start), script)
+        return ArraySubmission(batch, size, run_dir.batch_script(batch), run_dir.log(batch, placeholder, "out"),
+                               run_dir.log(batch, placeholder, "err"), throttle, resources, start=start), script
+
+    async def _submit(self, batch: int, size: int, throttle: Optional[int], resources: dict[str, Any],
+                      start: int = 0) -> str:
+        """Submit elements ``start`` .. ``start + size - 1`` of a batch (its payloads are written); the job id."""
+        return await self.scheduler.submit(*self._job(batch, size, throttle, resources, start))
+
+    def preview(self, overrides: Optional[Mapping[str, Any]]) -> JobScript:
+        """The command and script the next array (one element, of tasks with these resources) would be
+        submitted with; nothing is written or run."""
+        job, script = self._job(self.batches, 1, self.settings.max_workers, resources_of(self.settings, overrides))
+        argv_of = getattr(self.scheduler, "submit_argv", None)
+        if argv_of is None:
+            raise ConfigError(f"job_script() shows the command and script of a command scheduler (slurm, sge, "
+                              f"pbs, ssh); the {self.scheduler.name} backend submits through its API")
+        return JobScript(argv_of(job), script, job.script)
 
     async def run_again(self, element: Element, final: FinalState) -> bool:
         """Resubmit one element (same batch file and script) after a state in ``retry_states``; the caller
@@ -201,6 +235,6 @@ class Submission:
         del self.books.live[element.key]
         element.job_id, element.vanished_at, element.phase = job_id, None, QUEUED
         element.attempts += 1
-        self.books.live[element.key] = element
+        self.books.watch(element)
         self._on_submitted()
         return True

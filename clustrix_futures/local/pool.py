@@ -31,10 +31,10 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from multiprocessing.connection import Connection, wait
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import clustrix_futures
-from clustrix_futures.errors import ExecutorBrokenError, JobFailedError
+from clustrix_futures.errors import ConfigError, ExecutorBrokenError, JobFailedError
 from clustrix_futures.future import ClusterFuture
 from clustrix_futures.mapping.sizing import local_sizes
 from clustrix_futures.node import worker as worker_module
@@ -51,14 +51,16 @@ _STARTUP_FAILURES_TOLERATED = 3
 
 
 class _Worker:
-    def __init__(self, initializer: Optional[bytes]) -> None:
+    def __init__(self, initializer: Optional[bytes], forward_output: bool = True) -> None:
         parent_end, child_end = socket.socketpair()
+        output = None if forward_output else subprocess.DEVNULL
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_PARENT, env.get("PYTHONPATH")]))
         with child_end:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "clustrix_futures.node.worker", "pool", str(child_end.fileno())],
-                pass_fds=[child_end.fileno()], env=env, stdin=subprocess.DEVNULL)
+                pass_fds=[child_end.fileno()], env=env, stdin=subprocess.DEVNULL,
+                stdout=output, stderr=output)
         self.conn = Connection(parent_end.detach())
         self.sentinel: Optional[int] = os.pidfd_open(self.process.pid) if hasattr(os, "pidfd_open") else None
         self.conn.send_bytes(pickle.dumps((sys.path, initializer)))
@@ -96,8 +98,11 @@ class LocalPool:
     ships_code = False  # workers get this process's sys.path, so modules travel by reference
     run_dir: Optional[RunDir] = None  # no run directory: payloads and outcomes travel over pipes
 
-    def __init__(self, max_workers: Optional[int], initializer: Optional[bytes] = None) -> None:
+    def __init__(self, max_workers: Optional[int], initializer: Optional[bytes] = None,
+                 forward_output: bool = True) -> None:
+        """``forward_output=False``: the workers' stdout and stderr go to /dev/null, not this process's."""
         self.max_workers = max_workers or os.cpu_count() or 1
+        self._forward_output = forward_output
         self._initializer = initializer
         self._lock = threading.Lock()
         self._pending: deque[Entry] = deque()
@@ -116,7 +121,7 @@ class LocalPool:
 
     def submit(self, payload: bytes, resources: Optional[Mapping[str, Any]] = None,
                packable: bool = True) -> ClusterFuture:
-        future = ClusterFuture(next(self._ids))
+        future: ClusterFuture[Any] = ClusterFuture(next(self._ids))
         with self._lock:
             if self._broken:
                 raise ExecutorBrokenError(self._broken)
@@ -153,6 +158,10 @@ class LocalPool:
     def files(self) -> RemoteFiles:
         """Filesystem helpers on this machine, whose files the workers see."""
         return local_files()
+
+    def job_script(self, resources: Optional[Mapping[str, Any]]) -> NoReturn:
+        raise ConfigError("job_script() shows what a scheduler backend would submit; the"
+                          " local backend submits no jobs")
 
     @property
     def command_counts(self) -> dict[str, int]:
@@ -209,7 +218,7 @@ class LocalPool:
     def _start_workers(self) -> None:
         wanted = min(self.max_workers, len(self._workers) + len(self._pending))
         while len(self._workers) < wanted:
-            worker = _Worker(self._initializer)
+            worker = _Worker(self._initializer, self._forward_output)
             self._workers[worker.conn] = worker
 
     def _dispatch(self) -> None:

@@ -68,7 +68,7 @@ class Feeders:
 
 
 def _cancelled() -> ClusterFuture:
-    future = ClusterFuture()
+    future: ClusterFuture[Any] = ClusterFuture()
     future.cancel()
     return future
 

@@ -1,4 +1,5 @@
-"""Running tasks: one call (:func:`run_payload`, :func:`run_recorded`, :func:`journal_frame`), or one chunk of a
+"""Running tasks: one call (:func:`run_payload`, :func:`run_recorded`, :func:`journal_frame`, with
+:func:`output_frame` before it when its output is recorded), or one chunk of a
 map (:func:`apply_chunk`).
 
 A *task payload* is ``cloudpickle.dumps((fn, args, kwargs))``. Running it gives an outcome, encoded as
@@ -7,7 +8,10 @@ A *task payload* is ``cloudpickle.dumps((fn, args, kwargs))``. Running it gives 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Optional
@@ -62,6 +66,26 @@ def journal_frame(task_id: int, payload: bytes) -> bytes:
     """Run one task; its frame of the result journal (:mod:`clustrix_futures.runfiles.journal`)."""
     ran = run_recorded(payload)
     return journal.encode_frame(task_id, journal.OK if ran.ok else journal.RAISED, ran.start, ran.end, ran.outcome)
+
+
+def output_frame(task_id: int) -> bytes:
+    """The journal frame saying where the task starting now begins in this element's stdout and stderr (their
+    sizes, once what earlier tasks printed is flushed; 0 for a stream that is not a file)."""
+    flush_output()
+    offsets = []
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            offsets.append(os.fstat(stream.fileno()).st_size)
+        except (OSError, ValueError, AttributeError):  # closed, replaced, or not a file
+            offsets.append(0)
+    return journal.output_frame(task_id, time.time(), offsets[0], offsets[1])
+
+
+def flush_output() -> None:
+    """Flush what tasks printed to ``sys.stdout`` and ``sys.stderr`` (a task may have closed or replaced them)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            stream.flush()
 
 
 def apply_chunk(fn: Callable[..., Any], items: Iterable[Any], star: bool,

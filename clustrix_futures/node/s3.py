@@ -19,7 +19,7 @@ import os
 import time
 from typing import Any, Optional
 
-from clustrix_futures.node.calls import journal_frame
+from clustrix_futures.node.calls import journal_frame, output_frame
 from clustrix_futures.runfiles import journal
 from clustrix_futures.runfiles.batches import element_tasks
 from clustrix_futures.runfiles.layout import ENDPOINT_VARIABLE, RunDir, split_url
@@ -53,7 +53,7 @@ def run_element(root: str, batch: int, element: int) -> None:
     for position, (task_id, payload) in enumerate(tasks):
         if task_id in skipped:
             continue
-        frames.append(journal_frame(task_id, payload))
+        frames += [output_frame(task_id), journal_frame(task_id, payload)]
         more = position < len(tasks) - 1
         if more and (checkpoint_cost is None
                      or time.perf_counter() - last_checkpoint >= CHECKPOINT_FACTOR * checkpoint_cost):

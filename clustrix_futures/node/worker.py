@@ -20,7 +20,7 @@ from typing import Optional
 
 import cloudpickle
 
-from clustrix_futures.node.calls import journal_frame, run_payload
+from clustrix_futures.node.calls import flush_output, journal_frame, output_frame, run_payload
 from clustrix_futures.runfiles import journal
 from clustrix_futures.runfiles.batches import read_element
 from clustrix_futures.runfiles.layout import RunDir, is_s3
@@ -85,8 +85,10 @@ def element_main(root: str, batch: int, element: Optional[int]) -> None:
         for task_id, payload in tasks:
             if os.path.exists(run_dir.skip(task_id)):
                 continue
+            results.write(output_frame(task_id))
             results.write(journal_frame(task_id, payload))
             results.flush()
+        flush_output()  # what the last task printed is in the logs before the result is
         os.fsync(results.fileno())
     os.replace(partial, run_dir.result(batch, element))
 

@@ -36,7 +36,7 @@ import asyncssh
 from clustrix_futures.config import Settings
 from clustrix_futures.errors import ConfigError, HostKeyError
 from clustrix_futures.remote.commandline import argv_line, command_line, encode
-from clustrix_futures.remote.transport import Completed, PathStat, TransportLost
+from clustrix_futures.remote.transport import Completed, PathStat, TransportLost, span_bounds
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -326,14 +326,13 @@ class SSHTransport:
 
         return await self._retry(attempt)
 
-    async def tail(self, path: str, size: int) -> Optional[bytes]:
-        """Open, seek to the file's size minus ``size``, read at most ``size`` bytes: no more crosses the wire."""
+    async def read_span(self, path: str, start: int, end: Optional[int], limit: int) -> Optional[bytes]:
+        """Open, stat, read only the bytes wanted (an offset read): no more crosses the wire."""
         async def attempt() -> Optional[bytes]:
             try:
                 async with self._sftp_now().open(path, "rb") as source:
-                    end = (await source.stat()).size or 0
-                    await source.seek(max(0, end - size))
-                    data = await source.read(size)
+                    begin, stop = span_bounds((await source.stat()).size or 0, start, end, limit)
+                    data = await source.read(stop - begin, begin) if stop > begin else b""
             except asyncssh.SFTPNoSuchFile:
                 return None
             return data if isinstance(data, bytes) else data.encode()

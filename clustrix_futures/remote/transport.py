@@ -75,8 +75,9 @@ class Transport(Protocol):
 
     async def read_many(self, paths: Sequence[str]) -> dict[str, Optional[bytes]]: ...
 
-    async def tail(self, path: str, size: int) -> Optional[bytes]:
-        """The last ``size`` bytes of a file (None if it does not exist), reading only those bytes."""
+    async def read_span(self, path: str, start: int, end: Optional[int], limit: int) -> Optional[bytes]:
+        """The last ``limit`` bytes of bytes ``start`` .. ``end`` (exclusive; None: to the end) of a file, read
+        without reading the rest of it; None if the file does not exist."""
         ...
 
     async def listdir(self, path: str) -> list[str]: ...
@@ -151,11 +152,12 @@ class LocalTransport:
                 found[path] = None
         return found
 
-    async def tail(self, path: str, size: int) -> Optional[bytes]:
+    async def read_span(self, path: str, start: int, end: Optional[int], limit: int) -> Optional[bytes]:
         try:
             with open(path, "rb") as source:
-                source.seek(max(0, os.fstat(source.fileno()).st_size - size))
-                return source.read(size)
+                begin, stop = span_bounds(os.fstat(source.fileno()).st_size, start, end, limit)
+                source.seek(begin)
+                return source.read(stop - begin)
         except FileNotFoundError:
             return None
 
@@ -178,3 +180,9 @@ class LocalTransport:
 
     async def close(self) -> None:
         pass
+
+
+def span_bounds(size: int, start: int, end: Optional[int], limit: int) -> tuple[int, int]:
+    """The bytes to read of a file of ``size`` bytes for :meth:`Transport.read_span`: ``[begin, stop)``."""
+    stop = max(0, size if end is None else min(end, size))
+    return min(stop, max(start, stop - max(limit, 0), 0)), stop

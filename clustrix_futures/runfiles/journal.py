@@ -11,8 +11,11 @@
 ``start`` and ``end`` are the task's wall-clock times (``time.time()``) on the node. A reader counts outcomes
 and times tasks from the headers alone (:func:`read_frames`), without unpickling a body, and can read a journal
 still being appended to: a torn last frame is not an error. The kinds SKIPPED (a task passed over for its skip
-marker) and PROGRESS (news from a running task) are reserved for later writers: they carry no outcome, and
-:func:`read_journal` passes over them. Any other kind is damage (a new kind needs a new version).
+marker) and PROGRESS (news from a running task) carry no outcome, and :func:`read_journal` passes over them.
+A PROGRESS frame whose body is :data:`OUTPUT` (two uint64, little-endian) is written as a task starts: the
+byte offsets in the element's stdout and stderr logs where that task's output begins (:func:`output_frame`;
+a task's output ends where the next task's begins, or at the end of the log; :func:`output_spans`). Any other
+kind is damage (a new kind needs a new version).
 
 A journal of another version raises :class:`UnknownJournalVersion` (a ``ValueError``) saying which version it
 is and which one this client reads.
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from typing import Optional
 
 MAGIC = b"CFJL"
 VERSION = 2
@@ -29,6 +33,7 @@ OK, RAISED, SKIPPED, PROGRESS = 0, 1, 2, 3
 KINDS = (OK, RAISED, SKIPPED, PROGRESS)
 PREAMBLE = struct.Struct("<4sH")
 HEADER = struct.Struct("<QBddQ")
+OUTPUT = struct.Struct("<QQ")  # a PROGRESS body: where the task's output starts in the element's stdout, stderr
 _PICKLE_PROTOCOL, _PICKLE_STOP = b"\x80", b"."  # the first and last opcodes of every pickle of protocol 2 or more
 
 
@@ -106,3 +111,23 @@ def read_journal(data: bytes) -> Iterator[tuple[int, bytes]]:
             raise ValueError(f"the frame at byte {frame.offset - HEADER.size} (task {frame.task_id}) does not hold "
                              f"a pickled outcome")
         yield frame.task_id, body
+
+
+def output_frame(task_id: int, when: float, stdout_offset: int, stderr_offset: int) -> bytes:
+    """The PROGRESS frame saying where a task starting now (``when``) begins in its element's two logs."""
+    return encode_frame(task_id, PROGRESS, when, when, OUTPUT.pack(stdout_offset, stderr_offset))
+
+
+Span = tuple[int, Optional[int]]  # [start, end) in a log; end None: to the end of the log
+
+
+def output_spans(data: bytes, task_id: int) -> Optional[tuple[Span, Span]]:
+    """Where a task's output lies in its element's stdout and stderr, from the journal's output frames; None if
+    the journal has none for the task (written by an older worker, or the task has not started)."""
+    starts = [(frame.task_id, OUTPUT.unpack_from(data, frame.offset)) for frame in read_frames(data)
+              if frame.kind == PROGRESS and frame.size == OUTPUT.size]
+    for position, (tid, (out, err)) in enumerate(starts):
+        if tid == task_id:
+            following = starts[position + 1][1] if position + 1 < len(starts) else (None, None)
+            return (out, following[0]), (err, following[1])
+    return None

@@ -8,10 +8,12 @@ are in :mod:`clustrix_futures.schedulers.base`; ``local`` is no scheduler (the l
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from clustrix_futures.config import Settings
+from clustrix_futures.errors import ConfigError
 from clustrix_futures.remote.transport import Transport
 from clustrix_futures.schedulers.base import Backend, BackendContext, Scheduler
 from clustrix_futures.schedulers.command import CommandScheduler
@@ -21,7 +23,7 @@ from clustrix_futures.schedulers.pbs import PbsBackend
 from clustrix_futures.schedulers.sge import SgeBackend
 from clustrix_futures.schedulers.slurm import SlurmBackend
 
-__all__ = ["SCHEDULERS", "Capabilities", "capabilities", "make_scheduler"]
+__all__ = ["SCHEDULERS", "Capabilities", "capabilities", "check_resources", "make_scheduler"]
 
 
 @dataclass(frozen=True)
@@ -33,11 +35,13 @@ class Capabilities:
     ``needs_s3``: its nodes do not see the client's filesystem; payloads and results go through S3 storage.
     ``states_array_limit``: its configuration query always names the largest array, so a query that gives
     none means the controller did not answer.
+    ``typed_gpus``: it takes a GPU type (``gpus="a100:2"``); the others take a count only.
     """
 
     api: bool = False
     needs_s3: bool = False
     states_array_limit: bool = False
+    typed_gpus: bool = False
 
 
 LogPath = Callable[[int, str, str], str]
@@ -56,7 +60,7 @@ def _command(backend: Callable[[BackendContext], Backend]) -> Callable[[Settings
 
 
 _REGISTRY: dict[str, _Entry] = {
-    "slurm": _Entry(Capabilities(states_array_limit=True), _command(lambda context: SlurmBackend())),
+    "slurm": _Entry(Capabilities(states_array_limit=True, typed_gpus=True), _command(lambda context: SlurmBackend())),
     "ssh": _Entry(Capabilities(), _command(HostBackend)),
     "sge": _Entry(Capabilities(states_array_limit=True), _command(SgeBackend)),
     "pbs": _Entry(Capabilities(), _command(PbsBackend)),
@@ -69,6 +73,16 @@ SCHEDULERS = tuple(_REGISTRY)  # the backend names that are schedulers (every on
 def capabilities(name: str) -> Capabilities:
     """The capabilities of the scheduler ``name`` (one of :data:`SCHEDULERS`; KeyError for another)."""
     return _REGISTRY[name].capabilities
+
+
+def check_resources(name: str, resources: Mapping[str, Any]) -> None:
+    """Raise ConfigError for resources the scheduler ``name`` cannot express (a typed ``gpus`` without
+    ``typed_gpus``); nothing for a backend that is no scheduler (it ignores resources)."""
+    gpus = resources.get("gpus")
+    if isinstance(gpus, str) and name in _REGISTRY and not _REGISTRY[name].capabilities.typed_gpus:
+        typed = ", ".join(n for n, entry in _REGISTRY.items() if entry.capabilities.typed_gpus)
+        raise ConfigError(f"gpus={gpus!r}: the {name} backend takes a GPU count only (gpus={gpus.split(':')[1]}); "
+                          f"a GPU type can be requested on: {typed}")
 
 
 def make_scheduler(settings: Settings, context: BackendContext, transport: Transport, log_path: LogPath) -> Scheduler:

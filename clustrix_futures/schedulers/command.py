@@ -59,9 +59,13 @@ class CommandScheduler:
         answer = await self._run(argv)
         return self.backend.parse_max_array_size(answer.stdout) if answer.ok else None
 
+    def submit_argv(self, job: ArraySubmission) -> list[str]:
+        """The command :meth:`submit` runs for ``job`` (run nothing: ``ex.job_script()`` shows it)."""
+        return self.backend.submit_argv(job, job.script)
+
     async def submit(self, job: ArraySubmission, script: str) -> str:
         await self.transport.write(job.script, script.encode(), 0o700)
-        result = await self._run(self.backend.submit_argv(job, job.script))
+        result = await self._run(self.submit_argv(job))
         try:
             job_id = self.backend.parse_job_id(result.stdout, job) if result.ok else ""
         except ValueError:
@@ -102,7 +106,7 @@ class CommandScheduler:
 
     async def log_tail(self, key: ElementKey, batch: int, size: int) -> bytes:
         path = self._log_path(batch, str(key[1]), "err")
-        return await self.transport.tail(path, size) or b""
+        return await self.transport.read_span(path, 0, None, size) or b""
 
     async def close(self, remove: bool) -> None:
         pass

@@ -1,4 +1,8 @@
-"""SLURM: ``sbatch --array``, one ``squeue`` per cycle for all jobs, ``scontrol``/``sacct`` for final states."""
+"""SLURM: ``sbatch --array``, one ``squeue`` per cycle for all jobs, ``scontrol``/``sacct`` for final states.
+
+``gpus=N`` is ``--gpus=N``; a typed ``gpus="TYPE:N"`` is ``--gres=gpu:TYPE:N`` (a type the cluster lacks makes
+sbatch refuse the job: its tasks fail with ``SUBMIT_FAILED``, quoting sbatch).
+"""
 
 from __future__ import annotations
 
@@ -42,8 +46,11 @@ class SlurmBackend(CommandBackend):
         argv = ["sbatch", "--parsable", f"--array={array}", f"--output={job.stdout_pattern}",
                 f"--error={job.stderr_pattern}", "--open-mode=append"]
         for option, flag in _RESOURCE_FLAGS.items():
-            if job.resources.get(option) is not None:
-                argv.append(f"{flag}={job.resources[option]}")
+            value = job.resources.get(option)
+            if option == "gpus" and isinstance(value, str):  # a type: TYPE:COUNT
+                argv.append(f"--gres=gpu:{value}")
+            elif value is not None:
+                argv.append(f"{flag}={value}")
         return [*argv, *Resources(job.resources).extra, script_path]
 
     def parse_job_id(self, stdout: str, job: ArraySubmission) -> str:

@@ -205,7 +205,8 @@ class OpenRun:
         if capabilities(self.backend).api:
             return {"err": await self.scheduler.log_tail((task.job_id, task.index), task.batch, LOG_LIMIT)}
         paths = self.log_paths(task)
-        return {stream: await self.transport.tail(path, LOG_LIMIT) or b"" for stream, path in paths.items()}
+        return {stream: await self.transport.read_span(path, 0, None, LOG_LIMIT) or b""
+                for stream, path in paths.items()}
 
     def log_paths(self, task: TaskState) -> dict[str, str]:
         return {stream: self.run_dir.log(task.batch, str(task.index), stream) for stream in ("out", "err")}
