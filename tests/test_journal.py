@@ -130,3 +130,20 @@ def test_output_spans_run_from_a_task_start_to_the_next():
     assert journal.output_spans(data, 5) == ((25, None), (7, None))
     assert journal.output_spans(data, 6) is None
     assert [tid for tid, _ in journal.read_journal(data)] == [4, 5]  # outcome readers pass over them
+
+
+def test_a_map_chunk_with_an_item_that_raised_is_journalled_as_raised(tmp_path):
+    """status counts outcomes from frame headers alone: a chunk whose item raised must not read as succeeded."""
+    from clustrix_futures.node.calls import apply_chunk
+
+    run_dir = RunDir(str(tmp_path))
+    for sub in SUBDIRECTORIES:
+        (tmp_path / sub).mkdir()
+    calls = [(0, (apply_chunk, (workloads.square, [1, 2], False), {})),
+             (1, (apply_chunk, (workloads.fail_at, [(1, 9), (2, 2), (3, 9)], True), {}))]
+    Path(run_dir.batch_file(0)).write_bytes(encode_batch([[(tid, cloudpickle.dumps(c)) for tid, c in calls]]))
+    subprocess.run([sys.executable, "-m", "clustrix_futures.node.worker", "element", run_dir.root, "0", "0"],
+                   check=True, env={**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}, timeout=120)
+    kinds = {f.task_id: f.kind for f in journal.read_frames(Path(run_dir.result(0, 0)).read_bytes())
+             if f.kind != journal.PROGRESS}
+    assert kinds == {0: journal.OK, 1: journal.RAISED}

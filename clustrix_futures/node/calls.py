@@ -25,7 +25,8 @@ MAX_STEP = 4096  # items run between two looks at the clock, once items have pro
 
 
 class Recorded:  # a plain class: making a NamedTuple costs the node's start-up
-    """A task's encoded ``outcome``, whether it succeeded (``ok``), and when it ran (``start`` and ``end``,
+    """A task's encoded ``outcome``, whether it succeeded (``ok``: False too for a map chunk with an item that
+    raised), and when it ran (``start`` and ``end``,
     wall clock: ``time.time()``)."""
 
     __slots__ = ("end", "ok", "outcome", "start")
@@ -54,6 +55,8 @@ def run_recorded(payload: bytes) -> Recorded:
     else:
         outcome = run_call(fn, args, kwargs)
     ok, encoded = encode_outcome(outcome)
+    if ok and isinstance(outcome[1], ChunkResult) and outcome[1].failures:
+        ok = False  # a map chunk some of whose items raised: its journal header says so (status counts it)
     return Recorded(ok, encoded, start, time.time())
 
 
