@@ -242,9 +242,9 @@ def test_nonexistent_partition_fails_with_sbatch_error(slurm_executor):
     assert ok.result(120) == 16
 
 
-def test_hostile_strings_reach_slurm_intact(slurm_executor, signals):
+def test_hostile_strings_reach_slurm_intact(slurm_executor, tmp_path):
     name = "cf x'\";$(touch /tmp/cf-pwned)`touch /tmp/cf-pwned`"
-    ex = slurm_executor(job_name=name, work_dir=str(signals / "work dir; $(touch x) 'q'"))
+    ex = slurm_executor(job_name=name, work_dir=str(tmp_path / "work dir; $(touch x) 'q'"))
     assert ex.submit(workloads.echo, "a b; $(rm -rf /)", "'\"").result(120) == (("a b; $(rm -rf /)", "'\""), {})
     assert not Path("/tmp/cf-pwned").exists()
 
