@@ -114,9 +114,9 @@ def test_rejected_submission_fails_the_futures_with_qsub_stderr(make_executor):
     assert ex.options(partition="all.q").submit(workloads.square, 4).result(120) == 16
 
 
-def test_throttle_resources_and_a_hostile_name_reach_qsub(make_executor, shim, signals):
+def test_throttle_resources_and_a_hostile_name_reach_qsub(make_executor, shim, tmp_path):
     ex = make_executor(2, pe="smp", cpus=2, mem="256M", time="10", partition="all.q", job_name="cf x'y;$(z)",
-                  work_dir=str(signals / "work dir; $(touch x) 'q'"))
+                  work_dir=str(tmp_path / "work dir; $(touch x) 'q'"))
     assert [f.result(120) for f in [ex.submit(workloads.square, i) for i in range(4)]] == [0, 1, 4, 9]
     argv = shim.calls("qsub")[0]
     assert argv[argv.index("-tc") + 1] == "2"
