@@ -22,8 +22,6 @@ import cloudpickle
 
 from clustrix_futures.node.calls import flush_output, journal_frame, output_frame, run_payload
 from clustrix_futures.runfiles import journal
-from clustrix_futures.runfiles.batches import read_element
-from clustrix_futures.runfiles.layout import RunDir, is_s3
 
 # CLUSTRIX_ARRAY_INDEX (the ssh backend's supervisor, the Grid Engine launcher, a one-element PBS job) first:
 # it wins over a scheduler's variable inherited from an allocation the host process itself runs in. Grid
@@ -68,6 +66,10 @@ def element_main(root: str, batch: int, element: Optional[int]) -> None:
     A run directory that is an ``s3://`` URL is an S3 run: :func:`clustrix_futures.node.s3.run_element` does
     the same through boto3, imported only then.
     """
+    # Imported here, not at the top: a local pool process never reads run files, and it starts faster without.
+    from clustrix_futures.runfiles.batches import read_element
+    from clustrix_futures.runfiles.layout import RunDir, is_s3
+
     if element is None:
         element = array_index()
     if is_s3(root):
