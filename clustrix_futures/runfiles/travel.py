@@ -9,8 +9,8 @@ On the node, :func:`travelling` picks the first way that works, each checked by 
    ``args``, such as ``def __init__(self, a, b): super().__init__(f"{a}-{b}")``), its class, ``args`` and
    ``__dict__`` (``__notes__`` included), from which it is rebuilt without calling ``__init__``:
    ``cls.__new__(cls, *args)``, then ``args`` and ``__dict__`` set. The carrier also brings the exception's
-   ``__cause__`` and (unless suppressed) ``__context__``, each travelling the same way, at most
-   :data:`CHAIN_DEPTH` deep;
+   ``__cause__``, or when it has none its ``__context__`` unless suppressed (the link its traceback shows),
+   travelling the same way, at most :data:`CHAIN_DEPTH` deep;
 3. a :class:`~clustrix_futures.errors.RemoteError` (the class's qualified name, ``str()``, the remote traceback
    and the reason), when neither works: ``args`` or ``__dict__`` hold something that does not pickle (a lock,
    a socket, an open file...) or the class's ``__new__`` refuses to run without arguments it cannot be given.
@@ -90,10 +90,12 @@ def _comes_back(exc: BaseException) -> tuple[bool, Optional[BaseException]]:
 
 
 def _chained(exc: BaseException, depth: int) -> tuple[Optional[BaseException], Optional[BaseException]]:
-    """The exception's cause and (unless suppressed) context, each as it should travel; none past ``depth``."""
+    """The exception's cause, or else its context unless suppressed (the one a traceback shows), as it should
+    travel; none past ``depth``."""
     if depth <= 0:
         return None, None
-    linked = [exc.__cause__, None if exc.__suppress_context__ else exc.__context__]
+    shown_context = exc.__cause__ is None and not exc.__suppress_context__
+    linked = [exc.__cause__, exc.__context__ if shown_context else None]
     return tuple(None if link is None else travelling(link, _text(link), depth - 1)  # type: ignore[return-value]
                  for link in linked)
 

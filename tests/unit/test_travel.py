@@ -108,6 +108,22 @@ def test_causes_contexts_and_notes_come_back_and_the_remote_traceback_ends_the_c
     assert isinstance(back.__context__.__cause__, RemoteTraceback)
 
 
+def test_a_long_chain_is_carried_only_so_deep():
+    from clustrix_futures.runfiles.travel import CHAIN_DEPTH
+
+    error: BaseException = ValueError(0)
+    for level in range(1, 30):
+        try:
+            raise TwoArgs(level, "x") from error
+        except TwoArgs as caught:
+            error = caught
+    back, links = round_trip(error), 0
+    while not isinstance(back.__cause__, RemoteTraceback):
+        assert back.__cause__ is not None
+        back, links = back.__cause__, links + 1
+    assert links == CHAIN_DEPTH and type(back) is TwoArgs
+
+
 def test_what_truly_cannot_travel_is_a_remote_error_saying_why():
     back = round_trip(Locked())
     assert type(back) is RemoteError and back.type_name == f"{__name__}.Locked" and back.message == "locked"
