@@ -6,6 +6,7 @@ caller can tell "my function raised" from "the machinery failed" with one ``exce
 
 from __future__ import annotations
 
+from concurrent.futures import BrokenExecutor
 from typing import Optional
 
 
@@ -73,27 +74,40 @@ def _rebuild_job_failed(message: str, state: str, job_id: Optional[str], log_tai
 
 
 class RemoteError(ClusterFuturesError):
-    """A task raised an exception that could not be brought back as itself (it did not pickle or unpickle).
+    """A task raised an exception that could not be brought back as itself.
 
-    ``type_name`` is the qualified name of the original exception's class, ``message`` its ``str()``, and
-    ``traceback`` the remote traceback text. An exception that does make the round trip is raised as itself
-    instead, never as a ``RemoteError``. A result that cannot be pickled on the node is a ``TypeError``
-    that says so.
+    ``type_name`` is the qualified name of the original exception's class, ``message`` its ``str()``,
+    ``traceback`` the remote traceback text, and ``reason`` why it could not be rebuilt (empty if unknown).
+    An exception comes back as itself, never as a ``RemoteError``, whenever its class can be had on the client
+    (importable there, or shipped by value from ``__main__`` or a local module) and its ``args`` and
+    ``__dict__`` pickle, even when its ``__init__`` takes other arguments than ``args`` (it is rebuilt without
+    calling ``__init__``: see :mod:`clustrix_futures.runfiles.travel`). It is a ``RemoteError`` when:
+
+    - its ``args`` or attributes hold something that does not pickle (a lock, a socket, an open file...);
+    - its class's ``__new__`` cannot run with ``args`` alone;
+    - its class is not importable on the client (a module installed only where the task ran);
+    - unpickling it on the client raised (``SystemExit`` and ``KeyboardInterrupt`` included).
+
+    A task's *result* that does not unpickle on the client also fails just its future with a ``RemoteError``
+    (``type_name`` names what unpickling raised). A result that cannot be pickled on the node is a
+    ``TypeError`` that says so.
     """
 
-    def __init__(self, type_name: str, message: str, traceback: str) -> None:
-        super().__init__(f"{type_name}: {message}")
+    def __init__(self, type_name: str, message: str, traceback: str, reason: str = "") -> None:
+        super().__init__(f"{type_name}: {message}" + (f" ({reason})" if reason else ""))
         self.type_name = type_name
         self.message = message
         self.traceback = traceback
+        self.reason = reason
 
     def __reduce__(self) -> tuple:
-        return (RemoteError, (self.type_name, self.message, self.traceback))
+        return (RemoteError, (self.type_name, self.message, self.traceback, self.reason))
 
 
-class ExecutorBrokenError(ClusterFuturesError, RuntimeError):
+class ExecutorBrokenError(ClusterFuturesError, BrokenExecutor):
     """The executor cannot run work any more (for example, its initializer raised in a worker).
 
-    Every pending future fails with it, and so does every later ``submit``. A ``RuntimeError`` too, as the
-    stdlib's ``BrokenExecutor``.
+    Every pending future fails with it, and so does every later ``submit``. A
+    ``concurrent.futures.BrokenExecutor`` (so a ``RuntimeError``) too: ``except BrokenExecutor`` catches it, as
+    code written for ``ProcessPoolExecutor``'s ``BrokenProcessPool`` expects.
     """

@@ -22,7 +22,7 @@ from typing import Any, NoReturn, Optional
 
 import cloudpickle
 
-from clustrix_futures.errors import ConfigError
+from clustrix_futures.errors import ConfigError, RemoteError
 from clustrix_futures.future import ClusterFuture
 from clustrix_futures.mapping.sizing import local_sizes
 from clustrix_futures.remote.files import RemoteFiles, local_files
@@ -54,8 +54,10 @@ class DebugEngine:
             value = fn(*args, **kwargs)
         except Exception as exc:
             travelled, text = travelling_exception(exc)
-            if travelled is exc and exc.__cause__ is None:
-                exc.__cause__ = RemoteTraceback(text)  # as on the other backends; __traceback__ stays live
+            if not isinstance(travelled, RemoteError):  # it travels (maybe rebuilt): keep the very object
+                travelled = exc
+                if exc.__cause__ is None:
+                    exc.__cause__ = RemoteTraceback(text)  # as on the other backends; __traceback__ stays live
             future.set_exception(travelled)
             return future
         resolve(future, loads_outcome(encode_outcome((True, value, "", 0.0))[1]))

@@ -3,16 +3,19 @@
 An *outcome* is ``(ok, value_or_exception, traceback_text, seconds)``: ``ok`` tells whether the task returned
 (``value``) or raised (the exception, with its formatted remote traceback). It travels as
 ``cloudpickle.dumps(outcome)`` (:func:`encode_outcome`), and it always unpickles: a result that cannot be pickled
-becomes a ``TypeError`` outcome, and an exception that cannot make the round trip becomes a
-:class:`~clustrix_futures.errors.RemoteError` (:func:`travelling_exception`). A map chunk's outcome value is a
+becomes a ``TypeError`` outcome, and an exception travels as itself, rebuilt on the client if need be, or as a
+:class:`~clustrix_futures.errors.RemoteError` if it cannot be rebuilt (:func:`travelling_exception`, and
+:mod:`clustrix_futures.runfiles.travel` for how). A map chunk's outcome value is a
 :class:`ChunkResult`.
 
-On the client, :func:`loads_outcome` decodes (never raising: an outcome that does not unpickle there becomes a
-``RemoteError`` outcome; :func:`decode_outcome` raises instead), :func:`failure_of` says in a line what went
-wrong, :func:`exception_of` gives a failed outcome's exception with a
+On the client, :func:`loads_outcome` decodes (never raising, whatever unpickling raises, ``BaseException``
+included: an outcome that does not unpickle there becomes a ``RemoteError`` outcome, failing that future only;
+:func:`decode_outcome` raises instead; a chunk's values that do not unpickle fail its first item likewise),
+:func:`failure_of` says in a line what went wrong, :func:`exception_of` gives a failed outcome's exception with a
 :class:`RemoteTraceback` as its cause, and :func:`unpack_items` a chunk's values.
 
-Standard library, cloudpickle and :mod:`clustrix_futures.errors` only: the node imports this.
+Standard library, cloudpickle and (lazily, on failures) :mod:`clustrix_futures.errors` only: the node imports
+this.
 """
 
 from __future__ import annotations
@@ -24,21 +27,16 @@ from typing import Any, Optional
 
 import cloudpickle
 
-from clustrix_futures.errors import RemoteError
-
 Outcome = tuple[bool, Any, str, float]
 
 
 def travelling_exception(exc: BaseException) -> tuple[BaseException, str]:
-    """The exception as it should travel (itself, or a RemoteError if it cannot make the pickle round trip),
-    with its formatted traceback."""
+    """The exception as it should travel, with its formatted traceback (see :mod:`.travel`): itself when
+    pickle brings it back whole, else a carrier that rebuilds it on the client, else a RemoteError."""
+    from clustrix_futures.runfiles.travel import travelling
+
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    try:
-        pickle.loads(cloudpickle.dumps(exc))
-    except Exception:
-        kind = type(exc)
-        return RemoteError(f"{kind.__module__}.{kind.__qualname__}", str(exc), text), text
-    return exc, text
+    return travelling(exc, text), text
 
 
 def encode_outcome(outcome: Outcome) -> tuple[bool, bytes]:
@@ -82,7 +80,10 @@ class ChunkResult:
 
     def _decode(self) -> None:
         if self._blob is not None:
-            self._values, self._failures = pickle.loads(self._blob)
+            try:
+                self._values, self._failures = pickle.loads(self._blob)
+            except BaseException as exc:  # SystemExit from a value's __setstate__ too: this chunk fails, only
+                self._values, self._failures = [], {0: _undecodable(exc, "the map chunk's values")}
             self._blob = None
 
     @property
@@ -128,25 +129,52 @@ class RemoteTraceback(Exception):
 
 
 def decode_outcome(data: bytes) -> Outcome:
-    """Decode an outcome, raising what unpickling raised if it does not unpickle here."""
+    """Decode an outcome, raising what unpickling raised if it does not unpickle here (or TypeError if what it
+    holds is not an outcome)."""
     outcome: Outcome = cloudpickle.loads(data)
+    if not (type(outcome) is tuple and len(outcome) == 4 and (outcome[0] or isinstance(outcome[1], BaseException))):
+        raise TypeError(f"a {type(outcome).__name__} is not a task's outcome")
     return outcome
 
 
 def loads_outcome(data: bytes) -> Outcome:
-    """Decode an outcome; one that does not unpickle here is a failed outcome saying so (a RemoteError)."""
+    """Decode an outcome; one that does not unpickle here is a failed outcome saying so (a RemoteError).
+
+    Never raises: whatever unpickling raises, ``SystemExit`` or ``KeyboardInterrupt`` from a result's
+    ``__setstate__`` included, fails only this outcome's future, and the reader that called it goes on."""
     try:
         return decode_outcome(data)
-    except Exception as exc:
-        text = f"{type(exc).__name__}: {exc}"
-        return (False, RemoteError(type(exc).__name__, f"the task's outcome could not be unpickled: {exc}",
-                                   text), text, 0.0)
+    except BaseException as exc:
+        error, text = _undecodable(exc, "the task's outcome")
+        return (False, error, text, 0.0)
+
+
+def _undecodable(exc: BaseException, what: str) -> tuple[BaseException, str]:
+    """A RemoteError saying that unpickling ``what`` raised ``exc``, with its traceback text."""
+    from clustrix_futures.errors import RemoteError
+
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return RemoteError(type(exc).__name__, f"{what} could not be unpickled here: {exc!r}", text), text
 
 
 def exception_of(outcome: Outcome) -> BaseException:
-    """A failed outcome's exception, its remote traceback attached as its cause."""
+    """A failed outcome's exception, its remote traceback attached (:func:`with_remote_traceback`)."""
     _, exc, text, _ = outcome
-    exc.__cause__ = RemoteTraceback(text)
+    return with_remote_traceback(exc, text)
+
+
+def with_remote_traceback(exc: BaseException, text: str) -> BaseException:
+    """The exception, with a :class:`RemoteTraceback` of ``text`` as the ``__cause__`` of the last exception
+    of its chain: of itself when it has no cause or context (as ProcessPoolExecutor does); else after the
+    causes and contexts it brought back, which stay as they were raised."""
+    end, seen = exc, {id(exc)}
+    while True:
+        link = end.__cause__ if end.__cause__ is not None else None if end.__suppress_context__ else end.__context__
+        if link is None or id(link) in seen:
+            break
+        end = link
+        seen.add(id(link))
+    end.__cause__ = RemoteTraceback(text)
     return exc
 
 
@@ -170,5 +198,4 @@ def unpack_items(chunk: ChunkResult) -> Iterator[Any]:
     first = min(chunk.failures)
     yield from chunk.values[:first]
     exc, text = chunk.failures[first]
-    exc.__cause__ = RemoteTraceback(text)
-    raise exc
+    raise with_remote_traceback(exc, text)

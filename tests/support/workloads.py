@@ -19,10 +19,11 @@ class CustomError(Exception):
 
 
 class Unreturnable(Exception):
-    """Pickles, but cannot be rebuilt: its __init__ needs two arguments."""
+    """Cannot travel: an attribute (a lock) does not pickle (its two-argument __init__ alone would not stop it)."""
 
     def __init__(self, a: Any, b: Any) -> None:
         super().__init__(f"{a}/{b}")
+        self.guard = threading.Lock()
 
 
 def square(x: int) -> int:
