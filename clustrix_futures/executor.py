@@ -63,6 +63,12 @@ class Engine(Protocol):
         """The submission command and batch script of the next array; raises ConfigError without a scheduler."""
 
 
+def ships_code(settings: config.Settings) -> bool:
+    """Whether the engine of these settings ships the user's own modules by value (every one but local and debug
+    processes, which import them), as its ``ships_code`` says; the initializer's payload is made before it."""
+    return settings.backend not in ("local", "debug")
+
+
 def _make_engine(settings: config.Settings, initializer: Optional[bytes]) -> Engine:
     if settings.backend == "local":
         from clustrix_futures.local.pool import LocalPool
@@ -125,7 +131,7 @@ class ClusterPoolExecutor(Executor):
         **options: Any,
     ) -> None:
         self.settings = config.resolve(profile, backend, max_workers, options)
-        init_payload = None if initializer is None else dumps_task(initializer, initargs, {})
+        init_payload = None if initializer is None else dumps_task(initializer, initargs, {}, ships_code(self.settings))
         self._run_with(_make_engine(self.settings, init_payload))
 
     def _run_with(self, engine: Engine) -> None:
