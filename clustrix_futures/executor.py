@@ -98,9 +98,10 @@ class ClusterPoolExecutor(Executor):
         backend: ``"local"`` (the default), ``"slurm"``, ``"sge"``, ``"pbs"``, ``"ssh"`` or
             ``"kubernetes"``; overrides the profile's.
         profile: The name of a profile in the configuration file (default ``$CLUSTRIX_FUTURES_PROFILE``).
-        initializer: Called as ``initializer(*initargs)`` in each local worker process before its first
-            task. Local processes only: a scheduler backend raises ``ConfigError``. If it raises, the
-            executor is broken: pending and later submissions fail with ``ExecutorBrokenError``.
+        initializer: Called as ``initializer(*initargs)`` in each local worker process, or once in each array
+            element of a scheduler backend, before its first task; what it stores in a module shipped by value
+            (``__main__``, a notebook) is seen by the tasks there. If it raises, the executor is broken:
+            pending (that element's, on a scheduler) and later submissions fail with ``ExecutorBrokenError``.
         initargs: The arguments of ``initializer``.
         **options: Any option of ``clustrix_futures.config.OPTIONS`` (``work_dir``, ``cpus``, ``mem``,
             ``time``, ``host``...); they override the profile's.

@@ -40,10 +40,11 @@ def run_script(tmp_path: Path, body: str, options: dict[str, Any]) -> list[str]:
 
 @pytest.fixture
 def options(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
-    """The backend's options. The PBS wrappers' jobs do not inherit the test's environment: a ``PYTHONPATH``
-    that puts a work tree's code first is passed on with ``setup``, so their elements run the code under test."""
+    """The backend's options. The jobs of PBS, Grid Engine and the Kubernetes stand-in do not inherit the test's
+    environment: a ``PYTHONPATH`` that puts a work tree's code first is passed on with ``setup`` (on this machine;
+    over SSH the code under test is staged), so their elements run the code under test."""
     found = backend_options(backend, request, tmp_path)
-    if backend == "pbs" and os.environ.get("PYTHONPATH"):
+    if "host" not in found and os.environ.get("PYTHONPATH"):
         found["setup"] = [f"export PYTHONPATH={shlex.quote(os.environ['PYTHONPATH'])}"]
     return found
 
