@@ -107,13 +107,17 @@ def restore_sources(sources: tuple, functions: list[types.FunctionType]) -> None
         if not numbered:
             continue
         known = _LINES.setdefault(filename, {})
+        if filename in linecache.cache and all(known.get(number) == line for number, line in numbered):
+            continue  # a later task of the same functions: nothing new
         known.update(numbered)
         text = [""] * max(known)
         for number, line in known.items():
             text[number - 1] = line
         linecache.cache[filename] = (sum(map(len, text)), None, text, filename)  # no mtime: never checked
     for function in functions:
-        function.__code__ = _renamed(function.__code__, files)
+        code = function.__code__
+        if files.get((code.co_name, code.co_firstlineno), code.co_filename) != code.co_filename:
+            function.__code__ = _renamed(code, files)  # nested code was compiled with it: renamed only then
 
 
 def _renamed(code: types.CodeType, files: dict[tuple[str, int], str]) -> types.CodeType:
