@@ -49,28 +49,35 @@ def options(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> dic
     return found
 
 
+STATE_SCRIPT = """
+    TABLE = None
+    STATE = {}
+
+    def init(a, b):
+        global TABLE
+        TABLE = [a, b]
+        STATE["scale"] = a * b
+
+    def read_global(x):
+        return TABLE[1] * x
+
+    def read_state(x):
+        return STATE["scale"] + x
+
+    with ClusterPoolExecutor(2, initializer=init, initargs=(3, 7), **OPTIONS) as ex:
+        print(ex.submit(read_global, 2).result(), ex.submit(read_state, 1).result())
+        print(list(ex.map(read_global, range(4))), list(ex.map(read_state, range(3), chunksize=1)))
+"""
+STATE_SEEN = ["14 22", "[0, 7, 14, 21] [21, 22, 23]"]
+
+
 def test_initializer_state_in_main_is_seen_by_main_tasks(options, tmp_path):
     """A global set with ``global`` and a dict filled in place, both by the initializer, both read by tasks."""
-    lines = run_script(tmp_path, """
-        TABLE = None
-        STATE = {}
+    assert run_script(tmp_path, STATE_SCRIPT, options) == STATE_SEEN
 
-        def init(a, b):
-            global TABLE
-            TABLE = [a, b]
-            STATE["scale"] = a * b
 
-        def read_global(x):
-            return TABLE[1] * x
-
-        def read_state(x):
-            return STATE["scale"] + x
-
-        with ClusterPoolExecutor(2, initializer=init, initargs=(3, 7), **OPTIONS) as ex:
-            print(ex.submit(read_global, 2).result(), ex.submit(read_state, 1).result())
-            print(list(ex.map(read_global, range(4))), list(ex.map(read_state, range(3), chunksize=1)))
-    """, options)
-    assert lines == ["14 22", "[0, 7, 14, 21] [21, 22, 23]"]
+def test_initializer_state_in_main_on_the_debug_backend(tmp_path):
+    assert run_script(tmp_path, STATE_SCRIPT, {"backend": "debug"}) == STATE_SEEN
 
 
 def test_initializer_runs_once_per_worker_and_tasks_see_its_state(options, backend, tmp_path, signals):
