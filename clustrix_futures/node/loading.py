@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Any, Optional
 
 NAMESPACES: dict[str, dict[str, Any]] = {}  # module name -> this process's one namespace of that by-value module
+_HOOK_MODULES = ("cloudpickle.cloudpickle", "cloudpickle.cloudpickle_fast")  # where cloudpickle 2 and 3 keep them
 _KEPT = ("__package__", "__name__", "__path__", "__file__")
 _LINES: dict[str, dict[int, str]] = {}  # file name -> the source lines received for it
 
@@ -69,7 +70,7 @@ class TaskUnpickler(pickle.Unpickler):
         self.made: list[types.FunctionType] = []
 
     def find_class(self, module: str, name: str) -> Any:
-        if module.startswith("cloudpickle"):
+        if module in _HOOK_MODULES:
             if name == "_make_function":
                 return self._make_function
             if name == "_function_setstate":
