@@ -116,38 +116,42 @@ def _dumps_with_sources(call: tuple) -> bytes:
         pickler = _TaskPickler(file)
         pickler.dump(call)
         if pickler.codes:
-            names: list[tuple[str, int, str]] = []
-            lines: dict[str, dict[int, str]] = {}
-            for code in dict.fromkeys(pickler.codes):
-                found_names, found_lines = sources_of(code)
-                names += found_names
-                if found_lines:
-                    lines.setdefault(found_names[0][2], {}).update(found_lines)
-            file.write(pickle.dumps((tuple(names), tuple((f, tuple(n.items())) for f, n in lines.items())),
-                                    protocol=pickle.HIGHEST_PROTOCOL))
+            file.write(sources_pickle(tuple(dict.fromkeys((code.co_filename, code) for code in pickler.codes))))
         return file.getvalue()
 
 
-_sources: dict[tuple[str, CodeType], tuple[list[tuple[str, int, str]], dict[int, str]]] = {}
+_sources: dict[tuple[tuple[str, CodeType], ...], bytes] = {}
+
+
+def sources_pickle(codes: tuple[tuple[str, CodeType], ...]) -> bytes:
+    """The sources of these functions' code (each with its file name: equal code objects of two files compare
+    equal), in the format of :mod:`clustrix_futures.node.loading`; cached."""
+    if codes not in _sources:
+        if len(_sources) > 1024:
+            _sources.clear()
+        names: list[tuple[str, int, str]] = []
+        lines: dict[str, dict[int, str]] = {}
+        for _, code in codes:
+            found_names, found_lines = sources_of(code)
+            names += found_names
+            if found_lines:
+                lines.setdefault(code.co_filename, {}).update(found_lines)
+        _sources[codes] = pickle.dumps((tuple(names), tuple((f, tuple(n.items())) for f, n in lines.items())),
+                                       protocol=pickle.HIGHEST_PROTOCOL)
+    return _sources[codes]
 
 
 def sources_of(code: CodeType) -> tuple[list[tuple[str, int, str]], dict[int, str]]:
     """``(co_name, co_firstlineno, co_filename)`` of a function's code and of the code nested in it, and the
-    lines from its first to its last (by number, from :mod:`linecache`: a file, or a notebook's cell); cached
-    (by file name too: equal code objects of two files compare equal)."""
-    key = (code.co_filename, code)
-    if key not in _sources:
-        if len(_sources) > 4096:
-            _sources.clear()
-        names, last, pending = [], code.co_firstlineno, [code]
-        while pending:
-            inner = pending.pop()
-            names.append((inner.co_name, inner.co_firstlineno, inner.co_filename))
-            last = max([last, *(line for _, _, line in inner.co_lines() if line)])
-            pending += [c for c in inner.co_consts if isinstance(c, CodeType) and c.co_filename == code.co_filename]
-        text = linecache.getlines(code.co_filename)
-        _sources[key] = names, {n: text[n - 1] for n in range(code.co_firstlineno, min(last, len(text)) + 1)}
-    return _sources[key]
+    lines from its first to its last (by number, from :mod:`linecache`: a file, or a notebook's cell)."""
+    names, last, pending = [], code.co_firstlineno, [code]
+    while pending:
+        inner = pending.pop()
+        names.append((inner.co_name, inner.co_firstlineno, inner.co_filename))
+        last = max([last, *(line for _, _, line in inner.co_lines() if line)])
+        pending += [c for c in inner.co_consts if isinstance(c, CodeType) and c.co_filename == code.co_filename]
+    text = linecache.getlines(code.co_filename)
+    return names, {n: text[n - 1] for n in range(code.co_firstlineno, min(last, len(text)) + 1)}
 
 
 def resolve(future: ClusterFuture, outcome: Outcome) -> None:
