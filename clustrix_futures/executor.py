@@ -63,6 +63,12 @@ class Engine(Protocol):
         """The submission command and batch script of the next array; raises ConfigError without a scheduler."""
 
 
+def ships_code(settings: config.Settings) -> bool:
+    """Whether the engine of these settings ships the user's own modules by value (every one but local and debug
+    processes, which import them), as its ``ships_code`` says; the initializer's payload is made before it."""
+    return settings.backend not in ("local", "debug")
+
+
 def _make_engine(settings: config.Settings, initializer: Optional[bytes]) -> Engine:
     if settings.backend == "local":
         from clustrix_futures.local.pool import LocalPool
@@ -92,9 +98,10 @@ class ClusterPoolExecutor(Executor):
         backend: ``"local"`` (the default), ``"slurm"``, ``"sge"``, ``"pbs"``, ``"ssh"`` or
             ``"kubernetes"``; overrides the profile's.
         profile: The name of a profile in the configuration file (default ``$CLUSTRIX_FUTURES_PROFILE``).
-        initializer: Called as ``initializer(*initargs)`` in each local worker process before its first
-            task. Local processes only: a scheduler backend raises ``ConfigError``. If it raises, the
-            executor is broken: pending and later submissions fail with ``ExecutorBrokenError``.
+        initializer: Called as ``initializer(*initargs)`` in each local worker process, or once in each array
+            element of a scheduler backend, before its first task; what it stores in a module shipped by value
+            (``__main__``, a notebook) is seen by the tasks there. If it raises, the executor is broken:
+            pending (that element's, on a scheduler) and later submissions fail with ``ExecutorBrokenError``.
         initargs: The arguments of ``initializer``.
         **options: Any option of ``clustrix_futures.config.OPTIONS`` (``work_dir``, ``cpus``, ``mem``,
             ``time``, ``host``...); they override the profile's.
@@ -125,7 +132,7 @@ class ClusterPoolExecutor(Executor):
         **options: Any,
     ) -> None:
         self.settings = config.resolve(profile, backend, max_workers, options)
-        init_payload = None if initializer is None else dumps_task(initializer, initargs, {})
+        init_payload = None if initializer is None else dumps_task(initializer, initargs, {}, ships_code(self.settings))
         self._run_with(_make_engine(self.settings, init_payload))
 
     def _run_with(self, engine: Engine) -> None:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import io
+import linecache
 import os
 import pickle
 import site
@@ -10,7 +12,7 @@ import sys
 import sysconfig
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from types import ModuleType
+from types import CodeType, FunctionType, ModuleType
 from typing import Any
 
 import cloudpickle
@@ -77,7 +79,8 @@ def dumps_task(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str,
     """Pickle a call with cloudpickle; raise ``TypeError`` naming what could not be pickled.
 
     With ``ship_code``, the user's own modules used by the call travel by value (:func:`user_modules`),
-    for this pickle only.
+    for this pickle only. When functions travel by value, the pickle is followed by their sources (file names
+    and lines, :func:`sources_of`) for the node's tracebacks (:mod:`clustrix_futures.node.loading`).
     """
     with _registry:
         shipped = [m for m in user_modules([fn, *args, *kwargs.values()]) if ship_code
@@ -85,12 +88,70 @@ def dumps_task(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str,
         for module in shipped:
             cloudpickle.register_pickle_by_value(module)
         try:
-            return cloudpickle.dumps((fn, tuple(args), dict(kwargs)), protocol=pickle.HIGHEST_PROTOCOL)
+            return _dumps_with_sources((fn, tuple(args), dict(kwargs)))
         except Exception as exc:
             raise TypeError(f"cannot submit: {_culprit(fn, args, kwargs)} could not be pickled: {exc}") from exc
         finally:
             for module in shipped:
                 cloudpickle.unregister_pickle_by_value(module)
+
+
+class _TaskPickler(cloudpickle.CloudPickler):
+    """cloudpickle's pickler, noting the code of each function it pickles by value (in ``codes``)."""
+
+    def __init__(self, file: io.BytesIO) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.codes: list[CodeType] = []
+
+    def reducer_override(self, obj: Any) -> Any:
+        reduced = super().reducer_override(obj)
+        if reduced is not NotImplemented and isinstance(obj, FunctionType):
+            self.codes.append(obj.__code__)
+        return reduced
+
+
+def _dumps_with_sources(call: tuple) -> bytes:
+    """The call's cloudpickle, followed by the plain pickle of its by-value functions' sources if it has any."""
+    with io.BytesIO() as file:
+        pickler = _TaskPickler(file)
+        pickler.dump(call)
+        if pickler.codes:
+            file.write(sources_pickle(tuple(dict.fromkeys((code.co_filename, code) for code in pickler.codes))))
+        return file.getvalue()
+
+
+_sources: dict[tuple[tuple[str, CodeType], ...], bytes] = {}
+
+
+def sources_pickle(codes: tuple[tuple[str, CodeType], ...]) -> bytes:
+    """The sources of these functions' code (each with its file name: equal code objects of two files compare
+    equal), in the format of :mod:`clustrix_futures.node.loading`; cached."""
+    if codes not in _sources:
+        if len(_sources) > 1024:
+            _sources.clear()
+        names: list[tuple[str, int, str]] = []
+        lines: dict[str, dict[int, str]] = {}
+        for _, code in codes:
+            found_names, found_lines = sources_of(code)
+            names += found_names
+            if found_lines:
+                lines.setdefault(code.co_filename, {}).update(found_lines)
+        _sources[codes] = pickle.dumps((tuple(names), tuple((f, tuple(n.items())) for f, n in lines.items())),
+                                       protocol=pickle.HIGHEST_PROTOCOL)
+    return _sources[codes]
+
+
+def sources_of(code: CodeType) -> tuple[list[tuple[str, int, str]], dict[int, str]]:
+    """``(co_name, co_firstlineno, co_filename)`` of a function's code and of the code nested in it, and the
+    lines from its first to its last (by number, from :mod:`linecache`: a file, or a notebook's cell)."""
+    names, last, pending = [], code.co_firstlineno, [code]
+    while pending:
+        inner = pending.pop()
+        names.append((inner.co_name, inner.co_firstlineno, inner.co_filename))
+        last = max([last, *(line for _, _, line in inner.co_lines() if line)])
+        pending += [c for c in inner.co_consts if isinstance(c, CodeType) and c.co_filename == code.co_filename]
+    text = linecache.getlines(code.co_filename)
+    return names, {n: text[n - 1] for n in range(code.co_firstlineno, min(last, len(text)) + 1)}
 
 
 def resolve(future: ClusterFuture, outcome: Outcome) -> None:

@@ -25,11 +25,12 @@ from typing import Any, Optional
 from clustrix_futures import config
 from clustrix_futures.engine.bridge import LoopThread
 from clustrix_futures.engine.forwarding import Forwarder
+from clustrix_futures.engine.initializer import RunInitializer
 from clustrix_futures.engine.monitor import Monitor
 from clustrix_futures.engine.output import task_output
 from clustrix_futures.engine.startup import Started, Startup
 from clustrix_futures.engine.submission import JobScript
-from clustrix_futures.errors import ConfigError, JobFailedError
+from clustrix_futures.errors import JobFailedError
 from clustrix_futures.future import ClusterFuture
 from clustrix_futures.mapping.sizing import FunctionRates, scheduler_sizes
 from clustrix_futures.remote.files import RemoteFiles
@@ -59,9 +60,6 @@ class ClusterEngine:
     def __init__(self, settings: config.Settings, initializer: Optional[bytes],
                  attach_to: Optional[str] = None) -> None:
         """Start a new run, or with ``attach_to`` take over an existing run directory (see ``futures``)."""
-        if initializer is not None:
-            raise ConfigError("initializer is supported only by the local backend; on a cluster, run "
-                              "set-up code at the start of the task or with the 'setup' option")
         check_resources(settings.backend, settings.options)
         self.settings = settings
         self._ids = itertools.count()
@@ -73,6 +71,7 @@ class ClusterEngine:
         self._bridge = LoopThread("clustrix-futures-monitor")
         self._forwarding: Optional[asyncio.Future[None]] = None  # the output forwarder (forward_output)
         self._forwarding_done = asyncio.Event()
+        self._initializer = RunInitializer(initializer)
         started = self._start(attach_to)
         self.transport: Transport = self.site.transport
         self.storage: Storage = started.storage
@@ -88,6 +87,7 @@ class ClusterEngine:
         try:
             site = self._bridge.call(self._connect(), self.settings["connect_timeout"] + STARTUP_TIMEOUT)
             started = self._bridge.call(Startup(site, self.settings).start(attach_to), STARTUP_TIMEOUT)
+            self._bridge.call(self._initializer.stage(started.storage, started.env.run_dir), STARTUP_TIMEOUT)
         except BaseException:
             if site is not None:  # connected but refused (e.g. a wrong Python): close the connection
                 self._bridge.call(site.close(), STARTUP_TIMEOUT)
@@ -100,7 +100,9 @@ class ClusterEngine:
 
     def submit(self, payload: bytes, resources: Optional[Mapping[str, Any]] = None,
                packable: bool = True) -> ClusterFuture:
+        self._initializer.check()
         future = self._new_future(next(self._ids))
+        future.add_done_callback(self._initializer.on_done)
         with self._lock:
             self._outstanding.add(future)
             self._submitted += 1

@@ -10,8 +10,9 @@ result fails its future with ``TypeError``, and an exception that cannot travel 
 
 Differences a user may meet: ``submit`` returns a finished future (so ``cancel()`` always returns False),
 ``max_workers`` and the resource options are ignored, and the user's modules travel by reference (as with
-the local pool), so module-level state a task changes is this process's; a task that ends its process
-(``os._exit``) ends the caller's.
+the local pool), so module-level state a task changes is this process's, except that functions shipped by value
+(``__main__``'s) share one namespace of their module, kept apart from the real one, as in every worker
+(:mod:`clustrix_futures.node.loading`); a task that ends its process (``os._exit``) ends the caller's.
 """
 
 from __future__ import annotations
@@ -20,11 +21,10 @@ import itertools
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NoReturn, Optional
 
-import cloudpickle
-
 from clustrix_futures.errors import ConfigError, RemoteError
 from clustrix_futures.future import ClusterFuture
 from clustrix_futures.mapping.sizing import local_sizes
+from clustrix_futures.node.loading import loads_task
 from clustrix_futures.remote.files import RemoteFiles, local_files
 from clustrix_futures.runfiles.layout import RunDir
 from clustrix_futures.runfiles.outcomes import RemoteTraceback, encode_outcome, loads_outcome, travelling_exception
@@ -41,7 +41,7 @@ class DebugEngine:
         self._ids = itertools.count()
         self.futures: list[ClusterFuture[Any]] = []
         if initializer is not None:
-            fn, args, kwargs = cloudpickle.loads(initializer)
+            fn, args, kwargs = loads_task(initializer)
             fn(*args, **kwargs)
 
     def submit(self, payload: bytes, resources: Optional[Mapping[str, Any]] = None,
@@ -49,7 +49,7 @@ class DebugEngine:
         """Run the payload now; return its finished future."""
         future: ClusterFuture[Any] = ClusterFuture(next(self._ids))
         future.set_running_or_notify_cancel()
-        fn, args, kwargs = cloudpickle.loads(payload)
+        fn, args, kwargs = loads_task(payload)
         try:
             value = fn(*args, **kwargs)
         except Exception as exc:

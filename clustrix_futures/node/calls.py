@@ -2,8 +2,10 @@
 :func:`output_frame` before it when its output is recorded), or one chunk of a
 map (:func:`apply_chunk`).
 
-A *task payload* is ``cloudpickle.dumps((fn, args, kwargs))``. Running it gives an outcome, encoded as
-:mod:`clustrix_futures.runfiles.outcomes` defines: whatever the task does, its encoded outcome unpickles.
+A *task payload* is ``cloudpickle.dumps((fn, args, kwargs))``, perhaps followed by its sources; it is loaded by
+:func:`clustrix_futures.node.loading.loads_task` (one namespace per by-value module in this process). Running
+it gives an outcome, encoded as :mod:`clustrix_futures.runfiles.outcomes` defines: whatever the task does, its
+encoded outcome unpickles.
 """
 
 from __future__ import annotations
@@ -16,8 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Optional
 
-import cloudpickle
-
+from clustrix_futures.node.loading import loads_task
 from clustrix_futures.runfiles import journal
 from clustrix_futures.runfiles.outcomes import ChunkResult, Outcome, encode_outcome, travelling_exception
 
@@ -48,7 +49,7 @@ def run_recorded(payload: bytes) -> Recorded:
     """Unpickle a task payload, run it, and encode its outcome."""
     start = time.time()
     try:
-        fn, args, kwargs = cloudpickle.loads(payload)
+        fn, args, kwargs = loads_task(payload)
     except BaseException as exc:
         err, text = travelling_exception(exc)
         outcome: Outcome = (False, err, "the task could not be unpickled on the worker:\n" + text, 0.0)

@@ -20,6 +20,7 @@ import time
 from typing import Any, Optional
 
 from clustrix_futures.node.calls import journal_frame, output_frame
+from clustrix_futures.node.initializer import initialized
 from clustrix_futures.runfiles import journal
 from clustrix_futures.runfiles.batches import element_tasks
 from clustrix_futures.runfiles.layout import ENDPOINT_VARIABLE, RunDir, split_url
@@ -44,7 +45,8 @@ def run_element(root: str, batch: int, element: int) -> None:
     client = s3_client(os.environ.get(ENDPOINT_VARIABLE))
     run_dir = RunDir(root)
     bucket, _ = split_url(root)
-    tasks = _read_element(client, run_dir.batch_file(batch), element)
+    tasks = initialized(_read_element(client, run_dir.batch_file(batch), element),
+                        _optional_object(client, run_dir.initializer), f"{batch}-{element}")
     _, partial = split_url(run_dir.partial(batch, element))
     skipped = _skip_markers(client, run_dir)
     frames = [journal.preamble()]
@@ -78,6 +80,16 @@ def _read_element(client: Any, url: str, element: int) -> list[tuple[int, bytes]
         return data
 
     return element_tasks(read, element)
+
+
+def _optional_object(client: Any, url: str) -> Optional[bytes]:
+    """The object at ``url`` (the run's initializer); None if there is none."""
+    bucket, key = split_url(url)
+    try:
+        data: bytes = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except client.exceptions.NoSuchKey:
+        return None
+    return data
 
 
 def _skip_markers(client: Any, run_dir: RunDir) -> set[int]:

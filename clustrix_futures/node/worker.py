@@ -18,9 +18,8 @@ import traceback
 from collections.abc import Sequence
 from typing import Optional
 
-import cloudpickle
-
 from clustrix_futures.node.calls import flush_output, journal_frame, output_frame, run_payload
+from clustrix_futures.node.loading import loads_task
 from clustrix_futures.runfiles import journal
 
 # CLUSTRIX_ARRAY_INDEX (the ssh backend's supervisor, the Grid Engine launcher, a one-element PBS job) first:
@@ -41,7 +40,7 @@ def pool_main(fd: int) -> None:
     sys.path[:0] = [p for p in sys_path if p not in sys.path]
     if initializer is not None:
         try:
-            fn, args, kwargs = cloudpickle.loads(initializer)
+            fn, args, kwargs = loads_task(initializer)
             fn(*args, **kwargs)
         except BaseException:
             conn.send_bytes(INIT_FAILED + traceback.format_exc().encode())
@@ -78,7 +77,7 @@ def element_main(root: str, batch: int, element: Optional[int]) -> None:
         run_element(root, batch, element)
         return
     run_dir = RunDir(root)
-    tasks = read_element(run_dir.batch_file(batch), element)
+    tasks = initialize_element(run_dir.initializer, batch, element, read_element(run_dir.batch_file(batch), element))
     partial = run_dir.partial(batch, element)
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)  # never through a symlink
     with os.fdopen(fd, "wb") as results:
@@ -93,6 +92,15 @@ def element_main(root: str, batch: int, element: Optional[int]) -> None:
         flush_output()  # what the last task printed is in the logs before the result is
         os.fsync(results.fileno())
     os.replace(partial, run_dir.result(batch, element))
+
+
+def initialize_element(path: str, batch: int, element: int,
+                       tasks: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+    """Run the run's initializer (the file at ``path``, if there is one) once, before the element's first task;
+    the tasks to run (raising the broken-executor error if it raised: :mod:`clustrix_futures.node.initializer`)."""
+    from clustrix_futures.node.initializer import initialized, read_initializer
+
+    return initialized(tasks, read_initializer(path), f"{batch}-{element}")
 
 
 def array_index() -> int:

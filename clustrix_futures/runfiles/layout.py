@@ -3,6 +3,8 @@
 ::
 
     RUN/manifest.json        backend, options, interpreter: enough for a later process to reattach
+    RUN/initializer.pkl      the run's initializer, when it has one: run by each element before its first task
+                             (:mod:`clustrix_futures.node.initializer`)
     RUN/batches/B.pkl        the tasks of batch B, indexed by element (:mod:`~clustrix_futures.runfiles.batches`)
     RUN/batches/B.sh         the job script of batch B
     RUN/batches/B.json       batch B's job id and the task ids of each element
@@ -123,6 +125,10 @@ class RunDir:  # a plain class: the node imports this, and making a dataclass or
     @property
     def manifest(self) -> str:
         return self.path("manifest.json")
+
+    @property
+    def initializer(self) -> str:
+        return self.path("initializer.pkl")
 
 
 def parse_result_name(name: str) -> Optional[tuple[int, int]]:
