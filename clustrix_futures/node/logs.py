@@ -1,0 +1,58 @@
+"""A local pool worker's log records, forwarded to the client, whose handlers format and write them.
+
+The worker's root logger gets one handler, :class:`Forward`, and every logger the levels the client's loggers
+had when the worker started (:func:`install`), so a record is made in the worker only when the client would
+show it. A record travels as a ``LOG`` frame on the worker's socket: its attributes pickled, the message already
+formatted with its arguments (``getMessage()``), an exception already rendered as ``exc_text``. The client
+hands it to the logger of the same name (see ``clustrix_futures.local.logs``).
+
+Only the local pool forwards: an array element's records go to its stderr (its ``.err`` log).
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from collections.abc import Callable, Mapping
+
+LOG = b"L"
+_PLAIN = {"name", "msg", "levelname", "levelno", "pathname", "filename", "module", "lineno", "funcName",
+          "created", "msecs", "relativeCreated", "thread", "threadName", "processName", "process", "exc_text",
+          "stack_info", "taskName"}
+
+
+class Forward(logging.Handler):
+    """Sends each record as a ``LOG`` frame through ``send`` (which returns False once the client is gone)."""
+
+    def __init__(self, send: Callable[[bytes], bool]) -> None:
+        super().__init__()
+        self._send = send
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._send(LOG + encode_record(record))
+        except Exception:
+            self.handleError(record)
+
+
+def encode_record(record: logging.LogRecord) -> bytes:
+    """The record's attributes pickled: the message formatted, an exception rendered (extras that do not pickle
+    are dropped)."""
+    data = dict(record.__dict__)
+    data["msg"], data["args"] = record.getMessage(), None
+    if record.exc_info:
+        data["exc_text"] = data.get("exc_text") or logging.Formatter().formatException(record.exc_info)
+    data["exc_info"] = None
+    try:
+        return pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return pickle.dumps({k: v for k, v in data.items() if k in _PLAIN}, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def install(levels: Mapping[str, int], disabled: int, send: Callable[[bytes], bool]) -> None:
+    """Forward every record of this process to the client; ``levels`` are the client's loggers' own levels by
+    name (``""``: the root's), ``disabled`` its ``logging.disable`` level."""
+    for name, level in levels.items():
+        logging.getLogger(name or None).setLevel(level)
+    logging.disable(disabled)
+    logging.root.addHandler(Forward(send))
