@@ -16,9 +16,7 @@ import pickle
 from collections.abc import Callable, Mapping
 
 LOG = b"L"
-_PLAIN = {"name", "msg", "levelname", "levelno", "pathname", "filename", "module", "lineno", "funcName",
-          "created", "msecs", "relativeCreated", "thread", "threadName", "processName", "process", "exc_text",
-          "stack_info", "taskName"}
+_PLAIN = (str, int, float, bool, type(None))  # exact types: no subclass (an IntEnum) needs its class
 
 
 class Forward(logging.Handler):
@@ -36,17 +34,16 @@ class Forward(logging.Handler):
 
 
 def encode_record(record: logging.LogRecord) -> bytes:
-    """The record's attributes pickled: the message formatted, an exception rendered (extras that do not pickle
-    are dropped)."""
+    """The record's attributes pickled: the message formatted, an exception rendered, and any other value that
+    is not a string, number, bool or None (an ``extra=`` object) as its ``repr``, so that the client unpickles
+    plain data only."""
     data = dict(record.__dict__)
     data["msg"], data["args"] = record.getMessage(), None
     if record.exc_info:
         data["exc_text"] = data.get("exc_text") or logging.Formatter().formatException(record.exc_info)
     data["exc_info"] = None
-    try:
-        return pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        return pickle.dumps({k: v for k, v in data.items() if k in _PLAIN}, protocol=pickle.HIGHEST_PROTOCOL)
+    plain = {k: v if type(v) in _PLAIN else repr(v) for k, v in data.items()}
+    return pickle.dumps(plain, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def install(levels: Mapping[str, int], disabled: int, send: Callable[[bytes], bool]) -> None:
