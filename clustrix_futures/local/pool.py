@@ -200,7 +200,9 @@ class LocalPool:
         return all(worker.running is None for worker in self._workers.values())
 
     def _start_workers(self) -> None:
-        wanted = min(self.max_workers, len(self._workers) + len(self._pending))
+        """Start workers for the tasks waiting that no idle (or starting) worker will take, up to ``max_workers``."""
+        busy = sum(worker.running is not None for worker in self._workers.values())
+        wanted = min(self.max_workers, busy + len(self._pending))
         while len(self._workers) < wanted:
             worker = Worker(self._start)
             self._workers[worker.conn] = worker
