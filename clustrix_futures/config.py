@@ -246,6 +246,7 @@ class Settings:
     backend: str
     max_workers: Optional[int]
     options: dict[str, Any]
+    max_tasks_per_child: Optional[int] = None
 
     def __getitem__(self, name: str) -> Any:
         value = self.options.get(name)
@@ -254,6 +255,34 @@ class Settings:
     def __repr__(self) -> str:  # secrets shown as '***' (a repr ends up in logs and tracebacks)
         options = {k: "***" if k in SECRET_OPTIONS and v is not None else v for k, v in self.options.items()}
         return f"Settings(backend={self.backend!r}, max_workers={self.max_workers!r}, options={options!r})"
+
+
+def check_max_tasks_per_child(value: Any) -> Optional[int]:
+    """``max_tasks_per_child`` checked as ``ProcessPoolExecutor`` checks it: None, or an integer >= 1."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"max_tasks_per_child must be an integer, not {value!r}")
+    if value < 1:
+        raise ValueError("max_tasks_per_child must be >= 1")
+    return value
+
+
+def check_mp_context(context: Any) -> None:
+    """``mp_context``: None, or a ``"spawn"`` or ``"forkserver"`` multiprocessing context. Every worker is a fresh
+    interpreter (as with "spawn"), so a "fork" context is refused rather than silently not honoured."""
+    if context is None:
+        return
+    from multiprocessing.context import BaseContext
+
+    if not isinstance(context, BaseContext):
+        raise TypeError(f"mp_context must be a multiprocessing context such as "
+                        f"multiprocessing.get_context('spawn'), not {context!r}")
+    if context.get_start_method() == "fork":
+        raise ConfigError("mp_context: a 'fork' context cannot be honoured: the workers are fresh interpreters "
+                          "(as with 'spawn'), never forks of this process, so what a fork would inherit (module "
+                          "state set at run time, open files) is not there. Pass "
+                          "multiprocessing.get_context('spawn') or leave mp_context unset.")
 
 
 def _unknown(kind: str, name: str, valid: Any) -> ConfigError:

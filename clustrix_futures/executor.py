@@ -7,6 +7,7 @@ the local process pool, or the scheduler machinery (batcher, backend, transport,
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor
@@ -22,6 +23,8 @@ from clustrix_futures.runfiles.layout import RunDir
 from clustrix_futures.serialization import dumps_task
 
 if TYPE_CHECKING:
+    from multiprocessing.context import BaseContext
+
     from clustrix_futures.engine.submission import JobScript
 
 T = TypeVar("T")
@@ -69,11 +72,14 @@ def ships_code(settings: config.Settings) -> bool:
     return settings.backend not in ("local", "debug")
 
 
-def _make_engine(settings: config.Settings, initializer: Optional[bytes]) -> Engine:
-    if settings.backend == "local":
-        from clustrix_futures.local.pool import LocalPool
+def _make_local_pool(settings: config.Settings, initializer: Optional[Callable[..., Any]], initargs: tuple) -> Engine:
+    from clustrix_futures.local.pool import LocalPool
 
-        return LocalPool(settings.max_workers, initializer, settings["forward_output"] is not False)
+    return LocalPool(settings.max_workers, initializer, initargs, settings["forward_output"] is not False,
+                     settings.max_tasks_per_child)
+
+
+def _make_engine(settings: config.Settings, initializer: Optional[bytes]) -> Engine:
     if settings.backend == "debug":
         from clustrix_futures.local.debug import DebugEngine
 
@@ -94,7 +100,14 @@ class ClusterPoolExecutor(Executor):
     Args:
         max_workers: Local processes: the number of worker processes (default ``os.cpu_count()``). Scheduler
             backends: the most array elements alive at once (the array throttle); unset, the scheduler
-            decides. Must be a positive integer (``ValueError`` otherwise, as the stdlib's).
+            decides. Must be a positive integer (``ValueError`` otherwise, as the stdlib's). ``_max_workers``
+            is the value given, or ``os.cpu_count()`` (as ``ProcessPoolExecutor``'s; on a scheduler without
+            ``max_workers`` only a hint for code that sizes work to the pool).
+        mp_context: A ``multiprocessing`` context, as ``ProcessPoolExecutor`` takes. Workers are always fresh
+            interpreters, as with ``"spawn"``: a ``"spawn"`` or ``"forkserver"`` context is accepted (make the
+            multiprocessing objects you hand the ``initializer`` from it); a ``"fork"`` context raises
+            ``ConfigError`` (a ``ValueError``), since no worker is a fork of this process and code relying on
+            what a fork inherits would silently see other values. Anything else: ``TypeError``.
         backend: ``"local"`` (the default), ``"slurm"``, ``"sge"``, ``"pbs"``, ``"ssh"`` or
             ``"kubernetes"``; overrides the profile's.
         profile: The name of a profile in the configuration file (default ``$CLUSTRIX_FUTURES_PROFILE``).
@@ -102,7 +115,12 @@ class ClusterPoolExecutor(Executor):
             element of a scheduler backend, before its first task; what it stores in a module shipped by value
             (``__main__``, a notebook) is seen by the tasks there. If it raises, the executor is broken:
             pending (that element's, on a scheduler) and later submissions fail with ``ExecutorBrokenError``.
-        initargs: The arguments of ``initializer``.
+        initargs: The arguments of ``initializer``. On local processes they are handed over at each worker's
+            start, so ``multiprocessing`` queues, locks, events and ``Manager`` proxies of a ``"spawn"`` or
+            ``"forkserver"`` context may be among them (those of a ``"fork"`` context: ``TypeError``).
+        max_tasks_per_child: Local processes: a worker ends after this many tasks (a map chunk is one task)
+            and a fresh one replaces it, as with ``ProcessPoolExecutor``. A positive integer (``TypeError``,
+            ``ValueError`` otherwise, as the stdlib's).
         **options: Any option of ``clustrix_futures.config.OPTIONS`` (``work_dir``, ``cpus``, ``mem``,
             ``time``, ``host``...); they override the profile's.
 
@@ -124,19 +142,28 @@ class ClusterPoolExecutor(Executor):
     def __init__(
         self,
         max_workers: Optional[int] = None,
-        *,
-        backend: Optional[str] = None,
-        profile: Optional[str] = None,
+        mp_context: Optional[BaseContext] = None,
         initializer: Optional[Callable[..., Any]] = None,
         initargs: tuple = (),
+        *,
+        max_tasks_per_child: Optional[int] = None,
+        backend: Optional[str] = None,
+        profile: Optional[str] = None,
         **options: Any,
     ) -> None:
         self.settings = config.resolve(profile, backend, max_workers, options)
-        init_payload = None if initializer is None else dumps_task(initializer, initargs, {}, ships_code(self.settings))
-        self._run_with(_make_engine(self.settings, init_payload))
+        config.check_mp_context(mp_context)
+        self.settings.max_tasks_per_child = config.check_max_tasks_per_child(max_tasks_per_child)
+        if self.settings.backend == "local":  # the initializer is pickled at each worker's start (handover)
+            engine = _make_local_pool(self.settings, initializer, tuple(initargs))
+        else:
+            payload = None if initializer is None else dumps_task(initializer, initargs, {}, ships_code(self.settings))
+            engine = _make_engine(self.settings, payload)
+        self._run_with(engine)
 
     def _run_with(self, engine: Engine) -> None:
         self._engine = engine
+        self._max_workers: int = self.settings.max_workers or os.cpu_count() or 1
         self.futures: list[ClusterFuture] = engine.futures  # an attached run's, else empty
         self._shutdown_lock = threading.Lock()
         self._shut_down = False

@@ -151,6 +151,7 @@ class Submission:
         self._backlog = []
         per_element = tasks_per_element(self.settings["tasks_per_element"], self.books.stats.mean,
                                         self.settings["element_seconds"])
+        per_element = min(per_element, self.settings.max_tasks_per_child or per_element)  # as a worker's limit
         for (packable, *_), task_ids in groups.items():
             for array in plan_arrays(task_ids, per_element if packable else 1, self.env.max_array_size):
                 await self._submit_array(array, throttle)

@@ -10,10 +10,15 @@ daemon child leaves the socket open in that child after the worker dies.
 An interrupted ``shutdown`` (a second Ctrl-C while it waits) kills every worker before the interrupt goes on,
 and fails what they ran with ``ExecutorBrokenError``, so no worker outlives the client.
 
-Workers are plain ``python -m clustrix_futures.node.worker pool FD`` subprocesses, not forks and not
-multiprocessing children: everything reaches them cloudpickled, so they never re-import the user's
-``__main__`` (a script without a ``__main__`` guard works) and no thread state is forked. No file is written:
-tasks and outcomes travel over a socket pair per worker.
+Workers are plain ``python -m clustrix_futures.node.worker pool FD`` subprocesses
+(:mod:`clustrix_futures.local.workers`), not forks and not multiprocessing children: everything reaches them
+cloudpickled, so they never re-import the user's ``__main__`` (a script without a ``__main__`` guard works) and
+no thread state is forked. No file is written: tasks and outcomes travel over a socket pair per worker, and so
+do the workers' log records (``LOG`` frames, handed to this process's loggers). With ``max_tasks_per_child`` a
+worker is retired after that many tasks (its connection closed, so it ends) and a fresh one takes its place.
+
+Once the interpreter has begun exiting (``threading._register_atexit``, as ``concurrent.futures`` does), every
+pool finishes its queued work and ``submit`` raises ``RuntimeError``.
 """
 
 from __future__ import annotations
@@ -21,10 +26,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import pickle
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import weakref
@@ -33,11 +34,13 @@ from collections.abc import Callable, Iterator, Mapping
 from multiprocessing.connection import Connection, wait
 from typing import Any, NoReturn, Optional
 
-import clustrix_futures
 from clustrix_futures.errors import ConfigError, ExecutorBrokenError, JobFailedError
 from clustrix_futures.future import ClusterFuture
+from clustrix_futures.local import logs
+from clustrix_futures.local.workers import Entry, Start, Worker
 from clustrix_futures.mapping.sizing import local_sizes
 from clustrix_futures.node import worker as worker_module
+from clustrix_futures.node.logs import LOG
 from clustrix_futures.remote.files import RemoteFiles, local_files
 from clustrix_futures.runfiles.layout import RunDir
 from clustrix_futures.runfiles.outcomes import loads_outcome
@@ -45,46 +48,7 @@ from clustrix_futures.serialization import resolve
 
 log = logging.getLogger(__name__)
 
-Entry = tuple[ClusterFuture, bytes]
-_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(clustrix_futures.__file__)))
 _STARTUP_FAILURES_TOLERATED = 3
-
-
-class _Worker:
-    def __init__(self, initializer: Optional[bytes], forward_output: bool = True) -> None:
-        parent_end, child_end = socket.socketpair()
-        output = None if forward_output else subprocess.DEVNULL
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_PARENT, env.get("PYTHONPATH")]))
-        with child_end:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "clustrix_futures.node.worker", "pool", str(child_end.fileno())],
-                pass_fds=[child_end.fileno()], env=env, stdin=subprocess.DEVNULL,
-                stdout=output, stderr=output)
-        self.conn = Connection(parent_end.detach())
-        self.sentinel: Optional[int] = os.pidfd_open(self.process.pid) if hasattr(os, "pidfd_open") else None
-        self.conn.send_bytes(pickle.dumps((sys.path, initializer)))
-        self.ready = False
-        self.running: Optional[Entry] = None
-
-    def describe_death(self) -> str:
-        try:
-            code = self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return f"worker pid {self.process.pid} closed its connection"
-        if code < 0:
-            try:
-                return f"worker pid {self.process.pid} was killed by {signal.Signals(-code).name}"
-            except ValueError:
-                return f"worker pid {self.process.pid} was killed by signal {-code}"
-        return f"worker pid {self.process.pid} exited with code {code}"
-
-    def close(self) -> None:
-        self.conn.close()
-        if self.sentinel is not None:
-            os.close(self.sentinel)
-            self.sentinel = None
 
 
 class LocalPool:
@@ -98,17 +62,22 @@ class LocalPool:
     ships_code = False  # workers get this process's sys.path, so modules travel by reference
     run_dir: Optional[RunDir] = None  # no run directory: payloads and outcomes travel over pipes
 
-    def __init__(self, max_workers: Optional[int], initializer: Optional[bytes] = None,
-                 forward_output: bool = True) -> None:
-        """``forward_output=False``: the workers' stdout and stderr go to /dev/null, not this process's."""
+    def __init__(self, max_workers: Optional[int], initializer: Optional[Callable[..., Any]] = None,
+                 initargs: tuple = (), forward_output: bool = True,
+                 max_tasks_per_child: Optional[int] = None) -> None:
+        """``forward_output=False``: the workers' stdout and stderr go to /dev/null, not this process's.
+        ``initializer(*initargs)`` runs in each worker before its first task; the initargs may hold
+        multiprocessing objects (:mod:`clustrix_futures.local.handover`: ``TypeError`` if they cannot be handed
+        over). ``max_tasks_per_child``: a worker ends after that many tasks, and a fresh one takes its place."""
         self.max_workers = max_workers or os.cpu_count() or 1
-        self._forward_output = forward_output
-        self._initializer = initializer
+        self._start = Start(initializer, initargs, forward_output)
+        self._max_tasks = max_tasks_per_child
         self._lock = threading.Lock()
         self._pending: deque[Entry] = deque()
         self._wake_reader, self._wake_writer = _pipe()
         self._wake_sent = False
-        self._workers: dict[Connection, _Worker] = {}
+        self._workers: dict[Connection, Worker] = {}
+        self._retired: list[Worker] = []  # retired (max_tasks_per_child), not yet reaped
         self._closing = False
         self._broken: Optional[str] = None
         self._startup_failures = 0
@@ -125,6 +94,9 @@ class LocalPool:
         with self._lock:
             if self._broken:
                 raise ExecutorBrokenError(self._broken)
+            if self._closing or _exiting:
+                raise RuntimeError("cannot schedule new futures after "
+                                   + ("interpreter shutdown" if _exiting else "shutdown"))
             self._pending.append((future, payload))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._manage, name="clustrix-futures-local",
@@ -176,25 +148,36 @@ class LocalPool:
             self._wake_writer.send_bytes(b"")
 
     def _manage(self) -> None:
+        """Start, dispatch, then decide whether to end, then wait. The decision comes after the dispatch, which
+        may drop cancelled tasks: decided before it, a shutdown whose wake-up was coalesced with the one
+        already drained would leave the loop waiting with nothing left to wake it."""
         try:
             while True:
                 with self._lock:
                     self._wake_sent = False
+                    self._drop_cancelled()
+                self._start_workers()
+                self._dispatch()
+                with self._lock:
                     done = self._closing and not self._pending and self._idle()
                 if done or self._broken:
                     break
-                self._start_workers()
-                self._dispatch()
                 self._serve()
         except BaseException as exc:
             log.exception("the local pool's manager thread failed")
             self._break(f"the local pool's manager thread failed: {exc!r}")
         finally:
-            for worker in self._workers.values():
-                worker.close()
-            for worker in self._workers.values():
-                worker.process.wait()
+            self._retired.extend(self._workers.values())
             self._workers.clear()
+            for worker in self._retired:
+                worker.close()
+            for worker in self._retired:
+                worker.process.wait()
+
+    def _drop_cancelled(self) -> None:
+        """Drop the cancelled tasks at the head of the queue, so no worker is started for them."""
+        while self._pending and self._pending[0][0].cancelled():
+            self._pending.popleft()
 
     def _serve(self) -> None:
         """Wait for a wake-up, a message or a worker's exit, and handle what came."""
@@ -211,14 +194,17 @@ class LocalPool:
                 self._receive(worker)  # what it sent before it died, or the EOF
                 if worker.conn in self._workers:
                     self._on_death(worker)
+        self._retired = [worker for worker in self._retired if worker.process.poll() is None]
 
     def _idle(self) -> bool:
         return all(worker.running is None for worker in self._workers.values())
 
     def _start_workers(self) -> None:
-        wanted = min(self.max_workers, len(self._workers) + len(self._pending))
+        """Start workers for the tasks waiting that no idle (or starting) worker will take, up to ``max_workers``."""
+        busy = sum(worker.running is not None for worker in self._workers.values())
+        wanted = min(self.max_workers, busy + len(self._pending))
         while len(self._workers) < wanted:
-            worker = _Worker(self._initializer, self._forward_output)
+            worker = Worker(self._start)
             self._workers[worker.conn] = worker
 
     def _dispatch(self) -> None:
@@ -226,7 +212,7 @@ class LocalPool:
             if worker.running is None and not self._dispatch_to(worker):
                 return
 
-    def _dispatch_to(self, worker: _Worker) -> bool:
+    def _dispatch_to(self, worker: Worker) -> bool:
         """Give an idle worker the next task still wanted; False when there is none."""
         worker.running = self._next_runnable()
         if worker.running is None:
@@ -242,28 +228,44 @@ class LocalPool:
                     return future, payload
         return None
 
-    def _receive(self, worker: _Worker) -> None:
+    def _receive(self, worker: Worker) -> None:
         try:
-            while worker.conn.poll():
+            while worker.conn in self._workers and worker.conn.poll():
                 data = worker.conn.recv_bytes()
-                if not worker.ready:
+                if data[:1] == LOG:
+                    logs.handle(data[1:])
+                elif not worker.ready:
                     self._on_ready(worker, data)
-                    continue
-                if worker.running is not None:
-                    future, worker.running = worker.running[0], None
-                    self._dispatch_to(worker)  # before unpickling, so the worker does not wait on us
-                    resolve(future, loads_outcome(data))
+                elif worker.running is not None:
+                    self._on_outcome(worker, data)
         except (EOFError, OSError):
             self._on_death(worker)
 
-    def _on_ready(self, worker: _Worker, data: bytes) -> None:
+    def _on_outcome(self, worker: Worker, data: bytes) -> None:
+        assert worker.running is not None
+        future, worker.running = worker.running[0], None
+        worker.done += 1
+        if self._max_tasks is not None and worker.done >= self._max_tasks:
+            self._retire(worker)
+        else:
+            self._dispatch_to(worker)  # before unpickling, so the worker does not wait on us
+        resolve(future, loads_outcome(data))
+
+    def _retire(self, worker: Worker) -> None:
+        """End a worker that has run ``max_tasks_per_child`` tasks: closing its connection ends it (it is reaped
+        later); a fresh worker replaces it when there is work."""
+        del self._workers[worker.conn]
+        worker.close()
+        self._retired.append(worker)
+
+    def _on_ready(self, worker: Worker, data: bytes) -> None:
         if data.startswith(worker_module.INIT_FAILED):
             self._break("the initializer raised in a worker process:\n" + data[1:].decode(errors="replace"))
             return
         worker.ready = True
         self._startup_failures = 0
 
-    def _on_death(self, worker: _Worker) -> None:
+    def _on_death(self, worker: Worker) -> None:
         if self._workers.pop(worker.conn, None) is None:
             return
         worker.close()
@@ -302,10 +304,13 @@ def _pipe() -> tuple[Connection, Connection]:
 
 
 _live_pools: weakref.WeakSet[LocalPool] = weakref.WeakSet()
+_exiting = False  # the interpreter has begun exiting: submit raises, as in the stdlib's pools
 
 
 def _finish_at_exit() -> None:
     """At interpreter exit, let every pool finish its queued work, as the stdlib's pools do."""
+    global _exiting
+    _exiting = True
     for pool in list(_live_pools):
         pool.shutdown(wait=True)
 

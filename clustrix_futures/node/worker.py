@@ -15,8 +15,8 @@ import os
 import pickle
 import sys
 import traceback
-from collections.abc import Sequence
-from typing import Optional
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
 
 from clustrix_futures.node.calls import flush_output, journal_frame, output_frame, run_payload
 from clustrix_futures.node.loading import loads_task
@@ -32,26 +32,76 @@ INIT_FAILED = b"I"
 
 
 def pool_main(fd: int) -> None:
-    """Serve tasks over a socket until it closes: one frame in, one outcome frame out, in order."""
+    """Serve tasks over a socket until it closes: one frame in, one outcome frame out, in order.
+
+    The first frame is ``(sys.path, authkey, log levels, initializer)``: the client's ``sys.path`` and
+    multiprocessing authkey (so ``Manager`` proxies connect), the levels its loggers have (records are forwarded
+    to it as ``LOG`` frames, :mod:`clustrix_futures.node.logs`), and the initializer pickled with the
+    multiprocessing objects it is handed (``clustrix_futures.local.handover``), or None. Once the client is gone
+    (EOF, or a send that fails), the worker ends quietly: nothing is written to stderr.
+    """
     from multiprocessing.connection import Connection
 
     conn = Connection(fd)
-    sys_path, initializer = pickle.loads(conn.recv_bytes())
+    try:
+        sys_path, authkey, levels, initializer = pickle.loads(conn.recv_bytes())
+    except (EOFError, OSError):
+        return
     sys.path[:0] = [p for p in sys_path if p not in sys.path]
+    send = _sender(conn)
+    _prepare(authkey, levels, send)
     if initializer is not None:
-        try:
-            fn, args, kwargs = loads_task(initializer)
-            fn(*args, **kwargs)
-        except BaseException:
-            conn.send_bytes(INIT_FAILED + traceback.format_exc().encode())
+        failure = _initialize(initializer)
+        if failure is not None:
+            send(INIT_FAILED + failure.encode())
             return
-    conn.send_bytes(READY)
+    if not send(READY):
+        return
     while True:
         try:
             payload = conn.recv_bytes()
         except (EOFError, OSError):
             return
-        conn.send_bytes(run_payload(payload))
+        if not send(run_payload(payload)):
+            return
+
+
+def _sender(conn: Any) -> Callable[[bytes], bool]:
+    """``send(frame)``: sends one frame (from any thread: tasks may log from theirs); False once the client has
+    closed its end."""
+    import threading
+
+    lock = threading.Lock()
+
+    def send(frame: bytes) -> bool:
+        with lock:
+            try:
+                conn.send_bytes(frame)
+            except OSError:  # BrokenPipeError, ConnectionResetError: the client has gone
+                return False
+        return True
+
+    return send
+
+
+def _prepare(authkey: bytes, levels: tuple[dict[str, int], int], send: Callable[[bytes], bool]) -> None:
+    """Take the client's multiprocessing authkey, and forward log records to it."""
+    import multiprocessing
+
+    from clustrix_futures.node import logs
+
+    multiprocessing.current_process().authkey = authkey
+    logs.install(levels[0], levels[1], send)
+
+
+def _initialize(initializer: bytes) -> Optional[str]:
+    """Run the initializer; None, or the traceback of what it raised."""
+    try:
+        fn, args, kwargs = loads_task(initializer)
+        fn(*args, **kwargs)
+    except BaseException:
+        return traceback.format_exc()
+    return None
 
 
 def element_main(root: str, batch: int, element: Optional[int]) -> None:
