@@ -8,7 +8,9 @@ each time), a cold burst is packed as a cold map is: spread over ``max_workers``
 The budget is kept by *giving back*: once an element has been seen running for ``element_seconds``
 (:meth:`Bursts.take_back`, called every monitor cycle), the client takes back every task of it that the element
 has not started, and they go out again at once, one task per element (a task that outlived the budget says the
-function is slow). Exactly one side runs each task: the element *claims* a task as it starts it, and the client
+function is slow). Nothing is taken back from an element that has not claimed its first task: it has not
+started yet, or its worker is an older one that claims nothing (taking tasks back from it would run them
+twice). Exactly one side runs each task: the element *claims* a task as it starts it, and the client
 claims it as it takes it back, both by making the task's claim directory ``skip/TASK.B-I``
 (:meth:`~clustrix_futures.runfiles.layout.RunDir.claim`), an exclusive ``mkdir`` (atomic on every POSIX and
 network filesystem, and over SFTP); the loser passes (the element skips the task; the client leaves it to the
@@ -60,8 +62,9 @@ class Bursts:
         self.storage = storage
         self.env = env
         self.books = books
-        mkdir = getattr(storage, "mkdir", None)
-        self._mkdir = None if is_s3(env.run_dir.root) else mkdir
+        mkdir, lstat = getattr(storage, "mkdir", None), getattr(storage, "lstat", None)
+        self._mkdir = None if is_s3(env.run_dir.root) or lstat is None else mkdir
+        self._lstat = lstat
         self._watched: dict[ElementKey, tuple[Element, Optional[float]]] = {}  # -> its deadline, once running
         self._batches: dict[int, tuple[str, list[Element], dict[str, Any]]] = {}  # claiming batches' records
 
@@ -95,11 +98,13 @@ class Bursts:
                 if element.phase == RUNNING:
                     self._watched[key] = (element, now + self.budget)
             elif now >= deadline:
-                del self._watched[key]
                 due.append(element)
         taken: list[int] = []
         for element in due:
-            taken += await self._claim(element)
+            won = await self._claim(element)
+            if won is not None:  # else the element has not started its first task: look again next cycle
+                del self._watched[element.key]
+                taken += won
         for batch in sorted({e.batch for e in due}):
             job_id, elements, resources = self._batches[batch]
             await self.storage.write(self.env.run_dir.batch_meta(batch), batch_document(
@@ -109,11 +114,16 @@ class Bursts:
                      len(taken), self.budget)
         return taken
 
-    async def _claim(self, element: Element) -> list[int]:
-        """Claim every unfinished task of ``element`` that it has not claimed itself; the ones won."""
-        assert self._mkdir is not None
+    async def _claim(self, element: Element) -> Optional[list[int]]:
+        """Claim every task of ``element`` after its first that it has not claimed itself; the ones won. None,
+        claiming nothing, while the element has not claimed its first task: it has not started it yet, or its
+        worker is of a version that claims nothing (then taking tasks back would run them twice)."""
+        assert self._mkdir is not None and self._lstat is not None
         tasks, run_dir = self.books.tasks, self.env.run_dir
-        candidates = [tid for tid in element.task_ids if tid in tasks and not tasks[tid].future.done()]
+        if not element.task_ids or await self._lstat(run_dir.claim(element.task_ids[0], element.batch,
+                                                                    element.index)) is None:
+            return None
+        candidates = [tid for tid in element.task_ids[1:] if tid in tasks and not tasks[tid].future.done()]
         claimed = await asyncio.gather(*(self._mkdir(run_dir.claim(tid, element.batch, element.index))
                                          for tid in candidates), return_exceptions=True)
         taken = [tid for tid, outcome in zip(candidates, claimed) if not isinstance(outcome, BaseException)]
