@@ -29,7 +29,14 @@ clean-up delays the next one's start by up to a second).
 The machine's load average is printed at the start and the end: on a shared machine, compare only figures
 taken at a low load.
 
-``--map-only`` runs (d) and (e) alone.
+(g) a user's first map: timed from before ``ClusterPoolExecutor(...)`` to the end of its ``with`` block, the map
+    of (d) summed, each round a new executor (so the start-up, the run directory and the shutdown count; from
+    the second round on the site cache of clustrix_futures.engine.sitecache spares the interpreter probe and
+    ``scontrol show config``), against the floor of (d), ``--first-map-repeat`` interleaved rounds (default 5);
+(h) ``--burst-tasks`` (200) trivial submits on a fresh executor, every result collected, against a raw
+    ``sbatch --array`` of as many elements, and the sbatch calls ours made, ``--burst-repeat`` rounds (default 3).
+
+``--map-only`` runs (d) and (e) alone, ``--first-map-only`` (g) and ``--burst-only`` (h).
 """
 
 from __future__ import annotations
@@ -248,6 +255,70 @@ def map_section(scratch: Path, work_dir: str, repeat: int) -> None:
               f"{'MET' if ratio < 1 else 'NOT MET'}")
 
 
+def first_map(work_dir: str) -> tuple[float, float, float, float]:
+    """A user's first map: from before ``ClusterPoolExecutor(...)`` to the end of its ``with`` block; and its
+    parts: the constructor (the start-up), the map, the end of the ``with`` block (the shutdown)."""
+    start = time.perf_counter()
+    with ClusterPoolExecutor(backend="slurm", work_dir=work_dir) as ex:
+        started = time.perf_counter()
+        total = sum(ex.map(tiny, range(MAP_ITEMS)))
+        mapped = time.perf_counter()
+    elapsed = time.perf_counter() - start
+    assert total == expected_map_sum(), total
+    return elapsed, started - start, mapped - started, start + elapsed - mapped
+
+
+def first_map_section(scratch: Path, work_dir: str, rounds: int) -> None:
+    """(g) the first map of a new executor, each round a new executor, interleaved with the floor of (d)."""
+    floors: list[float] = []
+    runs: list[tuple[float, float, float, float]] = []
+    for _ in range(rounds):
+        idle_queue()
+        floors.append(raw_map_floor(scratch))
+        idle_queue()
+        runs.append(first_map(work_dir))
+    ours = [run[0] for run in runs]
+    ratio = statistics.median(a / b for a, b in zip(ours, floors))
+    print(f"\n(g) a user's first map: ClusterPoolExecutor(...) to the end of its with block, map(tiny, "
+          f"range({MAP_ITEMS:,})) summed, each round a new executor, against the floor of (d), {rounds} rounds")
+    print(f"    floor   rounds {', '.join(f'{f:.3f}' for f in floors)} s")
+    print(f"    ours    rounds {', '.join(f'{f:.3f}' for f in ours)} s   ratio {paired(ours, floors)} "
+          f"(target <= 1.2x: {'MET' if ratio <= 1.2 else 'NOT MET'})")
+    parts = ", ".join(f"{name} {statistics.median(run[i] for run in runs):.3f} s"
+                      for i, name in ((1, "start-up (constructor)"), (2, "map"), (3, "shutdown (end of with)")))
+    print(f"    ours, medians of the parts: {parts}; the first round's start-up "
+          f"{runs[0][1]:.3f} s (the site cache is cold only if no executor ran on this site in the last minutes)")
+
+
+def cold_burst(work_dir: str, tasks: int) -> tuple[float, int]:
+    """``tasks`` trivial submits on a fresh executor, every result collected: seconds, and sbatch calls."""
+    start = time.perf_counter()
+    with ClusterPoolExecutor(backend="slurm", work_dir=work_dir) as ex:
+        results = [f.result() for f in [ex.submit(trivial, i) for i in range(tasks)]]
+    elapsed = time.perf_counter() - start
+    assert results == [i + 1 for i in range(tasks)]
+    return elapsed, ex.scheduler_commands.get("sbatch", 0)
+
+
+def cold_burst_section(scratch: Path, work_dir: str, tasks: int, rounds: int) -> None:
+    """(h) a fresh executor's burst of trivial submits against a raw array of as many elements, interleaved."""
+    raw: list[float] = []
+    ours: list[tuple[float, int]] = []
+    for _ in range(rounds):
+        idle_queue()
+        raw.append(raw_array(scratch, tasks))
+        idle_queue()
+        ours.append(cold_burst(work_dir, tasks))
+    seconds = [o[0] for o in ours]
+    ratio = statistics.median(a / b for a, b in zip(seconds, raw))
+    print(f"\n(h) {tasks} trivial submits on a fresh executor (from before ClusterPoolExecutor(...) to the end of "
+          f"its with block, every result collected) against a raw sbatch --array=0-{tasks - 1}, {rounds} rounds")
+    print(f"    raw     rounds {', '.join(f'{r:.3f}' for r in raw)} s")
+    print(f"    ours    rounds {', '.join(f'{r:.3f}' for r in seconds)} s   ratio {paired(seconds, raw)} "
+          f"(target <= 0.3x: {'MET' if ratio <= 0.3 else 'NOT MET'})   sbatch calls "
+          f"{', '.join(str(o[1]) for o in ours)} (target <= 5)")
+
+
 def ssh_options() -> Optional[dict[str, object]]:
     """Options for SLURM over the test sshd (tests/infra/sshd.sh), or None if it is not up."""
     script = Path(__file__).parent.parent / "tests" / "infra" / "sshd.sh"
@@ -295,6 +366,11 @@ def main() -> None:
     parser.add_argument("--map-only", action="store_true", help="run only (d) and (e)")
     parser.add_argument("--map-repeat", type=int, default=3, help="rounds of (d) and (e)")
     parser.add_argument("--ssh-only", action="store_true", help="run only (f)")
+    parser.add_argument("--first-map-only", action="store_true", help="run only (g)")
+    parser.add_argument("--first-map-repeat", type=int, default=5, help="rounds of (g)")
+    parser.add_argument("--burst-only", action="store_true", help="run only (h)")
+    parser.add_argument("--burst-tasks", type=int, default=200, help="submits in (h)")
+    parser.add_argument("--burst-repeat", type=int, default=3, help="rounds of (h)")
     parser.add_argument("--ssh-repeat", type=int, default=3, help="rounds of (f)")
     args = parser.parse_args()
     if shutil.which("sbatch") is None:
@@ -306,6 +382,16 @@ def main() -> None:
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the start")
     if args.ssh_only:
         ssh_section(work_dir, n, args.ssh_repeat)
+        shutil.rmtree(scratch, ignore_errors=True)
+        return
+    if args.burst_only:
+        cold_burst_section(scratch, work_dir, args.burst_tasks, args.burst_repeat)
+        print(f"\nload average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end")
+        shutil.rmtree(scratch, ignore_errors=True)
+        return
+    if args.first_map_only:
+        first_map_section(scratch, work_dir, args.first_map_repeat)
+        print(f"\nload average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end")
         shutil.rmtree(scratch, ignore_errors=True)
         return
     if args.map_only:
@@ -343,6 +429,8 @@ def main() -> None:
     print(f"    1 task per element: {one_commands}")
     print(f"    packed:             {packed_commands}")
     map_section(scratch, work_dir, args.map_repeat)
+    first_map_section(scratch, work_dir, args.first_map_repeat)
+    cold_burst_section(scratch, work_dir, args.burst_tasks, args.burst_repeat)
     ssh_section(work_dir, n, args.ssh_repeat)
     print(f"\nload average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end")
     shutil.rmtree(scratch, ignore_errors=True)

@@ -316,8 +316,12 @@ class ClusterPoolExecutor(Executor):
         if cancel_futures:
             self._feeders.stop()
         if wait or not self._feeders.active():
-            self._feeders.join()  # maps called before shutdown still submit all their chunks
-            self._engine.shutdown(wait=wait, cancel_futures=cancel_futures)
+            try:
+                self._feeders.join()  # maps called before shutdown still submit all their chunks
+                self._engine.shutdown(wait=wait, cancel_futures=cancel_futures)
+            except KeyboardInterrupt:
+                self._interrupted()
+                raise
             return
 
         def after_feeders() -> None:
@@ -325,6 +329,27 @@ class ClusterPoolExecutor(Executor):
             self._engine.shutdown(wait=False, cancel_futures=cancel_futures)
 
         threading.Thread(target=after_feeders, name="clustrix-futures-shutdown", daemon=True).start()
+
+    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        """Leave the ``with`` block: ``shutdown(wait=True)``; but after a ``KeyboardInterrupt`` on a scheduler
+        backend, the queued elements are cancelled and the executor leaves without waiting for the running
+        ones (the run directory and the commands to cancel or take over the rest are printed on stderr; a
+        second Ctrl-C cancels the running elements too: :mod:`clustrix_futures.engine.interruption`)."""
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt) and self._interrupted():
+            return
+        self.shutdown(wait=True)
+
+    def _interrupted(self) -> bool:
+        """Act on a first Ctrl-C if the engine knows how (the scheduler backends); False if it does not (the
+        local pool handles Ctrl-C itself, in its shutdown)."""
+        interrupt = getattr(self._engine, "interrupt", None)
+        if interrupt is None:
+            return False
+        with self._shutdown_lock:
+            self._shut_down = True
+        self._feeders.stop()
+        interrupt()
+        return True
 
     # ------------------------------------------------------------------ shared by the resource views
 

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import itertools
 import logging
+import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Optional
@@ -26,8 +28,10 @@ from clustrix_futures import config
 from clustrix_futures.engine.bridge import LoopThread
 from clustrix_futures.engine.forwarding import Forwarder
 from clustrix_futures.engine.initializer import RunInitializer
+from clustrix_futures.engine.interruption import SecondInterrupt, interrupted_message
 from clustrix_futures.engine.monitor import Monitor
 from clustrix_futures.engine.output import task_output
+from clustrix_futures.engine.sitecache import SiteCache
 from clustrix_futures.engine.startup import Started, Startup
 from clustrix_futures.engine.submission import JobScript
 from clustrix_futures.errors import JobFailedError
@@ -44,6 +48,7 @@ from clustrix_futures.schedulers.base import QUEUED, Scheduler
 log = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT = 120.0
+KEEPS_SITE_CACHE = ("CANCELLED", "INTERRUPTED")  # failures that say nothing of the site
 
 
 class ClusterEngine:
@@ -72,6 +77,8 @@ class ClusterEngine:
         self._forwarding: Optional[asyncio.Future[None]] = None  # the output forwarder (forward_output)
         self._forwarding_done = asyncio.Event()
         self._initializer = RunInitializer(initializer)
+        self._site_cache: Optional[SiteCache] = None
+        self._interrupted = False  # a first Ctrl-C was handled (interrupt)
         started = self._start(attach_to)
         self.transport: Transport = self.site.transport
         self.storage: Storage = started.storage
@@ -84,16 +91,21 @@ class ClusterEngine:
     def _start(self, attach_to: Optional[str]) -> Started:
         """Connect and start the run; on failure, close what was opened and stop the loop."""
         site: Optional[Site] = None
+        startup: Optional[Startup] = None
         try:
             site = self._bridge.call(self._connect(), self.settings["connect_timeout"] + STARTUP_TIMEOUT)
-            started = self._bridge.call(Startup(site, self.settings).start(attach_to), STARTUP_TIMEOUT)
+            startup = Startup(site, self.settings)
+            started = self._bridge.call(startup.start(attach_to), STARTUP_TIMEOUT)
             self._bridge.call(self._initializer.stage(started.storage, started.env.run_dir), STARTUP_TIMEOUT)
         except BaseException:
+            if startup is not None and startup.cache is not None:  # what was cached may be why it failed
+                startup.cache.forget()
             if site is not None:  # connected but refused (e.g. a wrong Python): close the connection
                 self._bridge.call(site.close(), STARTUP_TIMEOUT)
             self._bridge.stop()
             raise
         self.site = site
+        self._site_cache = started.site_cache
         return started
 
     # ------------------------------------------------------------ the executor's side
@@ -142,6 +154,51 @@ class ClusterEngine:
             concurrent.futures.wait(futures)
             self._finished.wait()
 
+    def interrupt(self) -> None:
+        """The first Ctrl-C (:mod:`~clustrix_futures.engine.interruption`): cancel the queued elements (as of a
+        fresh status query), stop waiting (the monitor ends once the running elements have), say on stderr
+        where the run is and how to cancel, follow or take it over; a second Ctrl-C cancels the running
+        elements too. Called by the executor, in the thread the interrupt reached."""
+        if self._interrupted:
+            return
+        self._interrupted = True
+        second = SecondInterrupt(self._cancel_running_now)
+        try:
+            with self._lock:
+                futures = list(self._outstanding)
+            cancelled, running = self._bridge.call(self._withdraw_queued(futures), STARTUP_TIMEOUT)
+            self.monitor.stop()
+            sys.stderr.write(interrupted_message(self.run_dir.root, cancelled, running, self.settings.options))
+            sys.stderr.flush()
+        finally:
+            second.handled()
+
+    async def _withdraw_queued(self, futures: list[ClusterFuture]) -> tuple[int, int]:
+        """Cancel what has not started; how many elements were withdrawn, and how many still run."""
+        before = len(self.monitor.books.live)
+        await self.monitor.cancel_queued(futures)
+        running = len(self.monitor.books.live)
+        return max(0, before - running), running
+
+    def _cancel_running_now(self) -> None:
+        """The second Ctrl-C: cancel every element still live (nothing if the monitor has ended)."""
+        if not self._finished.is_set():
+            with contextlib.suppress(Exception):
+                self._bridge.call(self._cancel_running(), STARTUP_TIMEOUT)
+
+    async def _cancel_running(self) -> None:
+        """Skip markers for the unfinished tasks of every live element (should one run again), then cancel
+        those elements at the scheduler; the monitor fails their futures with the scheduler's CANCELLED."""
+        books = self.monitor.books
+        live = list(books.live.values())
+        for element in live:
+            for task_id in element.task_ids:
+                task = books.tasks.get(task_id)
+                if task is not None and not task.future.done():
+                    await self.storage.write(self.run_dir.skip(task_id), b"")
+        if live:
+            await self.scheduler.cancel(sorted(element.key for element in live))
+
     def job_script(self, resources: Optional[Mapping[str, Any]]) -> JobScript:
         """The command and script the next array would be submitted with; nothing is submitted or run."""
         return self.monitor.job_script(resources)
@@ -160,6 +217,16 @@ class ClusterEngine:
             self._outstanding.discard(future)
             if future.cancelled() or future.exception() is not None:
                 self._unsuccessful += 1
+        if not future.cancelled():
+            self._forget_site_on(future.exception())
+
+    def _forget_site_on(self, error: Optional[BaseException]) -> None:
+        """The machinery failed a task (an element ended without its result, a submission was refused...):
+        what the site cache holds may be why (another interpreter there now, another array limit), so the
+        next executor asks the site again. A task's own exception, or a cancellation, says nothing of it."""
+        if (isinstance(error, JobFailedError) and error.state not in KEEPS_SITE_CACHE
+                and self._site_cache is not None):
+            self._site_cache.forget()
 
     def _on_cancel(self, future: ClusterFuture) -> None:
         self.monitor.cancel(future.task_id)

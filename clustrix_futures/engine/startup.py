@@ -7,10 +7,15 @@ code is staged into the run directory if that interpreter cannot import it, the 
 and the run's manifest written. Kubernetes has no interpreter to probe before a pod runs: the image must hold
 the same Python major.minor, cloudpickle, boto3 and clustrix-futures. Attaching to an existing run reads its
 manifest and batch records instead of making them.
+
+What the probe and the array limit tell is the site's, not the run's: it is cached per site for a few minutes
+(:mod:`~clustrix_futures.engine.sitecache`), so a new executor on a known site starts without those two round
+trips; a failed start forgets the site's entry.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import posixpath
@@ -23,6 +28,7 @@ from typing import Any, Optional
 
 from clustrix_futures import __version__, config
 from clustrix_futures.engine.records import Environment
+from clustrix_futures.engine.sitecache import SiteCache, site_key
 from clustrix_futures.engine.staging import stage
 from clustrix_futures.errors import ConfigError
 from clustrix_futures.remote.ownership import check_work_dir, host_dir_of, run_refusal
@@ -98,6 +104,7 @@ class Started:
     scheduler: Scheduler
     env: Environment
     adopted: list[dict[str, Any]] = field(default_factory=list)  # an attached run's batch records
+    site_cache: Optional[SiteCache] = None  # where what was learned of the site is kept (None: not cached)
 
 
 class Startup:
@@ -108,6 +115,9 @@ class Startup:
         self.settings = settings
         self.transport: Transport = site.transport
         self.storage: Storage = site.transport
+        self.cache: Optional[SiteCache] = None  # the site's cache entry, once the interpreter is known
+        self._cached: Optional[dict[str, Any]] = None  # its facts, if they were fresh
+        self._probed: Optional[Interpreter] = None  # what a probe found now (to be cached once all is known)
 
     async def start(self, attach_to: Optional[str]) -> Started:
         """A new run, or with ``attach_to`` an existing run directory taken over (options given now override
@@ -130,13 +140,14 @@ class Startup:
         scheduler = make_scheduler(settings, context, self.transport, run_dir.log)
         if staged:
             await self._stage_code(run_dir, python)
-        max_array = await scheduler.max_array_size()
+        max_array = await self._max_array_size(scheduler)
         if not attach_to:
             await self._write_manifest(run_dir, python, staged)
         log.info("run directory %s on %s", run_dir.root, self.site.where())
         adopted = await read_batches(self.storage, run_dir) if attach_to else []
         script_env = {ENDPOINT_VARIABLE: settings["endpoint_url"]} if s3 and settings["endpoint_url"] else {}
-        return Started(self.storage, scheduler, Environment(run_dir, python, staged, max_array, script_env), adopted)
+        return Started(self.storage, scheduler, Environment(run_dir, python, staged, max_array, script_env), adopted,
+                       self.cache)
 
     async def _interpreter(self, recorded: Optional[str], s3: bool, api: bool) -> tuple[str, bool]:
         """The workers' interpreter (the option, else the manifest's, else a default), and whether the
@@ -145,11 +156,38 @@ class Startup:
         if api:
             return settings["python"] or recorded or "python3", False
         python = settings["python"] or recorded or (sys.executable if settings["host"] is None else "python3")
-        found = await probe_interpreter(self.transport, python)
+        found = await self._probe(python)
         problem = interpreter_problem(found, self.site.where(), s3)
         if problem is not None:
+            self._probed = None
+            if self.cache is not None:
+                self.cache.forget()
             raise ConfigError("; ".join(problem))
         return python, found.needs_staging
+
+    async def _probe(self, python: str) -> Interpreter:
+        """The interpreter's facts: from the site cache while they are fresh (see
+        :mod:`~clustrix_futures.engine.sitecache`), else probed."""
+        self.cache = SiteCache(site_key(self.settings, python))
+        self._cached = self.cache.load()
+        if self._cached is not None:
+            try:
+                return Interpreter(**self._cached["interpreter"])
+            except (KeyError, TypeError):
+                self._cached = None
+        found = await probe_interpreter(self.transport, python)
+        self._probed = found if found.version is not None else None
+        return found
+
+    async def _max_array_size(self, scheduler: Scheduler) -> Optional[int]:
+        """The scheduler's array limit, from the site cache or asked (then the facts are cached)."""
+        cached = (self._cached or {}).get("max_array", False)
+        if cached is None or (isinstance(cached, int) and not isinstance(cached, bool)):
+            return cached
+        max_array = await scheduler.max_array_size()
+        if self.cache is not None and self._probed is not None:
+            self.cache.save({"interpreter": dataclasses.asdict(self._probed), "max_array": max_array})
+        return max_array
 
     async def _existing(self, root: str) -> tuple[dict[str, Any], RunDir]:
         """The manifest and run directory of the run to attach to, refused unless it is ours: a directory is

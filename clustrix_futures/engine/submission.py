@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from clustrix_futures.config import Settings
+from clustrix_futures.engine.bursts import Bursts
 from clustrix_futures.engine.records import Books, Element, Environment, Task
 from clustrix_futures.errors import ConfigError, JobFailedError
 from clustrix_futures.future import ClusterFuture
-from clustrix_futures.mapping.sizing import tasks_per_element
+from clustrix_futures.mapping.sizing import MIN_MAP_CHUNKS, burst_per_element, tasks_per_element
 from clustrix_futures.remote.storage import Storage
 from clustrix_futures.runfiles.batches import encode_batch
-from clustrix_futures.runfiles.layout import job_script
+from clustrix_futures.runfiles.layout import CLAIM_VARIABLE, job_script
 from clustrix_futures.runfiles.records import batch_document, encode_json
 from clustrix_futures.schedulers.base import (
     QUEUED,
@@ -87,6 +88,21 @@ def plan_arrays(task_ids: Sequence[int], per_element: int, max_array_size: Optio
     return [elements[i:i + limit] for i in range(0, len(elements), limit)]
 
 
+def plan_burst(task_ids: Sequence[int], slots: int, max_array_size: Optional[int]) -> list[list[list[int]]]:
+    """Split a cold burst (:mod:`~clustrix_futures.engine.bursts`) into arrays: the first task alone, so it
+    starts as soon as it would have one task per element (and what follows it is not held behind it), the
+    rest spread over ``slots - 1`` elements (at least one), as evenly as :func:`plan_arrays` spreads them."""
+    if not task_ids:
+        return []
+    rest = list(task_ids[1:])
+    elements = [[task_ids[0]]]
+    if rest:
+        per_element = burst_per_element(len(rest), max(1, slots - 1))
+        elements += [element for array in plan_arrays(rest, per_element, None) for element in array]
+    limit = max_array_size or len(elements)
+    return [elements[i:i + limit] for i in range(0, len(elements), limit)]
+
+
 class Submission:
     """Registered tasks waiting for submission (the backlog), and the arrays that take them to the scheduler.
 
@@ -105,6 +121,7 @@ class Submission:
         self._on_submitted = on_submitted
         self._backlog: list[int] = []  # registered, not yet submitted
         self._unreachable_since: Optional[float] = None  # since when submissions could not reach the scheduler
+        self.bursts = Bursts(settings, storage, env, books)
 
     def register(self, task_id: int, future: ClusterFuture, payload: bytes,
                  overrides: Optional[Mapping[str, Any]], packable: bool) -> None:
@@ -128,7 +145,9 @@ class Submission:
     async def submit_backlog(self) -> bool:
         """Submit waiting tasks as arrays (False if none was due). With ``max_workers``, at most that many
         elements are live at once across all arrays: new arrays wait for free slots and are throttled (``%N``)
-        to them."""
+        to them. Tasks that elements of a cold burst did not start within their budget come first
+        (:mod:`~clustrix_futures.engine.bursts`)."""
+        self._backlog[:0] = await self.bursts.take_back()
         tasks = self.books.tasks
         kept = []
         for task_id in self._backlog:
@@ -149,17 +168,26 @@ class Submission:
             task = tasks[task_id]
             groups.setdefault((task.packable, *resource_key(task.resources)), []).append(task_id)
         self._backlog = []
-        per_element = tasks_per_element(self.settings["tasks_per_element"], self.books.stats.mean,
-                                        self.settings["element_seconds"])
+        setting, mean = self.settings["tasks_per_element"], self.books.stats.mean
+        cold = setting == "auto" and mean is None and self.bursts.possible and not self.settings.max_tasks_per_child
+        per_element = tasks_per_element(setting, mean, self.settings["element_seconds"])
         per_element = min(per_element, self.settings.max_tasks_per_child or per_element)  # as a worker's limit
         for (packable, *_), task_ids in groups.items():
-            for array in plan_arrays(task_ids, per_element if packable else 1, self.env.max_array_size):
-                await self._submit_array(array, throttle)
+            if packable and cold:
+                arrays = plan_burst(task_ids, self.settings.max_workers or MIN_MAP_CHUNKS, self.env.max_array_size)
+            else:
+                arrays = plan_arrays(task_ids, per_element if packable else 1, self.env.max_array_size)
+            for array in arrays:
+                await self._submit_array(array, throttle, packable and cold and any(len(e) > 1 for e in array))
         return True
 
-    async def _submit_array(self, elements: list[list[int]], throttle: Optional[int]) -> None:
+    async def _submit_array(self, elements: list[list[int]], throttle: Optional[int], cold: bool = False) -> None:
+        """Write one array's batch file and submit it; ``cold``: a cold burst's, whose elements claim tasks
+        (payloads are kept until each element ends, for the tasks it may give back)."""
         batch = self.batches
         self.batches += 1
+        if cold:
+            self.bursts.expect(batch)
         tasks, resources = self.books.tasks, self.books.tasks[elements[0][0]].resources
         payloads = [[(tid, tasks[tid].payload or b"") for tid in element] for element in elements]
         await self.storage.write(self.env.run_dir.batch_file(batch), encode_batch(payloads))
@@ -175,10 +203,13 @@ class Submission:
         self._unreachable_since = None
         log.debug("batch %d: job %s, %d elements", batch, job_id, len(elements))
         self._on_submitted()
-        for index, task_ids in enumerate(elements):
-            self.books.watch(Element(batch, index, task_ids, job_id))
-            for tid in task_ids:
+        watched = [Element(batch, index, task_ids, job_id) for index, task_ids in enumerate(elements)]
+        for element in watched:
+            self.books.watch(element)
+            for tid in [] if cold else element.task_ids:
                 tasks[tid].payload = None
+        if cold:
+            self.bursts.record(batch, job_id, watched, resources)
         await self.storage.write(self.env.run_dir.batch_meta(batch),
                                  batch_document(batch, job_id, elements, resources))
 
@@ -199,8 +230,8 @@ class Submission:
              start: int = 0) -> tuple[ArraySubmission, str]:
         """The array job of elements ``start`` .. ``start + size - 1`` of a batch, and its script."""
         run_dir, placeholder = self.env.run_dir, self.scheduler.index_placeholder
-        script = job_script(run_dir, batch, self.env.python, self.settings["setup"] or [], self.env.staged,
-                            self.env.script_env)
+        env = {**self.env.script_env, CLAIM_VARIABLE: "1"} if self.bursts.claims(batch) else self.env.script_env
+        script = job_script(run_dir, batch, self.env.python, self.settings["setup"] or [], self.env.staged, env)
         return ArraySubmission(batch, size, run_dir.batch_script(batch), run_dir.log(batch, placeholder, "out"),
                                run_dir.log(batch, placeholder, "err"), throttle, resources, start=start), script
 
@@ -223,6 +254,9 @@ class Submission:
         """Resubmit one element (same batch file and script) after a state in ``retry_states``; the caller
         has written the skip markers of its tasks that already finished. False if the scheduler refuses."""
         batch = element.batch
+        if not element.task_ids:  # a cold burst's element whose every task was taken back: nothing to run
+            return False
+        await self.bursts.release(element)
         try:
             job_id = await self._submit(batch, 1, None, self.books.tasks[element.task_ids[0]].resources,
                                         element.index)

@@ -7,7 +7,8 @@ element packs.
   geometrically (unknown length).
 * :func:`scheduler_sizes` and :class:`AdaptiveSizes`: a scheduler's chunks, sized so an array element runs about
   ``element_seconds``, from item durations learned per function (:class:`FunctionRates`).
-* :func:`tasks_per_element`: how many tasks submitted one by one an array element packs.
+* :func:`tasks_per_element`: how many tasks submitted one by one an array element packs, and
+  :func:`burst_per_element` the same for a *cold* burst (no duration measured yet), under a time budget.
 """
 
 from __future__ import annotations
@@ -182,3 +183,15 @@ def tasks_per_element(setting: Any, seconds_per_task: Optional[float], element_s
     if seconds_per_task is None:
         return 1
     return max(1, min(MAX_TASKS_PER_ELEMENT, math.floor(element_seconds / max(seconds_per_task, 1e-6))))
+
+
+def burst_per_element(tasks: int, min_elements: int) -> int:
+    """Tasks packed into one array element of a cold burst: ``tasks`` submitted together before any task
+    duration is known, spread over ``min_elements`` elements (``max_workers``, else ``MIN_MAP_CHUNKS``), as a
+    cold map spreads its guessed chunks, and never more than ``MAX_TASKS_PER_ELEMENT``.
+
+    Like a guessed map chunk, such an element runs under a time budget of ``element_seconds``: what it has not
+    started by then is taken back and submitted again at once, one task per element
+    (:mod:`clustrix_futures.engine.bursts`), so a burst of long tasks costs at most one budget more than one
+    task per element would, and a burst of short ones costs a handful of elements instead of one per task."""
+    return max(1, min(MAX_TASKS_PER_ELEMENT, -(-tasks // max(1, min_elements))))

@@ -16,11 +16,14 @@ import pickle
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from clustrix_futures.node.calls import flush_output, journal_frame, output_frame, run_payload
 from clustrix_futures.node.loading import loads_task
 from clustrix_futures.runfiles import journal
+
+if TYPE_CHECKING:
+    from clustrix_futures.runfiles.layout import RunDir
 
 # CLUSTRIX_ARRAY_INDEX (the ssh backend's supervisor, the Grid Engine launcher, a one-element PBS job) first:
 # it wins over a scheduler's variable inherited from an allocation the host process itself runs in. Grid
@@ -117,7 +120,7 @@ def element_main(root: str, batch: int, element: Optional[int]) -> None:
     """
     # Imported here, not at the top: a local pool process never reads run files, and it starts faster without.
     from clustrix_futures.runfiles.batches import read_element
-    from clustrix_futures.runfiles.layout import RunDir, is_s3
+    from clustrix_futures.runfiles.layout import CLAIM_VARIABLE, RunDir, is_s3
 
     if element is None:
         element = array_index()
@@ -133,8 +136,9 @@ def element_main(root: str, batch: int, element: Optional[int]) -> None:
     with os.fdopen(fd, "wb") as results:
         results.write(journal.preamble())
         results.flush()  # a reader of the running element's journal sees its version at once
+        claiming = os.environ.get(CLAIM_VARIABLE) == "1"
         for task_id, payload in tasks:
-            if os.path.exists(run_dir.skip(task_id)):
+            if passed_over(run_dir, task_id, batch, element, claiming):
                 continue
             results.write(output_frame(task_id))
             results.write(journal_frame(task_id, payload))
@@ -151,6 +155,21 @@ def initialize_element(path: str, batch: int, element: int,
     from clustrix_futures.node.initializer import initialized, read_initializer
 
     return initialized(tasks, read_initializer(path), f"{batch}-{element}")
+
+
+def passed_over(run_dir: RunDir, task_id: int, batch: int, element: int, claiming: bool) -> bool:
+    """Whether to skip a task: its skip marker exists (cancelled, or done before this element ran again), or,
+    in a batch whose tasks may be given back (``claiming``), the client took it back first: the task is
+    claimed by making its claim directory, exclusively, so exactly one of the element and the client has it."""
+    if os.path.exists(run_dir.skip(task_id)):
+        return True
+    if not claiming:
+        return False
+    try:
+        os.mkdir(run_dir.claim(task_id, batch, element), 0o700)
+    except FileExistsError:
+        return True
+    return False
 
 
 def array_index() -> int:

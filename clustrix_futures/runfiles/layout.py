@@ -13,6 +13,9 @@
                              (:mod:`~clustrix_futures.runfiles.journal`)
     RUN/logs/B-I.out|.err    the element's stdout and stderr
     RUN/skip/TASK            marker: skip this task if its element runs (cancelled, or already done)
+    RUN/skip/TASK.B-I        claim (a directory, made exclusively) of a task of a cold burst's element I of
+                             batch B: made by the element as the task starts, or by the client first, when it
+                             takes the task back from an element still busy with its first tasks
     RUN/code/                the worker's code, staged only when the remote interpreter lacks it
     RUN/host/                the SSH-host backend's supervisor state (:mod:`clustrix_futures.node.host_supervisor`)
 
@@ -43,6 +46,7 @@ RESULT_SUFFIX = ".res"
 PARTIAL_SUFFIX = ".part"
 SCHEME = "s3://"
 ENDPOINT_VARIABLE = "CLUSTRIX_S3_ENDPOINT_URL"  # set in job scripts when the run has an endpoint_url
+CLAIM_VARIABLE = "CLUSTRIX_CLAIM_TASKS"  # "1" in the job script of a batch whose tasks may be given back
 
 
 def new_run_name() -> str:
@@ -121,6 +125,9 @@ class RunDir:  # a plain class: the node imports this, and making a dataclass or
 
     def skip(self, task_id: int) -> str:
         return self.path("skip", str(task_id))
+
+    def claim(self, task_id: int, batch: int, element: int) -> str:
+        return self.path("skip", f"{task_id}.{batch}-{element}")
 
     @property
     def manifest(self) -> str:
