@@ -42,15 +42,11 @@ from clustrix_futures.schedulers.base import QUEUED, RUNNING, ElementKey
 
 log = logging.getLogger(__name__)
 
-RUNNING_STATE, PENDING_STATE = "RUNNING", "PENDING"  # concurrent.futures' own state names
 
 
 def _requeued(future: ClusterFuture) -> None:
-    """A task taken back has not started: its future, marked running with its element, is pending again (so
-    it can be cancelled, and is marked running once more when its next element runs)."""
-    with future._condition:
-        if future._state == RUNNING_STATE:
-            future._state = PENDING_STATE
+    """A task taken back has not started: its job state is queued again. Its future stays running (as a
+    ProcessPoolExecutor's call queued for a worker does): a future never goes back from running to pending."""
     future._phase = QUEUED
 
 

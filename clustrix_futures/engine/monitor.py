@@ -262,8 +262,10 @@ class Monitor:
             element.phase = RUNNING
             changed = True
             for tid in element.task_ids:
-                self.books.tasks[tid].future._phase = RUNNING
-                self.books.tasks[tid].future.set_running_or_notify_cancel()
+                future = self.books.tasks[tid].future
+                future._phase = RUNNING
+                if not future.running():  # a task taken back from a cold burst's element stays running
+                    future.set_running_or_notify_cancel()
         return changed
 
     async def _collect_results(self) -> bool:
