@@ -101,6 +101,8 @@ class ClusterEngine:
     def submit(self, payload: bytes, resources: Optional[Mapping[str, Any]] = None,
                packable: bool = True) -> ClusterFuture:
         future = self._new_future(next(self._ids))
+        if not packable:
+            future._stream()  # a map chunk: its items may come in parts while it runs
         with self._lock:
             self._outstanding.add(future)
             self._submitted += 1

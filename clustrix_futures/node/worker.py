@@ -14,12 +14,14 @@ from __future__ import annotations
 import os
 import pickle
 import sys
+import time
 import traceback
 from collections.abc import Sequence
-from typing import Optional
+from typing import Any, Optional
 
 import cloudpickle
 
+from clustrix_futures.node import calls
 from clustrix_futures.node.calls import flush_output, journal_frame, output_frame, run_payload
 from clustrix_futures.runfiles import journal
 
@@ -47,6 +49,7 @@ def pool_main(fd: int) -> None:
             conn.send_bytes(INIT_FAILED + traceback.format_exc().encode())
             return
     conn.send_bytes(READY)
+    calls.part_sink = _part_sender(conn)
     while True:
         try:
             payload = conn.recv_bytes()
@@ -88,11 +91,34 @@ def element_main(root: str, batch: int, element: Optional[int]) -> None:
             if os.path.exists(run_dir.skip(task_id)):
                 continue
             results.write(output_frame(task_id))
+            calls.part_sink = _part_writer(results, task_id)
             results.write(journal_frame(task_id, payload))
             results.flush()
         flush_output()  # what the last task printed is in the logs before the result is
         os.fsync(results.fileno())
     os.replace(partial, run_dir.result(batch, element))
+
+
+def _part_sender(conn: Any) -> calls.PartSink:
+    """A pool process's sink for the parts of a running chunk: a message on its socket, the head of a part
+    frame's body then its blob (:data:`~clustrix_futures.runfiles.journal.PART`; an outcome starts with a
+    pickle's first opcode, never with the part tag)."""
+
+    def send(first: int, count: int, blob: bytes) -> None:
+        conn.send_bytes(journal.PART.pack(journal.PART_TAG, first, count) + blob)
+
+    return send
+
+
+def _part_writer(results: Any, task_id: int) -> calls.PartSink:
+    """An element's sink for the parts of its running chunk ``task_id``: part frames in its journal, flushed
+    (the monitor reads a running element's journal as it grows)."""
+
+    def write(first: int, count: int, blob: bytes) -> None:
+        results.write(journal.part_frame(task_id, time.time(), first, count, blob))
+        results.flush()
+
+    return write
 
 
 def array_index() -> int:
