@@ -123,3 +123,61 @@ def test_the_progress_postfix_counts_items_not_chunks():
     failed.set_exception(ValueError("x"))
     assert item_counts([(running, 7), (queued, 3), (failed, 2), (ValueError("input"), 0)]) == {
         "done": 0, "running": 7, "queued": 3, "failed": 2}
+
+
+# ---------------------------------------------------------------- the part frames (runfiles/), without a backend
+
+
+def _streamed_journal() -> bytes:
+    """A journal as an element writes it for a chunk of items 0..9 whose items 0..3 and 4..6 were reported in
+    parts while it ran (item 5 raised), then its final outcome (items 7..9)."""
+    import cloudpickle
+
+    from clustrix_futures.runfiles import journal
+    from clustrix_futures.runfiles.outcomes import ChunkResult, encode_outcome
+
+    failure = (workloads.CustomError("item 5 is bad"), "Traceback: item 5")
+    frames = [journal.preamble(), journal.output_frame(3, 1.0, 0, 0),
+              journal.part_frame(3, 1.1, 0, 4, cloudpickle.dumps(([0, 1, 2, 3], {}))),
+              journal.part_frame(3, 1.2, 4, 3, cloudpickle.dumps(([4, None, 6], {5: failure}))),
+              journal.encode_frame(3, journal.RAISED, 1.0, 1.5, encode_outcome(
+                  (True, ChunkResult([7, 8, 9], {5: failure}, 0.5, first=7), "", 0.5))[1])]
+    return b"".join(frames)
+
+
+def test_readers_that_know_no_parts_pass_over_them():
+    """Old readers' behaviour stays sound: outcome readers and output spans skip part frames (never 16 bytes)."""
+    from clustrix_futures.runfiles import journal
+
+    data = _streamed_journal()
+    assert [task_id for task_id, _ in journal.read_journal(data)] == [3]
+    assert journal.output_spans(data, 3) == ((0, None), (0, None))
+    parts = [journal.read_part(data, frame) for frame in journal.read_frames(data)]
+    assert [(p[0], p[1]) for p in parts if p] == [(0, 4), (4, 3)]
+
+
+def test_a_journal_read_by_offset_in_any_pieces_gives_the_whole_chunk():
+    """The cursor, fed the journal in pieces cut anywhere (torn frames wait), puts the chunk back together."""
+    from clustrix_futures.runfiles.outcomes import loads_outcome
+    from clustrix_futures.runfiles.parts import JournalCursor
+
+    data = _streamed_journal()
+    for cut in range(1, len(data)):
+        cursor = JournalCursor()
+        events = []
+        for grown in (data[:cut], data):  # the journal as it was at two reads: each read from the offset on
+            events += cursor.feed(grown[cursor.offset:])
+        assert cursor.offset == len(data), cut
+        assert [(task_id, part is None) for task_id, _, part in events] == [(3, False), (3, False), (3, True)]
+        (_, encoded, _), = [event for event in events if event[1] is not None]
+        for _, _, part in events[:2]:
+            assert part is not None
+            cursor.held.part(3, _NotStreaming(), part)
+        ok, chunk, _, _ = cursor.held.outcome(3, loads_outcome(encoded))
+        assert ok and chunk.first == 0 and chunk.values == [0, 1, 2, 3, 4, None, 6, 7, 8, 9]
+        assert list(chunk.failures) == [5]
+
+
+class _NotStreaming:
+    def _add_part(self, part: object) -> bool:
+        return False
