@@ -1,8 +1,9 @@
 """Reading the journals of running array elements as they grow, for the map chunks someone consumes item by item.
 
 A running map chunk reports its finished items in part frames of its element's journal
-(:mod:`clustrix_futures.runfiles.journal`). In each monitor cycle, for the live elements the scheduler shows
-running that hold a chunk whose future streams (:meth:`~clustrix_futures.future.ClusterFuture._streams`: a
+(:mod:`clustrix_futures.runfiles.journal`). In each monitor cycle, for the live elements that have started (the
+scheduler shows them running, or the cycle's listing shows their journal, ``B-I.part``, or its pieces) and hold
+a chunk whose future streams (:meth:`~clustrix_futures.future.ClusterFuture._streams`: a
 ``map`` with the default chunksize, still consumed, the chunk not done), :class:`RunningJournals` reads only
 the bytes appended since the last read:
 
@@ -24,7 +25,7 @@ import asyncio
 from typing import Any, Optional
 
 from clustrix_futures.engine.records import Books, Element
-from clustrix_futures.runfiles.layout import RunDir, is_s3, parse_segment_name
+from clustrix_futures.runfiles.layout import PARTIAL_SUFFIX, SEGMENT_SUFFIX, RunDir, is_s3, parse_segment_name
 from clustrix_futures.schedulers.base import RUNNING
 
 WHOLE = 1 << 62  # a span limit larger than any journal: read every byte from the offset on
@@ -39,17 +40,19 @@ class RunningJournals:
         self.books = books
         self._s3 = is_s3(run_dir.root)
 
-    def wanted(self) -> list[Element]:
-        """The live running elements holding a chunk someone takes item by item."""
+    def wanted(self, listing: list[str]) -> list[Element]:
+        """The live elements that have started (as of the status report, or of ``listing``, this cycle's listing
+        of ``results/``) holding a chunk someone takes item by item."""
         tasks = self.books.tasks
+        started = {name.split(".", 1)[0] for name in listing if name.endswith((PARTIAL_SUFFIX, SEGMENT_SUFFIX))}
         return [element for element in self.books.live.values()
-                if element.phase == RUNNING and element.attempts == 1 and any(
-                    tid in tasks and tasks[tid].future._streams() for tid in element.task_ids)]
+                if (element.phase == RUNNING or f"{element.batch}-{element.index}" in started)
+                and element.attempts == 1
+                and any(tid in tasks and tasks[tid].future._streams() for tid in element.task_ids)]
 
     async def read(self, listing: list[str]) -> bool:
-        """Read what the wanted elements appended; whether anything was found. ``listing``: this cycle's
-        listing of ``results/``."""
-        elements = self.wanted()
+        """Read what the wanted elements appended; whether anything was found."""
+        elements = self.wanted(listing)
         if not elements:
             return False
         if self._s3:
