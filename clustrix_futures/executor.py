@@ -375,7 +375,7 @@ class ClusterPoolExecutor(Executor):
             return self._engine.submit(payload, resources, packable=False)
 
         return map_in_chunks(submit_chunk, fn, iterables, sizes, timeout, buffersize, self._engine.ships_code,
-                             self._feeders, progress)
+                             self._feeders, progress, stream=chunksize is None or chunksize == "auto")
 
 
 class ResourceView:

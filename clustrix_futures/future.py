@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FuturesTimeoutError
 from concurrent.futures._base import (  # the states are stable since Python 3.2
     CANCELLED,
     CANCELLED_AND_NOTIFIED,
@@ -67,6 +70,12 @@ class _Waiters(list):
         _count_waiting(-1)
 
 
+def _wake_part_waiters(future: Future[Any]) -> None:
+    assert isinstance(future, ClusterFuture)
+    with future._parts_ready:
+        future._parts_ready.notify_all()
+
+
 class ClusterFuture(Future[T], Generic[T]):
     """A ``concurrent.futures.Future`` whose ``cancel()`` wakes waiters at once; generic in its result type
     (``ex.submit(fn)`` of a ``fn`` returning ``int`` is a ``ClusterFuture[int]`` to a type checker).
@@ -95,6 +104,11 @@ class ClusterFuture(Future[T], Generic[T]):
         self._phase: Optional[str] = None  # queued | running, from the monitor's last cycle; None: local
         self._slot: Optional[tuple[int, int]] = None  # (batch, index) of its element
         self._read_output: Optional[OutputReader] = None
+        self._parts: Optional[deque[Any]] = None  # a streamed map chunk's parts not yet taken (_stream)
+        self._parts_ready: Any = None  # their condition (_stream): made only for a map chunk
+        self._reported = 0  # items of the chunk reported so far, in parts
+        self._eager = False  # its map takes items as they come: the engine reads them while the chunk runs
+        self._consumer_gone = False
 
     @property
     def job_id(self) -> Optional[str]:
@@ -219,6 +233,55 @@ class ClusterFuture(Future[T], Generic[T]):
                 return False
             self._state = RUNNING
             return True
+
+    # ------------------------------------------------------------ a map chunk's items as they finish
+
+    def _stream(self) -> None:
+        """Set by the engine as it makes a map chunk's future: its items come in parts as they finish
+        (:meth:`_add_part`), and its result holds only the items after them (``ChunkResult.first``). Parts have
+        a condition of their own: waking the future's would end a ``result(timeout)`` early."""
+        self._parts_ready = threading.Condition()
+        self._parts = deque()
+        self.add_done_callback(_wake_part_waiters)
+
+    def _streams(self) -> bool:
+        """Whether someone takes this chunk's items as they come (a ``map`` with the default chunksize, still
+        consumed, set ``_eager``) and it is not done: the engine then reads them while the chunk runs."""
+        return self._eager and self._parts is not None and not self._consumer_gone and not self.done()
+
+    def _add_part(self, part: Any) -> bool:
+        """An engine's report of finished items of the chunk (a :class:`~clustrix_futures.runfiles.parts.Part`,
+        with ``first`` and ``count``); wakes whoever waits for them. Items already reported are not taken again
+        (an element run again reports from item 0). False if this future does not stream."""
+        if self._parts is None:
+            return False
+        with self._parts_ready:
+            if part.first <= self._reported < part.first + part.count and not self._consumer_gone:
+                self._parts.append(part)
+                self._reported = part.first + part.count
+                self._parts_ready.notify_all()
+        return True
+
+    def _next_part(self, deadline: Optional[float]) -> Optional[Any]:
+        """The oldest part not yet taken, once there is one; None once the future is done and every part was
+        taken. ``TimeoutError`` at ``deadline`` (``time.monotonic()``; None: no limit)."""
+        with self._parts_ready:
+            assert self._parts is not None
+            if not self._parts and not self.done():
+                with _counted_waiter():
+                    while not self._parts and not self.done():
+                        left = None if deadline is None else deadline - time.monotonic()
+                        if left is not None and left <= 0:
+                            raise FuturesTimeoutError()
+                        self._parts_ready.wait(left)
+            return self._parts.popleft() if self._parts else None
+
+    def _drop_parts(self) -> None:
+        """The map's consumer is gone: keep no part, take none."""
+        self._consumer_gone = True
+        if self._parts is not None:
+            with self._parts_ready:
+                self._parts.clear()
 
     def _watched(self, job_id: str, slot: tuple[int, int], phase: str) -> None:
         """Set by the job monitor: the task's element (its scheduler id and run-directory slot) and its phase."""

@@ -6,8 +6,9 @@ Each cycle costs O(1) scheduler queries and O(1) listings, whatever the number o
 2. ONE status query (``squeue``) for every live job, running beside the listing: its report is used by the
    first cycle after it returns; elements seen running mark their futures running;
 3. ONE listing of ``results/`` in the run's storage (a directory, or one paginated S3 ``list_objects_v2``);
-   new result files are read in one batch and resolve their futures (a cycle whose status report shows
-   elements gone from the queue lists once more, after the report: see step 4);
+   new result files are read in one batch and resolve their futures (a cycle whose status report shows elements
+   gone from the queue lists once more, after the report: see step 4); then running elements' journals, for
+   map chunks consumed item by item, from where they were read last (:mod:`clustrix_futures.engine.streaming`);
 4. elements that left the queue without a result: their final state comes from the scheduler (one query per
    job, only then), the tasks that finished are read from the element's journal, and the rest fail with
    :class:`~clustrix_futures.errors.JobFailedError` carrying the state and the end of the element's stderr.
@@ -35,6 +36,7 @@ from typing import Any, Optional
 
 from clustrix_futures.config import Settings
 from clustrix_futures.engine.records import Books, Element, Environment
+from clustrix_futures.engine.streaming import RunningJournals
 from clustrix_futures.engine.submission import JobScript, Submission
 from clustrix_futures.errors import JobFailedError
 from clustrix_futures.future import ClusterFuture, someone_waits
@@ -98,6 +100,7 @@ class Monitor:
         self._status_gap = FIRST_STATUS_GAP
         self._next_status = 0.0
         self._status_query: Optional[asyncio.Future[StatusAnswer]] = None  # asked, not yet used
+        self._running = RunningJournals(storage, env.run_dir, self.books)
 
     # ------------------------------------------------------------ from any thread
 
@@ -250,8 +253,7 @@ class Monitor:
         return report, asked
 
     def _status_soon(self) -> None:
-        self._status_gap = FIRST_STATUS_GAP
-        self._next_status = time.monotonic() + FIRST_STATUS_GAP
+        self._status_gap, self._next_status = FIRST_STATUS_GAP, time.monotonic() + FIRST_STATUS_GAP
 
     def _mark_running(self, report: StatusReport) -> bool:
         changed = False
@@ -269,10 +271,9 @@ class Monitor:
         return changed
 
     async def _collect_results(self) -> bool:
-        started = time.monotonic()
+        started, wanted = time.monotonic(), {}
         listing = await self.storage.listdir(self.env.run_dir.results)
         self._listing_seconds = time.monotonic() - started
-        wanted = {}
         for name in listing:
             parsed = None if name in self._seen_results else parse_result_name(name)
             if parsed is None:
@@ -280,16 +281,16 @@ class Monitor:
             self._seen_results.add(name)
             wanted[self.env.run_dir.result(*parsed)] = parsed
         if not wanted:
-            return False
+            return await self._running.read(listing)
         contents = await self.storage.read_many(list(wanted))
         for path, data in contents.items():
-            problem = self.books.apply_journal(data or b"", path)
             element = self.books.by_slot.get(wanted[path])
+            problem = self.books.apply_journal(data or b"", path, element)
             if element is not None and not element.done:
                 final = FinalState("CORRUPTED_RESULT", problem) if problem else FinalState(
                     "COMPLETED", "the element finished but its result file lacks these tasks")
                 self.books.retire(element, final, "")
-        return True
+        return await self._running.read(listing) or True
 
     # ------------------------------------------------------------ elements that left the queue
 
@@ -341,7 +342,7 @@ class Monitor:
             self.storage.read_many([result, partial]),
             self.scheduler.log_tail(element.key, element.batch, LOG_TAIL_BYTES))
         journal = files[result] or files[partial]
-        problem = self.books.apply_journal(journal, result if files[result] else partial) if journal else None
+        problem = self.books.apply_journal(journal, result if files[result] else partial, element) if journal else None
         if problem:
             final = FinalState("CORRUPTED_RESULT", problem)
         if final.state in self.settings["retry_states"] and element.attempts <= self.settings["retries"]:

@@ -15,9 +15,9 @@ from typing import Any, Optional
 
 from clustrix_futures.errors import JobFailedError
 from clustrix_futures.future import ClusterFuture
-from clustrix_futures.runfiles.journal import read_journal
 from clustrix_futures.runfiles.layout import RunDir
 from clustrix_futures.runfiles.outcomes import loads_outcome
+from clustrix_futures.runfiles.parts import JournalCursor
 from clustrix_futures.schedulers.base import QUEUED, ElementKey, FinalState
 from clustrix_futures.serialization import resolve
 
@@ -36,6 +36,8 @@ class Element:
     vanished_at: Optional[float] = None  # when a status report first no longer showed it
     done: bool = False
     attempts: int = 1
+    journal: Optional[JournalCursor] = None  # how far its journal was read (this attempt's)
+    pieces: int = 0  # S3: the numbered pieces of its journal read (engine/streaming.py)
 
     @property
     def name(self) -> str:
@@ -97,6 +99,7 @@ class Books:
         """Watch a submitted, adopted or resubmitted element; its tasks point to it, and their futures know its
         job id and phase."""
         self.live[element.key] = self.by_slot[(element.batch, element.index)] = element
+        element.journal, element.pieces = None, 0  # a new attempt writes a new journal
         if self.on_watch is not None:
             self.on_watch(element)
         for task_id in element.task_ids:
@@ -105,16 +108,36 @@ class Books:
                 task.element = element
                 task.future._watched(element.name, (element.batch, element.index), element.phase)
 
-    def apply_journal(self, data: bytes, source: str) -> Optional[str]:
-        """Resolve the futures of a result journal's frames; describe the damage if it is corrupted (its
-        good frames still count; the tasks after the damage fail with their element, and nothing else)."""
+    def cursor(self, element: Element) -> JournalCursor:
+        """How far the element's journal was read."""
+        if element.journal is None:
+            element.journal = JournalCursor()
+        return element.journal
+
+    def apply_journal(self, data: bytes, source: str, element: Optional[Element] = None) -> Optional[str]:
+        """Resolve the futures of a result journal's frames (the whole journal: of an ``element``, what was not
+        read of it yet); describe the damage if it is corrupted (its good frames still count; the tasks after
+        the damage fail with their element, and nothing else)."""
+        cursor = JournalCursor() if element is None else self.cursor(element)
+        return self._apply(cursor, data[cursor.offset:], source)
+
+    def apply_appended(self, element: Element, data: bytes, source: str) -> Optional[str]:
+        """As :meth:`apply_journal`, for the bytes of a running element's journal from where it was read."""
+        return self._apply(self.cursor(element), data, source)
+
+    def _apply(self, cursor: JournalCursor, data: bytes, source: str) -> Optional[str]:
         try:
-            for task_id, encoded in read_journal(data):
+            for task_id, encoded, part in cursor.feed(data):
                 task = self.tasks.get(task_id)
-                if task is not None:
-                    outcome = loads_outcome(encoded)
-                    self.stats.add(outcome[3])
-                    resolve(task.future, outcome)
+                if task is None:
+                    continue
+                if part is not None:
+                    cursor.held.part(task_id, task.future, part)
+                    continue
+                assert encoded is not None
+                outcome = cursor.held.outcome(task_id, loads_outcome(encoded))
+                self.stats.add(outcome[3])
+                resolve(task.future, outcome)
         except ValueError as exc:
             log.error("result file %s is corrupted: %s", source, exc)
             return f"result file {source} is corrupted: {exc}"

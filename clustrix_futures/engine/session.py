@@ -115,6 +115,8 @@ class ClusterEngine:
         self._initializer.check()
         future = self._new_future(next(self._ids))
         future.add_done_callback(self._initializer.on_done)
+        if not packable:
+            future._stream()  # a map chunk: its items may come in parts while it runs
         with self._lock:
             self._outstanding.add(future)
             self._submitted += 1

@@ -43,7 +43,8 @@ from clustrix_futures.node import worker as worker_module
 from clustrix_futures.node.logs import LOG
 from clustrix_futures.remote.files import RemoteFiles, local_files
 from clustrix_futures.runfiles.layout import RunDir
-from clustrix_futures.runfiles.outcomes import loads_outcome
+from clustrix_futures.runfiles.outcomes import Outcome, loads_outcome
+from clustrix_futures.runfiles.parts import Held, Part
 from clustrix_futures.serialization import resolve
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class LocalPool:
         self._startup_failures = 0
         self._ids = itertools.count()
         self._thread: Optional[threading.Thread] = None
+        self._held = Held()  # parts of running chunks whose futures do not stream (manager thread only)
         self.futures: list[ClusterFuture] = []  # only an attached run has futures from the start; never local
         _live_pools.add(self)
 
@@ -91,6 +93,8 @@ class LocalPool:
     def submit(self, payload: bytes, resources: Optional[Mapping[str, Any]] = None,
                packable: bool = True) -> ClusterFuture:
         future: ClusterFuture[Any] = ClusterFuture(next(self._ids))
+        if not packable:
+            future._stream()  # a map chunk: its items may come in parts while it runs
         with self._lock:
             if self._broken:
                 raise ExecutorBrokenError(self._broken)
@@ -236,7 +240,7 @@ class LocalPool:
                     logs.handle(data[1:])
                 elif not worker.ready:
                     self._on_ready(worker, data)
-                elif worker.running is not None:
+                elif worker.running is not None and not self._on_part(worker.running[0], data):
                     self._on_outcome(worker, data)
         except (EOFError, OSError):
             self._on_death(worker)
@@ -249,7 +253,7 @@ class LocalPool:
             self._retire(worker)
         else:
             self._dispatch_to(worker)  # before unpickling, so the worker does not wait on us
-        resolve(future, loads_outcome(data))
+        resolve(future, self._final_outcome(future, data))
 
     def _retire(self, worker: Worker) -> None:
         """End a worker that has run ``max_tasks_per_child`` tasks: closing its connection ends it (it is reaped
@@ -257,6 +261,19 @@ class LocalPool:
         del self._workers[worker.conn]
         worker.close()
         self._retired.append(worker)
+
+    def _on_part(self, future: ClusterFuture, data: bytes) -> bool:
+        """A message from a worker running a map chunk that is a part of it (items that finished while it runs):
+        to the chunk's future, or kept until its outcome (:class:`~clustrix_futures.runfiles.parts.Held`)."""
+        part = Part.from_message(data)
+        if part is None:
+            return False
+        self._held.part(future.task_id, future, part)
+        return True
+
+    def _final_outcome(self, future: ClusterFuture, data: bytes) -> Outcome:
+        """A task's outcome, whole again with the parts kept of it (a chunk whose future does not stream)."""
+        return self._held.outcome(future.task_id, loads_outcome(data))
 
     def _on_ready(self, worker: Worker, data: bytes) -> None:
         if data.startswith(worker_module.INIT_FAILED):

@@ -59,3 +59,10 @@ def length_of(iterable: Iterable[Any]) -> Optional[int]:
         return len(iterable)  # type: ignore[arg-type]
     except TypeError:
         return None
+
+
+def total_of(iterables: Sequence[Iterable[Any]]) -> Optional[int]:
+    """The number of items ``map`` takes from ``iterables`` (zipped: the shortest's), when every length is known
+    without reading them."""
+    lengths = [length_of(iterable) for iterable in iterables]
+    return None if None in lengths else min(lengths)  # type: ignore[type-var]

@@ -160,6 +160,7 @@ class MapRun:
             for entry, _ in itertools.chain(self.pending, *self.rests.values()):
                 if isinstance(entry, ClusterFuture):
                     entry.cancel()
+                    entry._drop_parts()  # nobody takes its items now: keep none, read none as it runs
 
     def start_feeder(self, probe: Optional[ClusterFuture]) -> None:
         """Start the feeder thread: with a ``probe``, it submits the rest of the input once the probe's duration

@@ -4,6 +4,11 @@ Items travel in chunks (one task per chunk), but results come back per item: eve
 one is yielded, then that item's exception is raised. ``timeout`` counts from the ``map`` call. Closing the
 iterator cancels chunks not started.
 
+With the default chunksize (``stream``), the map *streams*: an item is yielded as soon as it and every item
+before it are done, whatever chunk it is in, from the parts its chunk reports while it runs
+(:mod:`clustrix_futures.mapping.stream`). With an explicit chunksize, each chunk is yielded once it has ended,
+as ``ProcessPoolExecutor`` does. Either way each value is let go as it is yielded.
+
 When chunks are submitted (the feeding strategies of :class:`_ChunkedMap`):
 
 * with ``buffersize``, at most ``buffersize`` input items are read ahead of the consumer;
@@ -32,12 +37,12 @@ from concurrent.futures import TimeoutError as FuturesTimeoutError
 from typing import Any, Optional, cast
 
 from clustrix_futures.future import ClusterFuture
-from clustrix_futures.mapping.chunks import length_of, split
+from clustrix_futures.mapping.chunks import split, total_of
 from clustrix_futures.mapping.feeder import Feeders, MapRun
 from clustrix_futures.mapping.sizing import AdaptiveSizes
+from clustrix_futures.mapping.stream import finished_items, streamed_parts
 from clustrix_futures.node.calls import apply_chunk
 from clustrix_futures.progressbar import Bar
-from clustrix_futures.runfiles.outcomes import unpack_items
 from clustrix_futures.serialization import dumps_task
 
 SubmitPayload = Callable[[bytes], ClusterFuture]
@@ -54,12 +59,14 @@ def map_in_chunks(
     ship_code: bool,
     feeders: Feeders,
     progress: bool = False,
+    stream: bool = False,
 ) -> Iterator[Any]:
     """``map(fn, *iterables)`` in chunks of ``sizes`` items, each chunk a payload given to ``submit``.
 
     Raises at once (in ``map``, as the stdlib does) for a bad ``buffersize`` or an ``fn`` that does not pickle;
     chunks start being submitted before this returns. ``ship_code``: the user's own modules travel by value.
-    A map with a feeder thread registers it in ``feeders``. ``progress`` shows a bar over the items.
+    A map with a feeder thread registers it in ``feeders``. ``progress`` shows a bar over the items. ``stream``
+    (the default chunksize): items are yielded as they finish, not chunk by chunk.
     """
     if buffersize is not None and (isinstance(buffersize, bool) or not isinstance(buffersize, int)
                                    or buffersize < 1):
@@ -67,9 +74,9 @@ def map_in_chunks(
     deadline = None if timeout is None else time.monotonic() + timeout
     dumps_task(fn, (), {}, ship_code)  # an unpicklable function fails here, in map(), not in the iterator
     mapping = _ChunkedMap(submit, fn, iterables, sizes, buffersize, ship_code, feeders)
+    mapping.eager = stream
     mapping.start()
-    bar = Bar(length_of(iterables[0]) if len(iterables) == 1 else None, "item", getattr(fn, "__name__", None)) \
-        if progress else None
+    bar = Bar(total_of(iterables), "item", getattr(fn, "__name__", None)) if progress else None
     return _Items.over(mapping.results(deadline, bar))
 
 
@@ -94,6 +101,7 @@ class _ChunkedMap:
         self._buffersize = buffersize
         self._room = buffersize or 0  # items the read-ahead may still submit
         self._adaptive = sizes if isinstance(sizes, AdaptiveSizes) else None
+        self.eager = False  # stream: take the chunks' items as they come
         source = zip(*iterables) if self._star else iterables[0]
         self.run = MapRun(self._submit_part, split(source, self._within_room(sizes)), sizes, feeders)
 
@@ -103,7 +111,9 @@ class _ChunkedMap:
 
     def _submit_part(self, part: Any, budget: Optional[float]) -> tuple[ClusterFuture, int]:
         args = (self._fn, part, self._star) if budget is None else (self._fn, part, self._star, budget)
-        return self._submit(dumps_task(apply_chunk, args, {}, self._ship_code)), len(part)
+        future = self._submit(dumps_task(apply_chunk, args, {}, self._ship_code))
+        future._eager = self.eager
+        return future, len(part)
 
     # ------------------------------------------------------------ feeding strategies
 
@@ -165,14 +175,20 @@ class _ChunkedMap:
                 entry = self._next_entry(deadline)
                 if entry is None:
                     return
-                values, count = self._take(*entry, deadline, bar)
+                head, count = entry
+                received = 0
+                if self.eager and head._parts is not None:
+                    for items, size in streamed_parts(head, deadline):
+                        received += size
+                        yield items if bar is None else self._advancing(items, bar)
+                values, count = self._take(head, count, deadline, bar, received)
                 yield values
                 if self._buffersize:
                     self._room += count
                     self._read_ahead()
         finally:
             if bar is not None:
-                bar.close()
+                bar.close(self._left)
             self.run.close()
 
     def _next_entry(self, deadline: Optional[float]) -> Optional[tuple[ClusterFuture, int]]:
@@ -192,10 +208,11 @@ class _ChunkedMap:
             raise head
         return head, count
 
-    def _take(self, head: ClusterFuture, count: int, deadline: Optional[float],
-              bar: Optional[Bar]) -> tuple[Iterable[Any], int]:
+    def _take(self, head: ClusterFuture, count: int, deadline: Optional[float], bar: Optional[Bar],
+              received: int) -> tuple[Iterable[Any], int]:
         """Wait for the first chunk and take it from ``pending`` (a guessed one is settled: what its budget cut
-        off takes its place); its values, and how many items it ran."""
+        off takes its place); its values after the ``received`` ones already yielded from its parts (those of
+        a chunk that did not stream first), and how many items it ran."""
         chunk = head.result(_remaining(deadline))
         run = self.run
         with run.condition:
@@ -208,16 +225,17 @@ class _ChunkedMap:
             count = chunk.stopped_at
         if self._adaptive is not None and not guessed:
             self._adaptive.observe(count, chunk.seconds)
-        if bar is not None:
-            return self._advancing(unpack_items(chunk), bar), count
-        if chunk.failures:
-            return unpack_items(chunk), count  # the values before the first failure, then it raises
-        return chunk.values, count
+        items = finished_items(head, chunk, received)
+        return (items if bar is None else self._advancing(items, bar)), count
 
     def _advancing(self, items: Iterator[Any], bar: Bar) -> Iterator[Any]:
         for item in items:
             yield item
-            bar.advance(1, [e for e, _ in self.run.pending if isinstance(e, ClusterFuture)])
+            bar.advance(1, self._left)
+
+    def _left(self) -> list[tuple[Any, int]]:
+        """The chunks not yet taken, for the bar (a copy: the feeder thread may append meanwhile)."""
+        return list(self.run.pending)
 
 
 class _Items(itertools.chain[Any]):

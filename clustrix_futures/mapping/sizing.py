@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Optional, Union
 
-from clustrix_futures.mapping.chunks import length_of
+from clustrix_futures.mapping.chunks import total_of
 
 MIN_MAP_CHUNKS = 16  # without max_workers, a scheduler's map keeps at least this many elements in parallel
 MAX_TASKS_PER_ELEMENT = 10_000
@@ -164,11 +164,11 @@ def map_sizes(chunksize: Union[int, str, None], fn: Callable[..., Any], iterable
     """The chunk sizes of ``map(fn, *iterables, chunksize=chunksize)``.
 
     A positive integer is repeated; ``None`` or ``"auto"`` gives the engine's ``automatic(total, fn)``, where
-    ``total`` is the input's length when it is known without reading it (one iterable with a ``len``). Anything
-    else raises ``ValueError``.
+    ``total`` is the input's length when it is known without reading it (iterables that all have a ``len``:
+    the shortest's, as ``zip`` stops there). Anything else raises ``ValueError``.
     """
     if chunksize is None or chunksize == "auto":
-        return automatic(length_of(iterables[0]) if len(iterables) == 1 else None, fn)
+        return automatic(total_of(iterables), fn)
     if isinstance(chunksize, int) and not isinstance(chunksize, bool) and chunksize >= 1:
         return itertools.repeat(chunksize)
     raise ValueError(f"chunksize must be a positive integer or 'auto', not {chunksize!r}")

@@ -18,11 +18,17 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Optional
 
+import cloudpickle
+
 from clustrix_futures.node.loading import loads_task
 from clustrix_futures.runfiles import journal
 from clustrix_futures.runfiles.outcomes import ChunkResult, Outcome, encode_outcome, travelling_exception
 
 MAX_STEP = 4096  # items run between two looks at the clock, once items have proved fast
+REPORT_SECONDS = 0.02  # a running chunk's finished items are reported at most this often, and not before
+
+PartSink = Callable[[int, int, bytes], None]  # (first item, count, pickled (values, failures)) of a chunk part
+part_sink: Optional[PartSink] = None  # set by the worker's loop: where a running chunk's parts go; None: nowhere
 
 
 class Recorded:  # a plain class: making a NamedTuple costs the node's start-up
@@ -101,9 +107,32 @@ def apply_chunk(fn: Callable[..., Any], items: Iterable[Any], star: bool,
     (``ChunkResult.stopped_at``): the clock is read after 1, 2, 4 ... items (at most ``MAX_STEP`` apart,
     and never more items than the budget left is expected to fit), so a chunk runs at most its budget plus
     one item, and fast items pay a few dozen clock reads per chunk.
+
+    Where the worker set :data:`part_sink`, the items that finished are reported while the chunk runs, at most
+    every ``REPORT_SECONDS`` (:class:`_Reporter`, a thread: the loop above is untouched), and the chunk's
+    result holds only the items after the last part sent (``ChunkResult.first``).
     """
     values: list[Any] = []
     failures: dict[int, tuple[BaseException, str]] = {}
+    sink = part_sink
+    if sink is None:
+        return _run_chunk(fn, items, star, budget, values, failures)
+    reporter = _reporter()
+    reporter.watch(values, failures, sink)
+    try:
+        chunk = _run_chunk(fn, items, star, budget, values, failures)
+    finally:
+        sent = reporter.finish()
+    if not sent:
+        return chunk
+    rest = {position: failure for position, failure in failures.items() if position >= sent}
+    if len(rest) < len(failures):  # the first failure stays in the result too: its header says it failed
+        rest[min(failures)] = failures[min(failures)]
+    return ChunkResult(values[sent:], rest, chunk.seconds, stopped_at=chunk.stopped_at, first=sent)
+
+
+def _run_chunk(fn: Callable[..., Any], items: Iterable[Any], star: bool, budget: Optional[float],
+               values: list[Any], failures: dict[int, tuple[BaseException, str]]) -> ChunkResult:
     remaining = iter(items)
     start = time.perf_counter()
     deadline = None if budget is None else start + budget
@@ -127,3 +156,66 @@ def apply_chunk(fn: Callable[..., Any], items: Iterable[Any], star: bool,
         except BaseException as exc:
             failures[len(values)] = travelling_exception(exc)
             values.append(None)
+
+
+class _Reporter:
+    """The thread that sends the finished items of the running chunk to its sink, every ``REPORT_SECONDS``
+    while a chunk runs (one per process, started with the first chunk: a chunk costs no thread start).
+
+    It reads the chunk's ``values`` as ``list.extend`` grows them item by item, and a C-level copy of its
+    ``failures``; the chunk's thread stops it (:meth:`finish`) before it builds the chunk's result, under the
+    same lock, so a part is never sent after the result, nor an item twice. A part that does not pickle (or a
+    sink that fails) ends the reporting of that chunk: its result then carries the rest.
+    """
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._running = threading.Event()
+        self._chunk: Optional[tuple[list[Any], dict[int, Any], PartSink]] = None
+        self._sent = 0
+        threading.Thread(target=self._loop, name="clustrix-futures-parts", daemon=True).start()
+
+    def watch(self, values: list[Any], failures: dict[int, Any], sink: PartSink) -> None:
+        with self._lock:
+            self._chunk, self._sent = (values, failures, sink), 0
+        self._running.set()
+
+    def finish(self) -> int:
+        """Stop reporting the chunk; how many of its items were sent."""
+        with self._lock:
+            self._chunk = None
+            self._running.clear()
+            return self._sent
+
+    def _loop(self) -> None:
+        while True:
+            self._running.wait()
+            time.sleep(REPORT_SECONDS)
+            with self._lock:
+                if self._chunk is not None:
+                    self._send(*self._chunk)
+
+    def _send(self, values: list[Any], failures: dict[int, Any], sink: PartSink) -> None:
+        first, end = self._sent, len(values)
+        if end <= first:
+            return
+        failed = {position: failure for position, failure in dict(failures).items() if first <= position < end}
+        try:
+            blob = cloudpickle.dumps((values[first:end], failed), protocol=5)
+            sink(first, end - first, blob)
+        except Exception:
+            self._chunk = None  # the chunk's result carries everything from here on
+            return
+        self._sent = end
+
+
+_the_reporter: Optional[_Reporter] = None
+
+
+def _reporter() -> _Reporter:
+    global _the_reporter
+    if _the_reporter is None:
+        _the_reporter = _Reporter()
+    return _the_reporter

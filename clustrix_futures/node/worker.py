@@ -14,10 +14,12 @@ from __future__ import annotations
 import os
 import pickle
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Optional
 
+from clustrix_futures.node import calls
 from clustrix_futures.node.calls import flush_output, journal_frame, output_frame, run_payload
 from clustrix_futures.node.loading import loads_task
 from clustrix_futures.runfiles import journal
@@ -60,6 +62,7 @@ def pool_main(fd: int) -> None:
             return
     if not send(READY):
         return
+    calls.part_sink = _part_sender(send)
     while True:
         try:
             payload = conn.recv_bytes()
@@ -141,6 +144,7 @@ def element_main(root: str, batch: int, element: Optional[int]) -> None:
             if passed_over(run_dir, task_id, batch, element, claiming):
                 continue
             results.write(output_frame(task_id))
+            calls.part_sink = _part_writer(results, task_id)
             results.write(journal_frame(task_id, payload))
             results.flush()
         flush_output()  # what the last task printed is in the logs before the result is
@@ -170,6 +174,28 @@ def passed_over(run_dir: RunDir, task_id: int, batch: int, element: int, claimin
     except FileExistsError:
         return True
     return False
+
+
+def _part_sender(send: Callable[[bytes], bool]) -> calls.PartSink:
+    """A pool process's sink for the parts of a running chunk: a message on its socket, the head of a part
+    frame's body then its blob (:data:`~clustrix_futures.runfiles.journal.PART`; an outcome starts with a
+    pickle's first opcode, never with the part tag)."""
+
+    def send_part(first: int, count: int, blob: bytes) -> None:
+        send(journal.PART.pack(journal.PART_TAG, first, count) + blob)  # a lost client: nothing to tell
+
+    return send_part
+
+
+def _part_writer(results: Any, task_id: int) -> calls.PartSink:
+    """An element's sink for the parts of its running chunk ``task_id``: part frames in its journal, flushed
+    (the monitor reads a running element's journal as it grows)."""
+
+    def write(first: int, count: int, blob: bytes) -> None:
+        results.write(journal.part_frame(task_id, time.time(), first, count, blob))
+        results.flush()
+
+    return write
 
 
 def array_index() -> int:

@@ -17,6 +17,20 @@ byte offsets in the element's stdout and stderr logs where that task's output be
 a task's output ends where the next task's begins, or at the end of the log; :func:`output_spans`). Any other
 kind is damage (a new kind needs a new version).
 
+A PROGRESS body of another length starts with a 4-byte tag. :data:`PART_TAG` is a *part frame*: items of a
+map chunk that finished while the chunk still runs (:func:`part_frame`, :func:`read_part`)::
+
+    part body := PART_TAG (b"CFPT") first (uint64) count (uint64) blob
+
+``blob`` is ``pickle((values, failures))`` of the chunk's items ``first`` to ``first + count - 1`` (``failures``
+keyed by the item's position in the chunk, see :class:`~clustrix_futures.runfiles.outcomes.ChunkResult`); a
+reader knows what a part holds from its 20-byte head, without unpickling. The chunk's final outcome then holds
+only the items from the end of its last part on (its ``ChunkResult.first``): no item travels twice. A part body
+is never 16 bytes long (its head alone is 20), so a reader that knows only OUTPUT bodies (an older client)
+passes over parts, and such a client fails the chunk loudly on the final outcome it cannot unpickle (a
+``ChunkResult`` with a ``first``) rather than returning too few items. Putting the parts back together is
+:mod:`clustrix_futures.runfiles.parts`, in one place, for every reader.
+
 A journal of another version raises :class:`UnknownJournalVersion` (a ``ValueError``) saying which version it
 is and which one this client reads.
 """
@@ -34,6 +48,8 @@ KINDS = (OK, RAISED, SKIPPED, PROGRESS)
 PREAMBLE = struct.Struct("<4sH")
 HEADER = struct.Struct("<QBddQ")
 OUTPUT = struct.Struct("<QQ")  # a PROGRESS body: where the task's output starts in the element's stdout, stderr
+PART_TAG = b"CFPT"
+PART = struct.Struct("<4sQQ")  # the head of a part body: the tag, the chunk's first item in it, and how many
 _PICKLE_PROTOCOL, _PICKLE_STOP = b"\x80", b"."  # the first and last opcodes of every pickle of protocol 2 or more
 
 
@@ -64,12 +80,16 @@ def encode_frame(task_id: int, kind: int, start: float, end: float, body: bytes 
     return HEADER.pack(task_id, kind, start, end, len(body)) + body
 
 
-def read_frames(data: bytes) -> Iterator[Frame]:
+def read_frames(data: bytes, resume: bool = False) -> Iterator[Frame]:
     """The frames of a journal, in order, from their headers (no body is unpickled).
 
     A journal shorter than its preamble (just created) has no frames; a torn last frame ends the iteration
-    quietly. :class:`UnknownJournalVersion` if the journal is not of version 2.
+    quietly. :class:`UnknownJournalVersion` if the journal is not of version 2. ``resume``: ``data`` is the
+    rest of a journal from the end of a frame on (no preamble), read after what was read before.
     """
+    if resume:
+        yield from _frames_from(data, 0)
+        return
     if len(data) < PREAMBLE.size:
         if not preamble().startswith(data):
             raise UnknownJournalVersion(f"the result journal does not start with the journal preamble; this "
@@ -83,7 +103,10 @@ def read_frames(data: bytes) -> Iterator[Frame]:
     if version != VERSION:
         raise UnknownJournalVersion(f"the result journal is of version {version}, unknown to this client, "
                                     f"which reads journal version {VERSION}")
-    position = PREAMBLE.size
+    yield from _frames_from(data, PREAMBLE.size)
+
+
+def _frames_from(data: bytes, position: int) -> Iterator[Frame]:
     while position + HEADER.size <= len(data):
         task_id, kind, start, end, size = HEADER.unpack_from(data, position)
         offset = position + HEADER.size
@@ -131,3 +154,18 @@ def output_spans(data: bytes, task_id: int) -> Optional[tuple[Span, Span]]:
             following = starts[position + 1][1] if position + 1 < len(starts) else (None, None)
             return (out, following[0]), (err, following[1])
     return None
+
+
+def part_frame(task_id: int, when: float, first: int, count: int, blob: bytes) -> bytes:
+    """The PROGRESS frame carrying ``count`` finished items of a running map chunk, from its item ``first``."""
+    return encode_frame(task_id, PROGRESS, when, when, PART.pack(PART_TAG, first, count) + blob)
+
+
+def read_part(data: bytes, frame: Frame) -> Optional[tuple[int, int, bytes]]:
+    """A part frame's ``(first, count, blob)`` (see the module docstring); None for any other frame."""
+    if frame.kind != PROGRESS or frame.size < PART.size:
+        return None
+    tag, first, count = PART.unpack_from(data, frame.offset)
+    if tag != PART_TAG:
+        return None
+    return first, count, data[frame.offset + PART.size:frame.offset + frame.size]

@@ -11,6 +11,8 @@
     RUN/batches/B-I.rerun.json  the job of element I of batch B's last run, when it ran again
     RUN/results/B-I.res      outcomes of element I of batch B (journalled as B-I.part, then renamed)
                              (:mod:`~clustrix_futures.runfiles.journal`)
+    RUN/results/B-I.N.seg    S3 runs only: the N-th piece of a running element's journal (pieces 0..N, put
+                             end to end, are the journal so far; deleted once B-I.res is written)
     RUN/logs/B-I.out|.err    the element's stdout and stderr
     RUN/skip/TASK            marker: skip this task if its element runs (cancelled, or already done)
     RUN/skip/TASK.B-I        claim (a directory, made exclusively) of a task of a cold burst's element I of
@@ -44,6 +46,7 @@ from typing import Optional
 SUBDIRECTORIES = ("batches", "results", "logs", "skip")
 RESULT_SUFFIX = ".res"
 PARTIAL_SUFFIX = ".part"
+SEGMENT_SUFFIX = ".seg"
 SCHEME = "s3://"
 ENDPOINT_VARIABLE = "CLUSTRIX_S3_ENDPOINT_URL"  # set in job scripts when the run has an endpoint_url
 CLAIM_VARIABLE = "CLUSTRIX_CLAIM_TASKS"  # "1" in the job script of a batch whose tasks may be given back
@@ -120,6 +123,9 @@ class RunDir:  # a plain class: the node imports this, and making a dataclass or
     def partial(self, batch: int, element: int) -> str:
         return self.path("results", f"{batch}-{element}{PARTIAL_SUFFIX}")
 
+    def segment(self, batch: int, element: int, number: int) -> str:
+        return self.path("results", f"{batch}-{element}.{number}{SEGMENT_SUFFIX}")
+
     def log(self, batch: int, element: str, stream: str) -> str:
         return posixpath.join(self.host, "logs", f"{batch}-{element}.{stream}")
 
@@ -144,6 +150,15 @@ def parse_result_name(name: str) -> Optional[tuple[int, int]]:
         return None
     batch, _, element = name[:-len(RESULT_SUFFIX)].partition("-")
     return (int(batch), int(element)) if batch.isdigit() and element.isdigit() else None
+
+
+def parse_segment_name(name: str) -> Optional[tuple[int, int, int]]:
+    """``"3-17.2.seg"`` to ``(3, 17, 2)``; None for anything else."""
+    if not name.endswith(SEGMENT_SUFFIX):
+        return None
+    slot, _, number = name[:-len(SEGMENT_SUFFIX)].rpartition(".")
+    parsed = parse_result_name(slot + RESULT_SUFFIX)
+    return (*parsed, int(number)) if parsed is not None and number.isdigit() else None
 
 
 def job_script(run_dir: RunDir, batch: int, python: str, setup: Sequence[str], staged: bool,

@@ -66,17 +66,24 @@ class ChunkResult:
     those; the rest, possibly none, did not run). ``values`` and ``failures`` travel as one pickled blob,
     decoded only when first read: a client holding many finished chunks the consumer has not reached yet
     holds compact bytes, not millions of objects.
+
+    ``first``: the chunk's items before it were reported while it ran, in part frames
+    (:mod:`clustrix_futures.runfiles.parts`), and ``values`` holds the items from ``first`` on; ``failures``
+    keeps the positions in the whole chunk. A chunk with ``first`` travels with one more argument, which an
+    older client's ``ChunkResult`` refuses: it fails the chunk rather than return too few items.
     """
 
-    __slots__ = ("_blob", "_failures", "_values", "seconds", "stopped_at")
+    __slots__ = ("_blob", "_failures", "_values", "first", "seconds", "stopped_at")
 
     def __init__(self, values: Optional[list[Any]], failures: Optional[dict[int, tuple[BaseException, str]]],
-                 seconds: float, blob: Optional[bytes] = None, stopped_at: Optional[int] = None) -> None:
+                 seconds: float, blob: Optional[bytes] = None, stopped_at: Optional[int] = None,
+                 first: int = 0) -> None:
         self._values = values
         self._failures = failures
         self.seconds = seconds
         self._blob = blob
         self.stopped_at = stopped_at
+        self.first = first
 
     def _decode(self) -> None:
         if self._blob is not None:
@@ -100,6 +107,8 @@ class ChunkResult:
 
     def __reduce__(self) -> tuple[Any, ...]:
         blob = self._blob or cloudpickle.dumps((self._values, self._failures), protocol=pickle.HIGHEST_PROTOCOL)
+        if self.first:
+            return (ChunkResult, (None, None, self.seconds, blob, self.stopped_at, self.first))
         return (ChunkResult, (None, None, self.seconds, blob, self.stopped_at))
 
 
@@ -110,7 +119,7 @@ def _picklable_chunk(chunk: ChunkResult) -> ChunkResult:
             cloudpickle.dumps(value)
         except Exception as exc:
             chunk.values[position] = None
-            chunk.failures[position] = travelling_exception(_unpicklable_result(value, exc))
+            chunk.failures[chunk.first + position] = travelling_exception(_unpicklable_result(value, exc))
     return chunk
 
 
@@ -185,8 +194,8 @@ def failure_of(outcome: Outcome) -> Optional[tuple[str, str]]:
         return f"{type(value).__name__}: {value}".strip(), text
     if isinstance(value, ChunkResult) and value.failures:
         first, (error, trace) = min(value.failures.items())
-        return (f"{len(value.failures)} of {len(value.values)} map items raised, the first (item {first} of the "
-                f"chunk): {type(error).__name__}: {error}"), trace
+        return (f"{len(value.failures)} of {value.first + len(value.values)} map items raised, the first "
+                f"(item {first} of the chunk): {type(error).__name__}: {error}"), trace
     return None
 
 
@@ -196,6 +205,6 @@ def unpack_items(chunk: ChunkResult) -> Iterator[Any]:
         yield from chunk.values
         return
     first = min(chunk.failures)
-    yield from chunk.values[:first]
+    yield from chunk.values[:first - chunk.first]
     exc, text = chunk.failures[first]
     raise with_remote_traceback(exc, text)

@@ -113,6 +113,7 @@ class OpenRun:
         self.backend: str = manifest["backend"]
         self.run_dir = RunDir(root, host_dir_of(root, work_dir) if is_s3(root) and manifest.get("host_dir") else None)
         self.damaged: dict[str, str] = {}  # "B-I" -> why its result journal cannot be read
+        self.items_done: dict[int, int] = {}  # a running map chunk's items reported so far, by task
         context = BackendContext.of(settings, python, self.run_dir.host)
         self.scheduler: Scheduler = make_scheduler(settings, context, transport, self.run_dir.log)
 
@@ -155,6 +156,8 @@ class OpenRun:
                     task.state, task.detail = UNREADABLE, self.damaged[f"{batch}-{index}"]
                 elif phase not in (QUEUED, RUNNING):
                     waiting.append(task)
+                elif task_id in self.items_done:
+                    task.detail = f"{self.items_done[task_id]} map items done so far"
                 snapshot.tasks.append(task)
             if waiting:
                 ended.append((job_id, index, waiting))
@@ -173,7 +176,10 @@ class OpenRun:
         for path, data in contents.items():
             try:
                 for frame in journal.read_frames(data or b""):
-                    if frame.kind == journal.OK:
+                    part = journal.read_part(data or b"", frame)
+                    if part is not None:  # a running chunk's items so far: counted from the part's head
+                        self.items_done[frame.task_id] = part[0] + part[1]
+                    elif frame.kind == journal.OK:
                         outcomes[frame.task_id] = (SUCCEEDED, "", "")
                     elif frame.kind == journal.RAISED:
                         text = traceback_text(data[frame.offset:frame.offset + frame.size] if data else b"")

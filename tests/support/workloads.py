@@ -122,3 +122,29 @@ def gated_record(directory: str, gate: str, x: int) -> int:
 def runs_recorded(directory: Any) -> dict[int, int]:
     """How often each ``square_and_record(directory, x)`` ran, by x."""
     return {int(p.name[4:]): len(p.read_text().splitlines()) for p in Path(directory).glob("ran-*")}
+
+
+def value_after(value: Any, seconds: float, release: str = "") -> Any:
+    """``value`` after ``seconds``, or as soon as the file ``release`` exists (a test ends a long item so)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not (release and Path(release).exists()):
+        time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+    return value
+
+
+def block_at(x: int, bad: int, started: str, release: str) -> int:
+    """``x`` at once, except item ``bad``: it touches ``started``, then waits for ``release``."""
+    if x == bad:
+        touch_then_wait(started, release)
+    return x
+
+
+class Box:
+    """A result that can be weakly referenced."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def make_box(value: Any) -> Box:
+    return Box(value)
