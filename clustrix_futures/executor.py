@@ -72,21 +72,22 @@ def ships_code(settings: config.Settings) -> bool:
     return settings.backend not in ("local", "debug")
 
 
-def _make_local_pool(settings: config.Settings, initializer: Optional[Callable[..., Any]], initargs: tuple) -> Engine:
-    from clustrix_futures.local.pool import LocalPool
+def _make_engine(settings: config.Settings, initializer: Optional[Callable[..., Any]], initargs: tuple) -> Engine:
+    """The engine of these settings; local processes pickle the initializer at each worker's start (handover),
+    the others here, once."""
+    if settings.backend == "local":
+        from clustrix_futures.local.pool import LocalPool
 
-    return LocalPool(settings.max_workers, initializer, initargs, settings["forward_output"] is not False,
-                     settings.max_tasks_per_child)
-
-
-def _make_engine(settings: config.Settings, initializer: Optional[bytes]) -> Engine:
+        return LocalPool(settings.max_workers, initializer, tuple(initargs), settings["forward_output"] is not False,
+                         settings.max_tasks_per_child)
+    payload = None if initializer is None else dumps_task(initializer, initargs, {}, ships_code(settings))
     if settings.backend == "debug":
         from clustrix_futures.local.debug import DebugEngine
 
-        return DebugEngine(initializer)
+        return DebugEngine(payload)
     from clustrix_futures.engine.session import ClusterEngine
 
-    return ClusterEngine(settings, initializer)
+    return ClusterEngine(settings, payload)
 
 
 class ClusterPoolExecutor(Executor):
@@ -154,12 +155,7 @@ class ClusterPoolExecutor(Executor):
         self.settings = config.resolve(profile, backend, max_workers, options)
         config.check_mp_context(mp_context)
         self.settings.max_tasks_per_child = config.check_max_tasks_per_child(max_tasks_per_child)
-        if self.settings.backend == "local":  # the initializer is pickled at each worker's start (handover)
-            engine = _make_local_pool(self.settings, initializer, tuple(initargs))
-        else:
-            payload = None if initializer is None else dumps_task(initializer, initargs, {}, ships_code(self.settings))
-            engine = _make_engine(self.settings, payload)
-        self._run_with(engine)
+        self._run_with(_make_engine(self.settings, initializer, initargs))
 
     def _run_with(self, engine: Engine) -> None:
         self._engine = engine

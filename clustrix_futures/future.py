@@ -283,6 +283,13 @@ class ClusterFuture(Future[T], Generic[T]):
             with self._parts_ready:
                 self._parts.clear()
 
+    def _started(self, phase: str) -> None:
+        """Set by the job monitor when the task's element runs: running, unless it was cancelled (a task taken
+        back from a cold burst's element is running already, and stays so)."""
+        self._phase = phase
+        if not self.running():
+            self.set_running_or_notify_cancel()
+
     def _watched(self, job_id: str, slot: tuple[int, int], phase: str) -> None:
         """Set by the job monitor: the task's element (its scheduler id and run-directory slot) and its phase."""
         self._job_id, self._slot, self._phase = job_id, slot, phase

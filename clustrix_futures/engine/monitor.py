@@ -264,10 +264,7 @@ class Monitor:
             element.phase = RUNNING
             changed = True
             for tid in element.task_ids:
-                future = self.books.tasks[tid].future
-                future._phase = RUNNING
-                if not future.running():  # a task taken back from a cold burst's element stays running
-                    future.set_running_or_notify_cancel()
+                self.books.tasks[tid].future._started(RUNNING)
         return changed
 
     async def _collect_results(self) -> bool:
