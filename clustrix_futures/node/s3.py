@@ -19,6 +19,7 @@ import os
 import time
 from typing import Any, Optional
 
+from clustrix_futures.node import measure
 from clustrix_futures.node.calls import journal_frame, output_frame
 from clustrix_futures.runfiles import journal
 from clustrix_futures.runfiles.batches import element_tasks
@@ -47,7 +48,7 @@ def run_element(root: str, batch: int, element: int) -> None:
     tasks = _read_element(client, run_dir.batch_file(batch), element)
     _, partial = split_url(run_dir.partial(batch, element))
     skipped = _skip_markers(client, run_dir)
-    frames = [journal.preamble()]
+    frames = [journal.preamble(), measure.start_frame(None, None, batch)]
     checkpoint_cost: Optional[float] = None
     last_checkpoint = time.perf_counter()
     for position, (task_id, payload) in enumerate(tasks):
@@ -62,6 +63,7 @@ def run_element(root: str, batch: int, element: int) -> None:
             skipped |= _skip_markers(client, run_dir)
             last_checkpoint = time.perf_counter()
             checkpoint_cost = last_checkpoint - start
+    frames.append(measure.end_frame())
     _, result = split_url(run_dir.result(batch, element))
     client.put_object(Bucket=bucket, Key=result, Body=b"".join(frames))
     if checkpoint_cost is not None:

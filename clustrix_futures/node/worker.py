@@ -67,6 +67,7 @@ def element_main(root: str, batch: int, element: Optional[int]) -> None:
     the same through boto3, imported only then.
     """
     # Imported here, not at the top: a local pool process never reads run files, and it starts faster without.
+    from clustrix_futures.node import measure
     from clustrix_futures.runfiles.batches import read_element
     from clustrix_futures.runfiles.layout import RunDir, is_s3
 
@@ -84,12 +85,14 @@ def element_main(root: str, batch: int, element: Optional[int]) -> None:
     with os.fdopen(fd, "wb") as results:
         results.write(journal.preamble())
         results.flush()  # a reader of the running element's journal sees its version at once
+        measure.write_start(results.fileno(), run_dir, batch)
         for task_id, payload in tasks:
             if os.path.exists(run_dir.skip(task_id)):
                 continue
             results.write(output_frame(task_id))
             results.write(journal_frame(task_id, payload))
             results.flush()
+        results.write(measure.end_frame())
         flush_output()  # what the last task printed is in the logs before the result is
         os.fsync(results.fileno())
     os.replace(partial, run_dir.result(batch, element))
