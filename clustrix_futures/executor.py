@@ -23,6 +23,7 @@ from clustrix_futures.serialization import dumps_task
 
 if TYPE_CHECKING:
     from clustrix_futures.engine.submission import JobScript
+    from clustrix_futures.tools.report import RunReport
 
 T = TypeVar("T")
 
@@ -168,6 +169,16 @@ class ClusterPoolExecutor(Executor):
         """The backend this executor runs on: ``"local"``, ``"slurm"``, ``"sge"``, ``"pbs"``, ``"ssh"`` or
         ``"kubernetes"``."""
         return self.settings.backend
+
+    def report(self) -> RunReport:
+        """What this run did so far, as ``clustrix-futures report`` gives it (``.text()``, ``.as_json()``,
+        ``.plot(path)``); ConfigError for local processes, which keep no run directory."""
+        from clustrix_futures.errors import ConfigError
+        from clustrix_futures.tools.report_command import report_of
+
+        if self.run_dir is None:
+            raise ConfigError("report() reads a run directory: local processes keep none")
+        return report_of(self.settings, self.run_dir)
 
     @property
     def scheduler_commands(self) -> dict[str, int]:
