@@ -37,7 +37,7 @@ def png_size(path: Path) -> tuple[int, int]:
     return width, height
 
 
-@pytest.mark.parametrize("backend", ["slurm", "slurm-ssh"])
+@pytest.mark.parametrize("backend", ["slurm", "slurm-ssh", "ssh", "ssh-local"])
 def test_report_agrees_with_what_the_tasks_did(backend, request, tmp_path, capsys):
     options = backend_options(backend, request, tmp_path)
     began = time.time()
