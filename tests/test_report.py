@@ -87,3 +87,18 @@ def test_report_of_local_processes_says_there_is_no_run_directory():
     with ClusterPoolExecutor(backend="local", max_workers=1) as ex, \
             pytest.raises(ConfigError, match="local processes keep none"):
         ex.report()
+
+
+@pytest.mark.parametrize("backend", ["slurm-s3"])
+def test_report_of_an_s3_run_times_tasks_and_says_queue_wait_is_not_measured(backend, request, tmp_path):
+    options = backend_options(backend, request, tmp_path)
+    with ClusterPoolExecutor(**options, tasks_per_element=1) as ex:
+        sleeper = ex.submit(workloads.sleep_then, SLEEP, "slept")
+        assert sleeper.result(WAIT) == "slept"
+        report = ex.report()
+    (task,) = report.tasks
+    assert task.run_time is not None and SLEEP <= task.run_time <= SLEEP + 0.5
+    assert task.element.node and task.element.cpu is not None and task.element.queue_wait is None
+    assert report.distributions()["queue_wait"] is None and "not measured" in report.text()
+    report.plot(str(tmp_path / "s3.png"))
+    assert png_size(tmp_path / "s3.png")[0] >= 800
