@@ -89,8 +89,10 @@ def test_an_element_journals_each_task_with_its_kind_and_wall_times(tmp_path):
     after = time.time()
     assert not Path(run_dir.partial(0, 0)).exists()
     every = list(journal.read_frames(Path(run_dir.result(0, 0)).read_bytes()))
-    assert [(f.task_id, f.kind) for f in every] == [(0, journal.PROGRESS), (0, journal.OK), (2, journal.PROGRESS),
-                                                    (2, journal.RAISED)]  # each task's output offsets first
+    assert [(f.task_id, f.kind) for f in every] == [(journal.ELEMENT, journal.PROGRESS), (0, journal.PROGRESS),
+                                                    (0, journal.OK), (2, journal.PROGRESS), (2, journal.RAISED),
+                                                    (journal.ELEMENT, journal.PROGRESS)]  # MEASURE frames around
+    every = [f for f in every if f.task_id != journal.ELEMENT]
     frames = [f for f in every if f.kind != journal.PROGRESS]
     assert before <= frames[0].start and frames[0].start + 0.2 <= frames[0].end <= frames[1].start
     assert frames[1].start <= frames[1].end <= after

@@ -27,7 +27,7 @@ import threading
 import time
 from typing import Any, Optional
 
-from clustrix_futures.node import calls
+from clustrix_futures.node import calls, measure
 from clustrix_futures.node.calls import journal_frame, output_frame
 from clustrix_futures.node.initializer import initialized
 from clustrix_futures.runfiles import journal
@@ -59,7 +59,7 @@ def run_element(root: str, batch: int, element: int) -> None:
                         _optional_object(client, run_dir.initializer), f"{batch}-{element}")
     _, partial = split_url(run_dir.partial(batch, element))
     skipped = _skip_markers(client, run_dir)
-    frames = [journal.preamble()]
+    frames = [journal.preamble(), measure.start_frame(None, None, batch)]
     segments = _Segments(client, run_dir, batch, element, frames)
     checkpoint_cost: Optional[float] = None
     last_checkpoint = time.perf_counter()
@@ -78,6 +78,7 @@ def run_element(root: str, batch: int, element: int) -> None:
             skipped |= _skip_markers(client, run_dir)
             last_checkpoint = time.perf_counter()
             checkpoint_cost = last_checkpoint - start
+    frames.append(measure.end_frame())
     _, result = split_url(run_dir.result(batch, element))
     client.put_object(Bucket=bucket, Key=result, Body=b"".join(frames))
     if checkpoint_cost is not None:

@@ -122,6 +122,7 @@ def element_main(root: str, batch: int, element: Optional[int]) -> None:
     the same through boto3, imported only then.
     """
     # Imported here, not at the top: a local pool process never reads run files, and it starts faster without.
+    from clustrix_futures.node import measure
     from clustrix_futures.runfiles.batches import read_element
     from clustrix_futures.runfiles.layout import CLAIM_VARIABLE, RunDir, is_s3
 
@@ -140,6 +141,7 @@ def element_main(root: str, batch: int, element: Optional[int]) -> None:
         results.write(journal.preamble())
         results.flush()  # a reader of the running element's journal sees its version at once
         claiming = os.environ.get(CLAIM_VARIABLE) == "1"
+        measure.write_start(results.fileno(), run_dir, batch)
         for task_id, payload in tasks:
             if passed_over(run_dir, task_id, batch, element, claiming):
                 continue
@@ -147,6 +149,7 @@ def element_main(root: str, batch: int, element: Optional[int]) -> None:
             calls.part_sink = _part_writer(results, task_id)
             results.write(journal_frame(task_id, payload))
             results.flush()
+        results.write(measure.end_frame())
         flush_output()  # what the last task printed is in the logs before the result is
         os.fsync(results.fileno())
     os.replace(partial, run_dir.result(batch, element))

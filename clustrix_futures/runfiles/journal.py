@@ -31,6 +31,14 @@ passes over parts, and such a client fails the chunk loudly on the final outcome
 ``ChunkResult`` with a ``first``) rather than returning too few items. Putting the parts back together is
 :mod:`clustrix_futures.runfiles.parts`, in one place, for every reader.
 
+A PROGRESS frame whose task id is :data:`ELEMENT` and whose body starts with :data:`MEASURE_TAG` is the element
+measuring itself (:func:`measure_frame`, written by :mod:`clustrix_futures.node.measure`), once as it starts and
+once as it ends: ``MEASURE`` (tag, phase START or END, CPU seconds (float64), peak RSS in bytes (uint64), and
+three filesystem modification times (float64): the journal's just after its preamble, the batch file's and the
+batch script's; 0.0 where unknown) followed by the node's name in UTF-8. Its header's ``start`` is when the
+element started and ``end`` when the frame was made (node clock). Its body is never 16 bytes long, so readers of
+output frames pass over it, and so does :func:`read_journal`; :func:`read_measures` reads them.
+
 A journal of another version raises :class:`UnknownJournalVersion` (a ``ValueError``) saying which version it
 is and which one this client reads.
 """
@@ -50,6 +58,10 @@ HEADER = struct.Struct("<QBddQ")
 OUTPUT = struct.Struct("<QQ")  # a PROGRESS body: where the task's output starts in the element's stdout, stderr
 PART_TAG = b"CFPT"
 PART = struct.Struct("<4sQQ")  # the head of a part body: the tag, the chunk's first item in it, and how many
+ELEMENT = (1 << 64) - 1  # the task id of a frame about the element itself, not one of its tasks
+MEASURE_TAG = b"CFMS"
+MEASURE_START, MEASURE_END = 0, 1
+MEASURE = struct.Struct("<4sBdQddd")
 _PICKLE_PROTOCOL, _PICKLE_STOP = b"\x80", b"."  # the first and last opcodes of every pickle of protocol 2 or more
 
 
@@ -169,3 +181,29 @@ def read_part(data: bytes, frame: Frame) -> Optional[tuple[int, int, bytes]]:
     if tag != PART_TAG:
         return None
     return first, count, data[frame.offset + PART.size:frame.offset + frame.size]
+
+
+class Measure:  # a plain class: making a NamedTuple costs the node's start-up
+    """One MEASURE frame, read back: see the module docstring."""
+
+    __slots__ = ("batch_mtime", "cpu", "end", "journal_mtime", "node", "phase", "rss", "script_mtime", "start")
+
+    def __init__(self, frame: Frame, data: bytes) -> None:
+        _, self.phase, self.cpu, self.rss, self.journal_mtime, self.batch_mtime, self.script_mtime = \
+            MEASURE.unpack_from(data, frame.offset)
+        self.start, self.end = frame.start, frame.end
+        self.node = data[frame.offset + MEASURE.size:frame.offset + frame.size].decode("utf-8", "replace")
+
+
+def measure_frame(phase: int, start: float, end: float, cpu: float, rss: int, journal_mtime: float,
+                  batch_mtime: float, script_mtime: float, node: str) -> bytes:
+    """The MEASURE frame an element writes about itself as it starts or ends (``phase``)."""
+    body = MEASURE.pack(MEASURE_TAG, phase, cpu, rss, journal_mtime, batch_mtime, script_mtime) + node.encode()
+    return encode_frame(ELEMENT, PROGRESS, start, end, body)
+
+
+def read_measures(data: bytes) -> list[Measure]:
+    """The MEASURE frames of a journal, in order (none from a worker older than them)."""
+    return [Measure(frame, data) for frame in read_frames(data)
+            if frame.kind == PROGRESS and frame.task_id == ELEMENT and frame.size >= MEASURE.size
+            and data[frame.offset:frame.offset + len(MEASURE_TAG)] == MEASURE_TAG]

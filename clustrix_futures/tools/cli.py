@@ -4,7 +4,8 @@ To add one: write ``add_NAME(subparsers)`` that calls ``subparsers.add_parser`` 
 function of the parsed arguments returning the exit status), and append it to :data:`SUBCOMMANDS`. The options
 that name a cluster and the error convention are in :mod:`clustrix_futures.tools.subcommand`; the run-directory
 commands in :mod:`~clustrix_futures.tools.run_commands`, ``nodes`` in :mod:`~clustrix_futures.tools.nodes_command`
-``bench`` in :mod:`~clustrix_futures.tools.bench_command` and ``trust`` in
+``bench`` in :mod:`~clustrix_futures.tools.bench_command`, ``report`` in
+:mod:`~clustrix_futures.tools.report_command` and ``trust`` in
 :mod:`~clustrix_futures.tools.trust_command`.
 """
 
@@ -17,6 +18,7 @@ from collections.abc import Callable, Sequence
 from clustrix_futures import __version__
 from clustrix_futures.tools.bench_command import add_bench
 from clustrix_futures.tools.nodes_command import add_nodes
+from clustrix_futures.tools.report_command import add_report
 from clustrix_futures.tools.run_commands import add_cancel, add_clean, add_logs, add_status
 from clustrix_futures.tools.subcommand import Subparsers, add_site_options, site_options
 from clustrix_futures.tools.trust_command import add_trust
@@ -43,7 +45,7 @@ def run_doctor(args: argparse.Namespace) -> int:
 
 
 SUBCOMMANDS: list[Callable[[Subparsers], None]] = [add_doctor, add_status, add_logs, add_cancel, add_clean,
-                                                    add_nodes, add_bench, add_trust]
+                                                    add_nodes, add_bench, add_trust, add_report]
 
 
 def build_parser() -> argparse.ArgumentParser:

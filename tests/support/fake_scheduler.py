@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from clustrix_futures.runfiles import journal
 from clustrix_futures.runfiles.layout import RunDir
 from clustrix_futures.schedulers.base import ArraySubmission, ElementKey, FinalState, StatusReport
 
@@ -31,7 +32,7 @@ class Fate:
     ``ran``: the worker runs the element; False: it leaves the queue without running (no result file).
     ``state``: the final state the scheduler reports for it. ``forgotten``: the scheduler no longer knows it
     (``final`` leaves it out). ``stops_before``: task ids the element never reaches (it dies first: its journal
-    stays ``B-I.part``). ``corrupt``: the last byte of its result file is damaged (the last frame is unreadable,
+    stays ``B-I.part``). ``corrupt``: the last byte of its last outcome frame is damaged (that frame is unreadable,
     the frames before it are intact). ``stderr``: what its log ends with.
     """
 
@@ -135,8 +136,10 @@ class FakeScheduler:
         if fate.stops_before:  # it died before the end: its journal was never completed
             result.rename(self.run_dir.partial(element.batch, element.index))
         elif fate.corrupt:
-            data = result.read_bytes()
-            result.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+            data = result.read_bytes()  # damage the last byte of the last outcome frame (its pickle's STOP)
+            last = [f for f in journal.read_frames(data) if f.kind in (journal.OK, journal.RAISED)][-1]
+            at = last.offset + last.size - 1
+            result.write_bytes(data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:])
 
     async def run_element(self, batch: int, index: int) -> None:
         """Run the real worker on element ``index`` of ``batch`` (the test may call this itself: a late run)."""
