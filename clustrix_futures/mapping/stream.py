@@ -30,9 +30,9 @@ def drained(values: list[Any]) -> Iterator[Any]:
 
 def items_from(values: list[Any], failures: Failures, start: int) -> Iterator[Any]:
     """The chunk's items ``start`` on (``values[i]`` is item ``start + i``), up to the first that failed, which
-    raises (its remote traceback as its cause)."""
-    end = start + len(values)
-    bad = [position for position in failures if start <= position < end]
+    raises (its remote traceback as its cause); a failure past the values (a chunk whose values did not
+    unpickle has none) raises after them."""
+    bad = [position for position in failures if position >= start]  # also past the values: an undecodable chunk
     if not bad:
         return drained(values)
     first = min(bad)

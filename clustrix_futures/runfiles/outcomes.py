@@ -90,7 +90,7 @@ class ChunkResult:
             try:
                 self._values, self._failures = pickle.loads(self._blob)
             except BaseException as exc:  # SystemExit from a value's __setstate__ too: this chunk fails, only
-                self._values, self._failures = [], {0: _undecodable(exc, "the map chunk's values")}
+                self._values, self._failures = [], {0: undecodable(exc, "the map chunk's values")}
             self._blob = None
 
     @property
@@ -154,11 +154,11 @@ def loads_outcome(data: bytes) -> Outcome:
     try:
         return decode_outcome(data)
     except BaseException as exc:
-        error, text = _undecodable(exc, "the task's outcome")
+        error, text = undecodable(exc, "the task's outcome")
         return (False, error, text, 0.0)
 
 
-def _undecodable(exc: BaseException, what: str) -> tuple[BaseException, str]:
+def undecodable(exc: BaseException, what: str) -> tuple[BaseException, str]:
     """A RemoteError saying that unpickling ``what`` raised ``exc``, with its traceback text."""
     from clustrix_futures.errors import RemoteError
 

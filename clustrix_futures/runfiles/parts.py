@@ -22,7 +22,7 @@ from typing import Any, Optional, Protocol
 import cloudpickle
 
 from clustrix_futures.runfiles import journal
-from clustrix_futures.runfiles.outcomes import ChunkResult, Outcome
+from clustrix_futures.runfiles.outcomes import ChunkResult, Outcome, undecodable
 
 _PICKLE_PROTOCOL, _PICKLE_STOP = b"\x80", b"."
 
@@ -45,7 +45,11 @@ class Part:
         return cls(first, count, data[journal.PART.size:])
 
     def decode(self) -> tuple[list[Any], dict[int, tuple[BaseException, str]]]:
-        values, failures = cloudpickle.loads(self.blob)
+        """Never raises: a blob whose unpickling raises (even SystemExit) fails the part at its first item."""
+        try:
+            values, failures = cloudpickle.loads(self.blob)
+        except BaseException as exc:
+            return [None] * self.count, {self.first: undecodable(exc, "a part of the map chunk's values")}
         return values, failures
 
 
