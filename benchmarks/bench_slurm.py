@@ -53,12 +53,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
+from typing import Optional, TypeVar
 
 from clustrix_futures import ClusterPoolExecutor, chunks
 
 WRITE_PICKLE = ("import pickle, os, sys; p = sys.argv[1]; open(p + '.tmp', 'wb').write(pickle.dumps(42)); "
                 "os.replace(p + '.tmp', p)")
+BaseT = TypeVar("BaseT")
+OursT = TypeVar("OursT")
 MAP_ITEMS = 10**6
 MAP_ELEMENTS = 16
 IDLE_WAIT = 60.0  # the longest wait for an idle queue before a contender of (d) and (e)
@@ -268,15 +270,21 @@ def first_map(work_dir: str) -> tuple[float, float, float, float]:
     return elapsed, started - start, mapped - started, start + elapsed - mapped
 
 
-def first_map_section(scratch: Path, work_dir: str, rounds: int) -> None:
-    """(g) the first map of a new executor, each round a new executor, interleaved with the floor of (d)."""
-    floors: list[float] = []
-    runs: list[tuple[float, float, float, float]] = []
+def interleaved(rounds: int, baseline: Callable[[], BaseT], ours: Callable[[], OursT]) -> tuple[list[BaseT], list[OursT]]:
+    """``rounds`` runs of each, alternating, each after the queue went idle: load from elsewhere hits both."""
+    base: list[BaseT] = []
+    mine: list[OursT] = []
     for _ in range(rounds):
         idle_queue()
-        floors.append(raw_map_floor(scratch))
+        base.append(baseline())
         idle_queue()
-        runs.append(first_map(work_dir))
+        mine.append(ours())
+    return base, mine
+
+
+def first_map_section(scratch: Path, work_dir: str, rounds: int) -> None:
+    """(g) the first map of a new executor, each round a new executor, interleaved with the floor of (d)."""
+    floors, runs = interleaved(rounds, lambda: raw_map_floor(scratch), lambda: first_map(work_dir))
     ours = [run[0] for run in runs]
     ratio = statistics.median(a / b for a, b in zip(ours, floors))
     print(f"\n(g) a user's first map: ClusterPoolExecutor(...) to the end of its with block, map(tiny, "
@@ -302,13 +310,7 @@ def cold_burst(work_dir: str, tasks: int) -> tuple[float, int]:
 
 def cold_burst_section(scratch: Path, work_dir: str, tasks: int, rounds: int) -> None:
     """(h) a fresh executor's burst of trivial submits against a raw array of as many elements, interleaved."""
-    raw: list[float] = []
-    ours: list[tuple[float, int]] = []
-    for _ in range(rounds):
-        idle_queue()
-        raw.append(raw_array(scratch, tasks))
-        idle_queue()
-        ours.append(cold_burst(work_dir, tasks))
+    raw, ours = interleaved(rounds, lambda: raw_array(scratch, tasks), lambda: cold_burst(work_dir, tasks))
     seconds = [o[0] for o in ours]
     ratio = statistics.median(a / b for a, b in zip(seconds, raw))
     print(f"\n(h) {tasks} trivial submits on a fresh executor (from before ClusterPoolExecutor(...) to the end of "
