@@ -270,7 +270,8 @@ def first_map(work_dir: str) -> tuple[float, float, float, float]:
     return elapsed, started - start, mapped - started, start + elapsed - mapped
 
 
-def interleaved(rounds: int, baseline: Callable[[], BaseT], ours: Callable[[], OursT]) -> tuple[list[BaseT], list[OursT]]:
+def interleaved(rounds: int, baseline: Callable[[], BaseT],
+                ours: Callable[[], OursT]) -> tuple[list[BaseT], list[OursT]]:
     """``rounds`` runs of each, alternating, each after the queue went idle: load from elsewhere hits both."""
     base: list[BaseT] = []
     mine: list[OursT] = []
