@@ -227,9 +227,9 @@ class Monitor:
             return await self._submission.submit_backlog()
         answer: Optional[StatusAnswer] = None
         if fresh_status:
-            answer = await self._query_status(set(live))
+            answer = await self._query_status()
         elif self._status_query is None and time.monotonic() >= self._next_status:
-            self._status_query = asyncio.ensure_future(self._query_status(set(live)))
+            self._status_query = asyncio.ensure_future(self._query_status())
             self._status_query.add_done_callback(lambda _: self._wake.set())
         elif self._status_query is not None and self._status_query.done():
             query, self._status_query = self._status_query, None
@@ -243,10 +243,13 @@ class Monitor:
             await self._settle_vanished(report.phases, asked)
         return busy | await self._submission.submit_backlog()
 
-    async def _query_status(self, asked: set[ElementKey]) -> StatusAnswer:
-        """ONE status query for the jobs of the ``asked`` elements (the report, None if the scheduler could
-        not be asked; and ``asked``). Results are found by listing files, so the scheduler is asked less
-        often: soon after a submission, then backing off to ``poll_interval``."""
+    async def _query_status(self) -> StatusAnswer:
+        """ONE status query for the jobs of the live elements (the report, None if the scheduler could not be
+        asked; and the elements asked about). Results are found by listing files, so the scheduler is asked
+        less often: soon after a submission, then backing off to ``poll_interval``. The elements are taken
+        as the query starts, with no await before it: a scheduler then knows every job it is asked about, and
+        a job it knows of but is not asked about is one the monitor is done with."""
+        asked = set(self.books.live)
         report = await self.scheduler.status(sorted({k[0] for k in asked}))
         self._status_gap = min(self._status_gap * 1.5, self.settings["poll_interval"])
         self._next_status = time.monotonic() + self._status_gap

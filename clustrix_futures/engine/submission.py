@@ -265,11 +265,11 @@ class Submission:
             return False
         log.warning("element %s ended %s; running it again as job %s (attempt %d)", element.name, final.state,
                     job_id, element.attempts + 1)
-        await self.storage.write(self.env.run_dir.path("batches", f"{batch}-{element.index}.rerun.json"),
-                                 encode_json({"batch": batch, "index": element.index, "job_id": job_id}))
         del self.books.live[element.key]
         element.job_id, element.vanished_at, element.phase = job_id, None, QUEUED
         element.attempts += 1
-        self.books.watch(element)
+        self.books.watch(element)  # before any await: see Monitor._query_status
+        await self.storage.write(self.env.run_dir.path("batches", f"{batch}-{element.index}.rerun.json"),
+                                 encode_json({"batch": batch, "index": element.index, "job_id": job_id}))
         self._on_submitted()
         return True

@@ -178,6 +178,7 @@ class KubernetesScheduler:
         return name
 
     async def status(self, job_ids: Sequence[str]) -> Optional[StatusReport]:
+        known = set(self._jobs)  # a Job created while the listing is under way is in neither job_ids nor it
         try:
             jobs, pods = await asyncio.gather(
                 self._api(self.batch_api.list_namespaced_job, self.namespace, label_selector=self.selector),
@@ -187,11 +188,11 @@ class KubernetesScheduler:
                 raise
             log.warning("listing Jobs and pods failed, will retry: %s", describe(exc))
             return None
-        for name in set(self._jobs) - set(job_ids):  # the monitor is done with it: its pods would fill listings
-            await self._retire(name)
         watched = set(job_ids)  # with Jobs adopted on attach
+        for name in known - watched:  # the monitor is done with it: its pods would fill listings
+            await self._retire(name)
         listed = [job for job in jobs.items if job.metadata.name in watched]
-        for name in set(self._jobs) - {job.metadata.name for job in listed}:
+        for name in (known & watched) - {job.metadata.name for job in listed}:
             self._deleted_elsewhere(name)
         for job in listed:  # (Jobs adopted on attach are learnt here)
             start = int((job.metadata.annotations or {}).get(START_ANNOTATION, "0"))
