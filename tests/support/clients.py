@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,3 +22,12 @@ def run_client(tmp_path: Path, options: dict[str, Any], body: str, timeout: floa
                       + textwrap.dedent(body))
     return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=timeout,
                           cwd=Path(__file__).parent.parent.parent)
+
+
+def run_clients(tmp_path: Path, options: dict[str, Any], body: str, runs: int, at_once: int,
+                timeout: float = 300) -> list[subprocess.CompletedProcess[str]]:
+    """``runs`` clients of the same ``body`` (as :func:`run_client`, scripts ``client0.py``...), ``at_once``
+    of them running together: most of a client's life is waiting on its jobs, so the suite waits once."""
+    with ThreadPoolExecutor(at_once) as pool:
+        return list(pool.map(lambda run: run_client(tmp_path, options, body, timeout, f"client{run}.py"),
+                             range(runs)))

@@ -104,7 +104,7 @@ def test_code_named_dynamic_code_gets_its_file_name_back():
     filename = "/nowhere/prog.py"
     names = (("outer", 1, filename), ("inner", 2, filename))
     lines = ((filename, tuple(enumerate(source.splitlines(keepends=True), start=1))),)
-    loading.restore_sources((names, lines), [outer])
+    loading.rename([outer], loading.restore_sources((names, lines)))
     try:
         with pytest.raises(ValueError) as caught:
             outer()
