@@ -18,6 +18,7 @@ from typing import Any
 import cloudpickle
 
 from clustrix_futures.future import ClusterFuture
+from clustrix_futures.node import loading
 from clustrix_futures.runfiles.outcomes import Outcome, exception_of
 
 
@@ -96,24 +97,28 @@ def dumps_task(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str,
                 cloudpickle.unregister_pickle_by_value(module)
 
 
-class _TaskPickler(cloudpickle.CloudPickler):
-    """cloudpickle's pickler, noting the code of each function it pickles by value (in ``codes``)."""
+class TaskPickler(cloudpickle.CloudPickler):
+    """cloudpickle's pickler, noting the code of each function it pickles by value (in ``codes``), which the
+    node rebuilds in its module's one namespace.
+
+    cloudpickle 2 and 3 reduce every function they pickle by value in ``_dynamic_function_reduce``, and only
+    those: hooking it costs nothing per object (a ``reducer_override`` would be called for every one)."""
 
     def __init__(self, file: io.BytesIO) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self.codes: list[CodeType] = []
 
-    def reducer_override(self, obj: Any) -> Any:
-        reduced = super().reducer_override(obj)
-        if reduced is not NotImplemented and isinstance(obj, FunctionType):
-            self.codes.append(obj.__code__)
-        return reduced
+    def _dynamic_function_reduce(self, func: FunctionType) -> Any:
+        """cloudpickle's reduction, with the node's hooks (:mod:`clustrix_futures.node.loading`) for its own."""
+        self.codes.append(func.__code__)
+        _, newargs, state, items, pairs, _ = super()._dynamic_function_reduce(func)
+        return loading.make_function, newargs, state, items, pairs, loading.function_setstate
 
 
 def _dumps_with_sources(call: tuple) -> bytes:
     """The call's cloudpickle, followed by the plain pickle of its by-value functions' sources if it has any."""
     with io.BytesIO() as file:
-        pickler = _TaskPickler(file)
+        pickler = TaskPickler(file)
         pickler.dump(call)
         if pickler.codes:
             file.write(sources_pickle(tuple(dict.fromkeys((code.co_filename, code) for code in pickler.codes))))

@@ -244,11 +244,9 @@ class Monitor:
         return busy | await self._submission.submit_backlog()
 
     async def _query_status(self) -> StatusAnswer:
-        """ONE status query for the jobs of the live elements (the report, None if the scheduler could not be
-        asked; and the elements asked about). Results are found by listing files, so the scheduler is asked
-        less often: soon after a submission, then backing off to ``poll_interval``. The elements are taken
-        as the query starts, with no await before it: a scheduler then knows every job it is asked about, and
-        a job it knows of but is not asked about is one the monitor is done with."""
+        """ONE status query for the live elements' jobs (the report, None if the scheduler could not be asked;
+        and the elements asked about), soon after a submission, then backing off to ``poll_interval``. Taken as
+        it starts (no await before): a job the scheduler knows but is not asked about is one we are done with."""
         asked = set(self.books.live)
         report = await self.scheduler.status(sorted({k[0] for k in asked}))
         self._status_gap = min(self._status_gap * 1.5, self.settings["poll_interval"])

@@ -14,11 +14,8 @@ so no fresh interpreter can open them. That is refused here with a ``TypeError``
 from __future__ import annotations
 
 import io
-import pickle
 from collections import ChainMap
 from typing import Any
-
-import cloudpickle
 
 _FORK_CONTEXT = "created in a fork context"
 
@@ -43,12 +40,13 @@ class _Spawning:
 def _pickler_class() -> type:
     from multiprocessing.reduction import ForkingPickler
 
-    base = getattr(cloudpickle, "Pickler", None) or cloudpickle.CloudPickler
+    from clustrix_futures.serialization import TaskPickler
 
-    class HandOverPickler(base):  # type: ignore[misc, valid-type]
-        """cloudpickle (functions of ``__main__`` by value) plus multiprocessing's reducers."""
+    class HandOverPickler(TaskPickler):
+        """A task's pickler (functions of ``__main__`` by value, rebuilt in the worker's one namespace of their
+        module) plus multiprocessing's reducers."""
 
-        dispatch_table = ChainMap(base.dispatch_table, ForkingPickler._extra_reducers)  # type: ignore[attr-defined]
+        dispatch_table = ChainMap(TaskPickler.dispatch_table, ForkingPickler._extra_reducers)  # type: ignore[attr-defined]
 
     return HandOverPickler
 
@@ -68,7 +66,7 @@ def dumps_at_start(obj: Any) -> tuple[bytes, list[int]]:
     buffer = io.BytesIO()
     context.set_spawning_popen(spawning)  # type: ignore[arg-type]
     try:
-        _pickler_class()(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+        _pickler_class()(buffer).dump(obj)
     except Exception as exc:
         raise TypeError(_why(exc)) from exc
     finally:

@@ -6,10 +6,12 @@ a notebook, or a module registered by value) with ``_make_function(code, base_gl
 ``base_globals`` is a dict made per pickle holding the module's ``__name__`` (and ``__file__``...), and then
 ``_function_setstate``, which ``update``s that dict with the globals the function uses, as pickled. Each payload's
 functions would get their own copy of their module's globals: what an initializer stored there, a task never sees.
-:class:`TaskUnpickler` substitutes both hooks: a function of module ``M`` gets this process's one namespace of
-``M`` (made on first use, kept for the life of the process; never the worker's own ``__main__``), and its pickled
+The client's pickler (``serialization.dumps_task``) names this module's :func:`make_function` and
+:func:`function_setstate` in their place: a function of module ``M`` gets this process's one namespace of ``M``
+(made on first use, kept for the life of the process; never the worker's own ``__main__``), and its pickled
 globals fill only the names that namespace does not hold yet: what the worker already holds (set by the
-initializer or an earlier task) wins over values that arrive pickled later, as with an imported module.
+initializer or an earlier task) wins over values that arrive pickled later, as with an imported module. (So a
+payload loads with the C unpickler: a ``find_class`` hook in Python made every task's load twice as slow.)
 
 **Sources.** A payload may be followed by a second, plain pickle (written by the client's
 ``serialization.dumps_task``): its *sources*, ``(names, lines)``. ``names`` is a tuple of ``(co_name,
@@ -19,21 +21,24 @@ write ``<dynamic-code>`` as every such code's file name: the functions this payl
 back (recursively, nested code included), and the lines go into :mod:`linecache`, so a traceback formatted here
 shows ``File "/path/prog.py", line 9, in work`` and the line, even where that file does not exist.
 
-Standard library and cloudpickle only; :mod:`linecache` is imported only for a payload that has sources.
+Standard library and cloudpickle only.
 """
 
 from __future__ import annotations
 
+import functools
 import io
+import linecache
 import pickle
+import threading
 import types
 from collections.abc import Callable
 from typing import Any, Optional
 
 NAMESPACES: dict[str, dict[str, Any]] = {}  # module name -> this process's one namespace of that by-value module
-_HOOK_MODULES = ("cloudpickle.cloudpickle", "cloudpickle.cloudpickle_fast")  # where cloudpickle 2 and 3 keep them
 _KEPT = ("__package__", "__name__", "__path__", "__file__")
 _LINES: dict[str, dict[int, str]] = {}  # file name -> the source lines received for it
+_RESTORED: dict[bytes, dict[tuple[str, int], str]] = {}  # a sources pickle read -> its functions' file names
 
 
 def namespace_of(base_globals: dict[str, Any]) -> dict[str, Any]:
@@ -48,62 +53,70 @@ def namespace_of(base_globals: dict[str, Any]) -> dict[str, Any]:
     return shared
 
 
-def keeping_held(setstate: Callable[[types.FunctionType, Any], None]) -> Callable[[types.FunctionType, Any], None]:
+def make_function(code: types.CodeType, base_globals: dict[str, Any], name: Optional[str],
+                  argdefs: Optional[tuple], closure: Optional[tuple]) -> types.FunctionType:
+    """cloudpickle's ``_make_function``, but the function's globals are its module's shared namespace."""
+    shared = namespace_of(base_globals)
+    shared["__builtins__"] = __builtins__
+    function = types.FunctionType(code, shared, name, argdefs, closure)
+    _made().append(function)
+    return function
+
+
+def function_setstate(function: types.FunctionType, state: Any) -> None:
     """cloudpickle's ``_function_setstate``, but a name the function's shared namespace already holds keeps
     its value."""
-    def function_setstate(function: types.FunctionType, state: Any) -> None:
-        _, slotstate = state
-        held = function.__globals__
-        if held.get("__name__") in NAMESPACES and NAMESPACES[held["__name__"]] is held:
-            slotstate["__globals__"] = {k: v for k, v in slotstate["__globals__"].items() if k not in held}
-        setstate(function, state)
-
-    return function_setstate
+    _, slotstate = state
+    held = function.__globals__
+    if held.get("__name__") in NAMESPACES and NAMESPACES[held["__name__"]] is held:
+        slotstate["__globals__"] = {k: v for k, v in slotstate["__globals__"].items() if k not in held}
+    _cloudpickle_setstate()(function, state)
 
 
-class TaskUnpickler(pickle.Unpickler):
-    """Unpickles a task payload with cloudpickle's function hooks replaced (see the module docstring);
-    ``made`` collects the functions it rebuilt."""
+@functools.cache
+def _cloudpickle_setstate() -> Callable[[types.FunctionType, Any], None]:
+    """cloudpickle's own ``_function_setstate`` (in ``cloudpickle.cloudpickle`` from 3.0, ``cloudpickle_fast``
+    before)."""
+    from cloudpickle import cloudpickle
 
-    def __init__(self, file: io.BytesIO) -> None:
-        super().__init__(file)
-        self.made: list[types.FunctionType] = []
+    if hasattr(cloudpickle, "_function_setstate"):
+        return cloudpickle._function_setstate
+    from cloudpickle import cloudpickle_fast
 
-    def find_class(self, module: str, name: str) -> Any:
-        if module in _HOOK_MODULES:
-            if name == "_make_function":
-                return self._make_function
-            if name == "_function_setstate":
-                return keeping_held(super().find_class(module, name))
-        return super().find_class(module, name)
+    return cloudpickle_fast._function_setstate
 
-    def _make_function(self, code: types.CodeType, base_globals: dict[str, Any], name: Optional[str],
-                       argdefs: Optional[tuple], closure: Optional[tuple]) -> types.FunctionType:
-        shared = namespace_of(base_globals)
-        shared["__builtins__"] = __builtins__
-        function = types.FunctionType(code, shared, name, argdefs, closure)
-        self.made.append(function)
-        return function
+
+_loading = threading.local()  # .made: the functions the payload being loaded in this thread has rebuilt
+
+
+def _made() -> list[types.FunctionType]:
+    if not hasattr(_loading, "made"):
+        _loading.made = []
+    return _loading.made
 
 
 def loads_task(payload: bytes) -> Any:
     """The call a task payload holds (``(fn, args, kwargs)``), its functions in their modules' shared
     namespaces, and its sources (if any) restored."""
-    stream = io.BytesIO(payload)
-    unpickler = TaskUnpickler(stream)
-    call = unpickler.load()
+    stream, made = io.BytesIO(payload), _made()
+    made.clear()
+    call = pickle.Unpickler(stream).load()
     rest = stream.read()
     if rest:
-        restore_sources(pickle.loads(rest), unpickler.made)
+        files = _RESTORED.get(rest)  # the tasks of one function carry the same sources: read them once
+        if files is None or not all(name in linecache.cache for name in files.values() if name in _LINES):
+            if len(_RESTORED) > 1024:
+                _RESTORED.clear()
+            files = _RESTORED[rest] = restore_sources(pickle.loads(rest))
+        rename(made, files)
+    made.clear()
     return call
 
 
-def restore_sources(sources: tuple, functions: list[types.FunctionType]) -> None:
-    """Give ``functions`` their code's file names back and put the source lines into :mod:`linecache`."""
-    import linecache
-
+def restore_sources(sources: tuple) -> dict[tuple[str, int], str]:
+    """Put the source lines into :mod:`linecache`; the file name of each function's code, by its
+    ``(co_name, co_firstlineno)``."""
     names, lines = sources
-    files = {(name, first): filename for name, first, filename in names}
     for filename, numbered in lines:
         if not numbered:
             continue
@@ -115,6 +128,11 @@ def restore_sources(sources: tuple, functions: list[types.FunctionType]) -> None
         for number, line in known.items():
             text[number - 1] = line
         linecache.cache[filename] = (sum(map(len, text)), None, text, filename)  # no mtime: never checked
+    return {(name, first): filename for name, first, filename in names}
+
+
+def rename(functions: list[types.FunctionType], files: dict[tuple[str, int], str]) -> None:
+    """Give ``functions`` their code's file names back (cloudpickle 3.1.2 and later ship none)."""
     for function in functions:
         code = function.__code__
         if files.get((code.co_name, code.co_firstlineno), code.co_filename) != code.co_filename:

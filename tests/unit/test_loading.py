@@ -47,6 +47,8 @@ def user_module(tmp_path: Path) -> dict[str, object]:
 
 
 def test_tasks_of_one_module_share_its_namespace_and_the_worker_s_values_win(user_module):
+    """The payload names the node's hooks, so the C unpickler (no ``find_class`` of ours) loads it."""
+    assert b"clustrix_futures.node.loading" in dumps_task(user_module["work"], (2,), {})
     init = loading.loads_task(dumps_task(user_module["init"], (10, 3), {}))
     fn, args, kwargs = init
     fn(*args, **kwargs)
@@ -57,12 +59,14 @@ def test_tasks_of_one_module_share_its_namespace_and_the_worker_s_values_win(use
 
 
 def test_without_the_shared_loading_the_initializer_state_is_lost(user_module):
-    """The problem the loading solves (cloudpickle's own loads): this test fails if cloudpickle changes."""
+    """The problem the loading solves (cloudpickle's own hooks): this test fails if cloudpickle changes."""
     import pickle
 
-    fn, args, _ = pickle.loads(dumps_task(user_module["init"], (10, 3), {}))
+    import cloudpickle
+
+    fn, args, _ = pickle.loads(cloudpickle.dumps((user_module["init"], (10, 3), {})))
     fn(*args)
-    work, args, _ = pickle.loads(dumps_task(user_module["work"], (2,), {}))
+    work, args, _ = pickle.loads(cloudpickle.dumps((user_module["work"], (2,), {})))
     with pytest.raises(KeyError):
         work(*args)
 
