@@ -24,8 +24,9 @@ RESULT_WAIT = 120  # seconds: a generous bound for one result on a busy 2-core C
 ONE_CYCLE = 10.0  # seconds: more than one monitor cycle (poll_interval 2 s) plus an S3 piece (2 s), generously
 
 
-PBS_LONG_ELEMENTS = ("the PBS stand-in (Torque-style wrappers over SLURM, tests/infra/pbs.sh) reports an element that "
-                     "runs for seconds as finished (state C) with no exit status; also on the base commit")
+PBS_LONG_ELEMENTS = ("the PBS stand-in (Torque-style wrappers over SLURM) lists array elements under SLURM job ids of "
+                     "their own, and the array's id is its last-started element: seconds-long elements other than "
+                     "that one end early (tests/infra/README.md, pbs.sh)")
 
 
 @pytest.fixture(autouse=True)
