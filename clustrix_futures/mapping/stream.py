@@ -23,9 +23,11 @@ Failures = dict[int, tuple[BaseException, str]]
 
 def drained(values: list[Any]) -> Iterator[Any]:
     """``values`` in order, each removed from the list as it is yielded (``list.pop`` from the end of the
-    reversed list, called by ``map``: no Python code per item)."""
+    reversed list, called by ``map``: no Python code per item). As ProcessPoolExecutor's own
+    ``_chain_from_iterable_of_lists`` (bpo-27144): a yielded value is the consumer's alone. This costs about
+    15 ns per item over a plain iteration (``list.pop(values)``: ``values.pop(-1)`` parses its argument)."""
     values.reverse()
-    return map(values.pop, itertools.repeat(-1, len(values)))
+    return map(list.pop, itertools.repeat(values, len(values)))
 
 
 def items_from(values: list[Any], failures: Failures, start: int) -> Iterator[Any]:
