@@ -285,10 +285,13 @@ class ClusterFuture(Future[T], Generic[T]):
 
     def _started(self, phase: str) -> None:
         """Set by the job monitor when the task's element runs: running, unless it was cancelled (a task taken
-        back from a cold burst's element is running already, and stays so)."""
+        back from a cold burst's element is running already, and stays so; a task of the element that finished
+        before the report that shows it running stays finished)."""
         self._phase = phase
-        if not self.running():
-            self.set_running_or_notify_cancel()
+        with self._condition:
+            if self._state != PENDING:
+                return
+        self.set_running_or_notify_cancel()
 
     def _watched(self, job_id: str, slot: tuple[int, int], phase: str) -> None:
         """Set by the job monitor: the task's element (its scheduler id and run-directory slot) and its phase."""
