@@ -7,7 +7,6 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-import pytest
 from support import workloads
 from support.waiting import RESULT_WAIT
 
@@ -20,10 +19,7 @@ def test_a_cold_burst_of_submits_is_right_and_in_order(make_executor):
     assert [f.result(RESULT_WAIT) for f in futures] == [i + 1 for i in range(40)]
 
 
-def test_a_blocked_task_does_not_hold_back_the_tasks_of_its_burst(make_executor, signals, backend, request):
-    if backend == "pbs":  # tests/infra/pbs.sh's Torque wrappers over SLURM name element I of job J "J+I" in qstat,
-        # so the client never sees an element but the first running, and cannot give back what it holds
-        request.applymarker(pytest.mark.xfail(strict=True, reason="the PBS wrappers' qstat hides array elements"))
+def test_a_blocked_task_does_not_hold_back_the_tasks_of_its_burst(make_executor, signals, backend):
     # Grid Engine's jobs do not inherit this process's environment (qsub without -V): PYTHONPATH is set in the job
     # script, so its elements run the worker under test (one that claims tasks), not another installed one
     options = {"setup": [f"export PYTHONPATH={shlex.quote(str(REPO))}"]} if backend == "sge" else {}

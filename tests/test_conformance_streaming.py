@@ -24,21 +24,6 @@ RESULT_WAIT = 120  # seconds: a generous bound for one result on a busy 2-core C
 ONE_CYCLE = 10.0  # seconds: more than one monitor cycle (poll_interval 2 s) plus an S3 piece (2 s), generously
 
 
-PBS_LONG_ELEMENTS = ("the PBS stand-in (Torque-style wrappers over SLURM) lists array elements under SLURM job ids of "
-                     "their own, and the array's id is its last-started element: seconds-long elements other than "
-                     "that one end early (tests/infra/README.md, pbs.sh)")
-
-
-@pytest.fixture(autouse=True)
-def _pbs_long_elements(request: pytest.FixtureRequest) -> None:
-    """The tests here whose elements run for seconds are expected to fail on the PBS stand-in (not strict)."""
-    backend = request.node.callspec.params.get("backend") if hasattr(request.node, "callspec") else None
-    if backend == "pbs" and request.node.originalname in (
-            "test_a_finished_item_is_not_held_behind_a_slow_one",
-            "test_items_come_within_a_cycle_of_the_slow_first_one", "test_an_explicit_chunksize_yields_per_chunk"):
-        request.applymarker(pytest.mark.xfail(reason=PBS_LONG_ELEMENTS, strict=False))
-
-
 def test_a_finished_item_is_not_held_behind_a_slow_one(make_executor, signals: Path):
     """The issue's program: ProcessPoolExecutor yields [0, 0], then times out on the 60 s item. Twice at once,
     for known and unknown lengths (unknown lengths pack items 2 and 3 in one chunk), so the suite waits for the

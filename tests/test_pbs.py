@@ -156,7 +156,7 @@ def test_status_lists_the_users_jobs_and_expands_arrays_only_when_there_are_some
 def test_job_ids_and_array_limit():
     backend = pbs_backend()
     assert backend.parse_job_id("1234[].pbsserver.example.org\n", submission(4)) == "1234[]"
-    assert backend.parse_job_id("8159\n", submission(4)) == "8159"  # the wrappers print bare ids
+    assert backend.parse_job_id("8159\n", submission(4)) == "8159~0-3"  # the wrappers print bare ids
     assert backend.parse_job_id("8160\n", submission(1)) == "8160"  # a plain job of element 0
     with pytest.raises(ValueError):
         backend.parse_job_id("There was an error running the Slurm sbatch command.\n", submission(4))
@@ -165,6 +165,37 @@ def test_job_ids_and_array_limit():
 
 
 # ------------------------------------------------------------------------ parsers on real formats
+
+
+WRAPPER_QSTAT = """
+vm:
+                                                                               Req'd  Req'd   Elap
+Job id               Username Queue    Name                 SessID NDS   TSK   Memory Time Use S Time
+-------------------- -------- -------- -------------------- ------ ----- ----- ------ ----- - -----
+33420                root     debug    other                --         1     1     -- 8760: R 00:00
+33432                root     debug    t                    --         1     1     -- 71582 C 00:00
+33438                root     debug    t                    --         1     1     -- 8760: {first} 00:00
+33439                root     debug    t                    --         1     1     -- 8760: {second} 00:00
+33437                root     debug    t                    --         1     1     -- 8760: C 00:00
+"""  # `qstat -u root` of Debian's wrappers for `qsub -N t -t 0-2`: 33437 is the array, each subjob its own
+
+
+@pytest.mark.parametrize("first, second, phase", [("R", "C", RUNNING), ("Q", "C", QUEUED), ("C", "C", ENDED)])
+def test_an_array_whose_subjobs_qstat_does_not_name_is_in_one_phase(first, second, phase):
+    """The wrappers list an array's subjobs under job numbers of their own, and the array's own number is
+    SLURM's last-started subjob: reading that line as element 0 ended element 0 while it ran. Every element is
+    running while a job of the array's name numbered from it runs (another name's job does not count)."""
+    backend = pbs_backend("torque")
+    job_id = backend.parse_job_id("33437\n", submission(3, job_name="t"))
+    assert job_id == "33437~0-2" and backend.status_argv([job_id])[-1] == "qstat"  # no -t: the wrappers refuse it
+    report = backend.parse_status(WRAPPER_QSTAT.format(first=first, second=second), [job_id])
+    assert {key: value for key, value in report.phases.items() if key[0] == job_id} == {
+        (job_id, 0): phase, (job_id, 1): phase, (job_id, 2): phase}
+    assert backend.final_argv(job_id) == ["qstat", "-f", "33437"]
+    assert backend.cancel_argv([(job_id, 1)]) == ["qdel", "33437"]
+    finals = backend.parse_final("Job Id:\t33437\n\tjob_state = C\n", job_id)
+    assert set(finals) == {(job_id, 0), (job_id, 1), (job_id, 2)}
+    assert {final.state for final in finals.values()} == {"FAILED"}  # unless its result file says otherwise
 
 
 def test_pbspro_qstat_t_u():

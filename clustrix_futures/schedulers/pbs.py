@@ -12,7 +12,9 @@ tail).
 Job ids are kept as their sequence number, with ``[]`` for an array (``1234[]``, ``1234``): ``qstat``
 truncates long ids (``1234[5].serv*``), and every PBS command accepts the short form. qstat cannot show the
 element a plain job runs, so the id of one running element I > 0 (a resubmitted element) carries it,
-``1240:5``, in the run's records too; PBS commands get the number. Status is ONE
+``1240:5``, in the run's records too; PBS commands get the number. An array whose ``qsub`` printed a bare
+number (Debian's Torque-style wrappers over SLURM, which list each subjob under a job number of its own) is kept
+as ``1234~0-7``: its elements share one phase (:func:`_opaque_entries`). Status is ONE
 ``qstat -u USER`` per cycle (``-t`` expands arrays into subjobs), listing the user's jobs rather than ours by
 id, because PBS answers a list that names one purged job with an error for the whole call. Final states come
 from ``qstat -f`` (``-x`` on PBS Pro, whose finished jobs are history) and its ``exit_status``: 0 COMPLETED;
@@ -45,6 +47,7 @@ _NAME_UNSAFE = r"[^A-Za-z0-9_.+-]"
 _JOB = re.compile(r"^(\d+)(?:\[(\d*)\])?")  # 1234, 1234[], 1234[5], each maybe with .server after it
 _PLACEHOLDERS = {"pbspro": "^array_index^", "torque": "$PBS_ARRAYID"}
 _PLAIN = ":"  # in the id of a plain job that runs element I > 0: NUMBER:I
+_OPAQUE = "~"  # in the id of an array whose subjobs qstat does not name: NUMBER~FIRST-LAST
 
 
 def _seconds(clock: str) -> Optional[int]:
@@ -78,6 +81,7 @@ class PbsBackend(CommandBackend):
 
     def __init__(self, context: BackendContext) -> None:
         self.flavor = context.pbs_flavor
+        self._names: dict[str, str] = {}  # an opaque array's job name, by its id (not known after an attach)
 
     def config_argv(self) -> Optional[list[str]]:
         return ["qmgr", "-c", "print server"]
@@ -104,6 +108,10 @@ class PbsBackend(CommandBackend):
             raise ValueError(f"qsub printed no job id: {stdout!r}")
         if found.group(2) is not None:
             return f"{found.group(1)}[]"
+        if job.size > 1:  # qsub printed a bare number for an array: a PBS that does not name its subjobs
+            job_id = f"{found.group(1)}{_OPAQUE}{job.start}-{job.last}"
+            self._names[job_id] = Resources(job.resources).name(_NAME_UNSAFE)
+            return job_id
         if job.size == 1 and job.start:
             return f"{found.group(1)}{_PLAIN}{job.start}"
         return found.group(1)
@@ -114,18 +122,25 @@ class PbsBackend(CommandBackend):
 
     def parse_status(self, stdout: str, job_ids: Sequence[str]) -> StatusReport:
         plain, entries = _plain_jobs(job_ids), []
-        for line in stdout.splitlines():
-            words = line.split()
-            key = _key(words[0], plain) if len(words) >= 3 else None
+        lines = [words for words in map(str.split, stdout.splitlines()) if len(words) >= 3]
+        for words in lines:
+            key = _key(words[0], plain)
             if key is not None:
                 entries.append((key, words[-2], phase_of(words[-2], _QUEUED_STATES, _RUNNING_STATES)))
+        for job_id in job_ids:
+            if _OPAQUE in job_id:
+                entries += _opaque_entries(job_id, lines, self._names.get(job_id))
         return report(entries)
 
     def final_argv(self, job_id: str) -> list[str]:
         history = ["-x"] if self.flavor == "pbspro" else []
-        return ["qstat", *history, "-f", *(["-t"] if "[" in job_id else []), job_id.split(_PLAIN)[0]]
+        return ["qstat", *history, "-f", *(["-t"] if "[" in job_id else []), _command_id(job_id)]
 
     def parse_final(self, stdout: str, job_id: str) -> dict[ElementKey, FinalState]:
+        if _OPAQUE in job_id:  # asked once its every line had ended; no line names an element
+            first, last = _span(job_id)
+            return {(job_id, index): FinalState("FAILED", "the array ended, and this PBS names neither its subjobs "
+                                                          "nor their exit status") for index in range(first, last + 1)}
         plain, states = _plain_jobs([job_id]), {}
         for block in re.split(r"^Job Id:\s*", stdout, flags=re.MULTILINE)[1:]:
             key = _key(block.split()[0], plain) if block.split() else None
@@ -138,8 +153,34 @@ class PbsBackend(CommandBackend):
     def cancel_argv(self, elements: Sequence[ElementKey]) -> list[str]:
         """Subjobs as ``1234[5]``; a job without brackets by its number, whole (the wrappers' bare array ids
         name no subjob either: their qdel takes ``1234[5]`` as ``1234``)."""
-        return ["qdel", *dict.fromkeys(f"{job[:-2]}[{index}]" if job.endswith("[]") else job.split(_PLAIN)[0]
+        return ["qdel", *dict.fromkeys(f"{job[:-2]}[{index}]" if job.endswith("[]") else _command_id(job)
                                        for job, index in elements)]
+
+
+def _command_id(job_id: str) -> str:
+    """The id PBS commands take: without the element of a plain job or the span of an opaque array."""
+    return job_id.split(_PLAIN)[0].split(_OPAQUE)[0]
+
+
+def _span(job_id: str) -> tuple[int, int]:
+    first, last = job_id.split(_OPAQUE)[1].split("-")
+    return int(first), int(last)
+
+
+def _opaque_entries(job_id: str, lines: Sequence[list[str]], name: Optional[str]) -> list[tuple[ElementKey, str, str]]:
+    """Every element of an array whose subjobs qstat lists under job numbers of their own (Debian's Torque
+    wrappers over SLURM: no ``-t``, and the array's own number is one subjob, not element 0), in one phase:
+    running while one of the user's jobs numbered from the array's on, with its name (when known), runs; else
+    queued while one is queued; else ended. An element's result still ends it at once; one that dies without
+    a result is known when the whole array has ended."""
+    number = int(_command_id(job_id))
+    states = {words[-2] for words in lines if len(words) > 3 and words[0].split(".")[0].isdigit()
+              and int(words[0].split(".")[0]) >= number and (name is None or name.startswith(words[3].rstrip("*")))}
+    word = next((state for state in states if state in _RUNNING_STATES), None) or next(
+        (state for state in states if state in _QUEUED_STATES), "C")
+    phase = phase_of(word, _QUEUED_STATES, _RUNNING_STATES)
+    first, last = _span(job_id)
+    return [((job_id, index), word, phase) for index in range(first, last + 1)]
 
 
 def _plain_jobs(job_ids: Iterable[str]) -> dict[str, ElementKey]:
