@@ -174,8 +174,9 @@ def _opaque_entries(job_id: str, lines: Sequence[list[str]], name: Optional[str]
     queued while one is queued; else ended. An element's result still ends it at once; one that dies without
     a result is known when the whole array has ended."""
     number = int(_command_id(job_id))
-    states = {words[-2] for words in lines if len(words) > 3 and words[0].split(".")[0].isdigit()
-              and int(words[0].split(".")[0]) >= number and (name is None or name.startswith(words[3].rstrip("*")))}
+    states = {words[-2] for words, found in ((words, _JOB.match(words[0])) for words in lines)
+              if found is not None and len(words) > 3 and int(found.group(1)) >= number
+              and (name is None or name.startswith(words[3].rstrip("*")))}
     word = next((state for state in states if state in _RUNNING_STATES), None) or next(
         (state for state in states if state in _QUEUED_STATES), "C")
     phase = phase_of(word, _QUEUED_STATES, _RUNNING_STATES)
