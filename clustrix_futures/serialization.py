@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import io
 import linecache
+import operator
 import os
 import pickle
 import site
 import sys
 import sysconfig
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from types import CodeType, FunctionType, ModuleType
-from typing import Any
+from types import BuiltinFunctionType, CodeType, FunctionType, ModuleType
+from typing import Any, Optional
 
 import cloudpickle
 
@@ -66,13 +68,18 @@ def user_modules(objects: Iterable[Any]) -> list[ModuleType]:
     for obj in objects:
         top = (getattr(obj, "__module__", None) or type(obj).__module__ or "").split(".")[0]
         module = sys.modules.get(top)
-        if top not in _is_own:
-            path = getattr(module, "__file__", None)
-            _is_own[top] = (top not in _NEVER_SHIPPED and path is not None
-                            and not os.path.realpath(path).startswith(_INSTALLED))
-        if _is_own[top] and module is not None and module not in found:
+        if _is_own_module(top) and module is not None and module not in found:
             found.append(module)
     return found
+
+
+def _is_own_module(top: str) -> bool:
+    """Whether the top-level module ``top`` is the user's own (see :func:`user_modules`); cached."""
+    if top not in _is_own:
+        path = getattr(sys.modules.get(top), "__file__", None)
+        _is_own[top] = (top not in _NEVER_SHIPPED and path is not None
+                        and not os.path.realpath(path).startswith(_INSTALLED))
+    return _is_own[top]
 
 
 def dumps_task(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any],
@@ -89,12 +96,70 @@ def dumps_task(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str,
         for module in shipped:
             cloudpickle.register_pickle_by_value(module)
         try:
-            return _dumps_with_sources((fn, tuple(args), dict(kwargs)))
+            return _dumps_with_sources((function_blob(fn, ship_code) or fn, tuple(args), dict(kwargs)))
         except Exception as exc:
             raise TypeError(f"cannot submit: {_culprit(fn, args, kwargs)} could not be pickled: {exc}") from exc
         finally:
             for module in shipped:
                 cloudpickle.unregister_pickle_by_value(module)
+
+
+_SCALARS = (int, float, complex, str, bytes, bool, type(None))
+_blobs: weakref.WeakKeyDictionary[FunctionType, tuple[tuple[Any, ...], Optional[bytes]]] = weakref.WeakKeyDictionary()
+_global_names: weakref.WeakKeyDictionary[CodeType, tuple[str, ...]] = weakref.WeakKeyDictionary()
+
+
+def function_blob(fn: Any, ship_code: bool) -> Optional[bytes]:
+    """``fn``'s own payload (its pickle, and its sources), made once and sent again while nothing its pickle
+    holds can have changed; None for a function whose pickle may change between calls.
+
+    A node keeps the function it loads from a blob (:func:`clustrix_futures.node.loading.loads_task`), so a
+    task of a function already seen costs neither side its rebuild. Only a plain function qualifies: no
+    closure, no attributes, defaults that are scalars, and every global it names a module pickled by
+    reference, a built-in function or a scalar (so a helper function, a class or a container in its globals,
+    any of which may change in place, gets it pickled afresh each time). The blob is made again when the
+    code, a default, a name or any of those globals is no longer the same object."""
+    if type(fn) is not FunctionType or fn.__closure__ is not None or fn.__dict__:
+        return None
+    names = _global_names.get(fn.__code__)
+    if names is None:
+        names = _global_names[fn.__code__] = tuple(sorted(_names_used(fn.__code__)))
+    held = fn.__globals__  # read-only: not in the key
+    key = (fn.__code__, fn.__defaults__, fn.__kwdefaults__, fn.__name__, fn.__qualname__, fn.__module__,
+           ship_code, len(cloudpickle.cloudpickle._PICKLE_BY_VALUE_MODULES),
+           *(held.get(name, _SCALARS) for name in names))
+    known = _blobs.get(fn)
+    if known is not None and len(known[0]) == len(key) and all(map(operator.is_, known[0], key)):
+        return known[1]
+    fixed = _never_changes(fn, [held[name] for name in names if name in held], ship_code)
+    blob = _dumps_with_sources(fn) if fixed else None
+    _blobs[fn] = (key, blob)  # a function that does not qualify is not looked at again while the key holds
+    return blob
+
+
+def _names_used(code: CodeType) -> set[str]:
+    """The names ``code`` and the code nested in it look up (globals among them), as cloudpickle finds them."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            names |= _names_used(const)
+    return names
+
+
+def _never_changes(fn: FunctionType, values: list[Any], ship_code: bool) -> bool:
+    """Whether ``fn``'s pickle is the same for as long as these globals and its defaults are the same objects."""
+    defaults = [*(fn.__defaults__ or ()), *(fn.__kwdefaults__ or {}).values()]
+    if not all(isinstance(value, _SCALARS) for value in defaults):
+        return False
+    by_value = cloudpickle.cloudpickle._PICKLE_BY_VALUE_MODULES
+    for value in values:
+        if isinstance(value, ModuleType):
+            top = value.__name__.split(".")[0]
+            if top in by_value or value.__name__ in by_value or (ship_code and _is_own_module(top)):
+                return False
+        elif not isinstance(value, (*_SCALARS, BuiltinFunctionType)):
+            return False
+    return True
 
 
 class TaskPickler(cloudpickle.CloudPickler):
@@ -115,7 +180,7 @@ class TaskPickler(cloudpickle.CloudPickler):
         return loading.make_function, newargs, state, items, pairs, loading.function_setstate
 
 
-def _dumps_with_sources(call: tuple) -> bytes:
+def _dumps_with_sources(call: Any) -> bytes:
     """The call's cloudpickle, followed by the plain pickle of its by-value functions' sources if it has any."""
     with io.BytesIO() as file:
         pickler = TaskPickler(file)

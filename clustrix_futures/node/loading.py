@@ -13,6 +13,11 @@ globals fill only the names that namespace does not hold yet: what the worker al
 initializer or an earlier task) wins over values that arrive pickled later, as with an imported module. (So a
 payload loads with the C unpickler: a ``find_class`` hook in Python made every task's load twice as slow.)
 
+**Functions sent once.** A payload's function may be a blob of its own, a pickle followed by its sources (the
+client sends one for a function whose pickle cannot change, ``serialization.function_blob``): the function it
+holds is made on the first task that carries it and kept for the life of the process, so later tasks of it cost
+one dictionary lookup instead of its rebuild.
+
 **Sources.** A payload may be followed by a second, plain pickle (written by the client's
 ``serialization.dumps_task``): its *sources*, ``(names, lines)``. ``names`` is a tuple of ``(co_name,
 co_firstlineno, filename)``, one per code object of the functions shipped by value (nested ones too); ``lines``
@@ -39,6 +44,7 @@ NAMESPACES: dict[str, dict[str, Any]] = {}  # module name -> this process's one 
 _KEPT = ("__package__", "__name__", "__path__", "__file__")
 _LINES: dict[str, dict[int, str]] = {}  # file name -> the source lines received for it
 _RESTORED: dict[bytes, dict[tuple[str, int], str]] = {}  # a sources pickle read -> its functions' file names
+_FUNCTIONS: dict[bytes, tuple[Any, bytes]] = {}  # a function's blob -> the function made from it, its sources
 
 
 def namespace_of(base_globals: dict[str, Any]) -> dict[str, Any]:
@@ -97,20 +103,47 @@ def _made() -> list[types.FunctionType]:
 
 def loads_task(payload: bytes) -> Any:
     """The call a task payload holds (``(fn, args, kwargs)``), its functions in their modules' shared
-    namespaces, and its sources (if any) restored."""
-    stream, made = io.BytesIO(payload), _made()
+    namespaces, and its sources (if any) restored. A function sent as a blob of its own (the client's
+    ``serialization.function_blob``) is made once per process and kept."""
+    (fn, args, kwargs), _ = _loads(payload)
+    if type(fn) is bytes:
+        fn = _function_of(fn)
+    return fn, args, kwargs
+
+
+def _loads(data: bytes) -> tuple[Any, bytes]:
+    """The object a pickle followed by its sources (if any) holds, and those sources' pickle."""
+    stream, made = io.BytesIO(data), _made()
     made.clear()
-    call = pickle.Unpickler(stream).load()
+    loaded = pickle.Unpickler(stream).load()
     rest = stream.read()
     if rest:
-        files = _RESTORED.get(rest)  # the tasks of one function carry the same sources: read them once
-        if files is None or not all(name in linecache.cache for name in files.values() if name in _LINES):
-            if len(_RESTORED) > 1024:
-                _RESTORED.clear()
-            files = _RESTORED[rest] = restore_sources(pickle.loads(rest))
-        rename(made, files)
+        rename(made, _restored(rest))
     made.clear()
-    return call
+    return loaded, rest
+
+
+def _restored(rest: bytes) -> dict[tuple[str, int], str]:
+    """The sources pickle ``rest`` read into :mod:`linecache` (again if it has lost them); its functions' file
+    names."""
+    files = _RESTORED.get(rest)  # the tasks of one function carry the same sources: read them once
+    if files is None or not all(name in linecache.cache for name in files.values() if name in _LINES):
+        if len(_RESTORED) > 1024:
+            _RESTORED.clear()
+        files = _RESTORED[rest] = restore_sources(pickle.loads(rest))
+    return files
+
+
+def _function_of(blob: bytes) -> Any:
+    """The function a blob holds, made on its first task in this process."""
+    known = _FUNCTIONS.get(blob)
+    if known is None:
+        if len(_FUNCTIONS) > 256:
+            _FUNCTIONS.clear()
+        known = _FUNCTIONS[blob] = _loads(blob)
+    elif known[1]:
+        _restored(known[1])
+    return known[0]
 
 
 def restore_sources(sources: tuple) -> dict[tuple[str, int], str]:

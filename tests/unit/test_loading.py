@@ -15,7 +15,7 @@ import pytest
 
 from clustrix_futures.node import loading
 from clustrix_futures.node.initializer import initialized
-from clustrix_futures.serialization import dumps_task
+from clustrix_futures.serialization import dumps_task, function_blob
 
 MODULE = "cf_loading_user_module"  # never importable: cloudpickle ships its functions by value
 
@@ -130,3 +130,71 @@ def test_a_call_without_by_value_functions_is_cloudpickle_s_own_pickle(user_modu
     assert loading.loads_task(dumps_task(*call)) == call
     with_sources = dumps_task(user_module["work"], (1,), {})
     assert len(with_sources) > len(cloudpickle.dumps((user_module["work"], (1,), {}), protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def test_a_function_whose_pickle_cannot_change_is_sent_as_one_blob_and_made_once(tmp_path):
+    """A plain function whose globals are modules and scalars travels as the same blob while they are the same
+    objects; the node makes it on its first task only. What may change in place is pickled afresh each time."""
+    path = tmp_path / "blob_prog.py"
+    path.write_text(textwrap.dedent("""\
+        import math
+        SCALE = 3
+        TABLE = {"scale": 3}
+
+        def pure(x):
+            return math.floor(x * SCALE)
+
+        def calls_pure(x):
+            return pure(x)
+
+        def reads_table(x):
+            return x * TABLE["scale"]
+
+        def remembers(x, seen=[]):
+            seen.append(x)
+            return len(seen)
+
+        def curried(k):
+            return lambda x: x * k
+    """))
+    name = "cf_loading_blob_module"
+    namespace: dict[str, object] = {"__name__": name, "__file__": str(path)}
+    exec(compile(path.read_text(), str(path), "exec"), namespace)
+    try:
+        blob = function_blob(namespace["pure"], False)
+        assert blob is not None and blob is function_blob(namespace["pure"], False)
+        first, second = dumps_task(namespace["pure"], (2,), {}), dumps_task(namespace["pure"], (5,), {})
+        assert blob in first and blob in second
+        (made, args, _), (again, more, _) = loading.loads_task(first), loading.loads_task(second)
+        assert made is again and made(*args) == 6 and again(*more) == 15
+        namespace["SCALE"] = 4  # another object: a new blob (the node's namespace still holds 3: its value wins)
+        assert function_blob(namespace["pure"], False) not in (None, blob)
+        for changeable in ("calls_pure", "reads_table", "remembers"):
+            assert function_blob(namespace[changeable], False) is None, changeable
+        assert function_blob(namespace["curried"](2), False) is None  # a closure
+        assert function_blob(len, False) is None
+        table_task = dumps_task(namespace["reads_table"], (2,), {})
+        namespace["TABLE"]["scale"] = 5  # changed in place: the next task carries the new value
+        assert dumps_task(namespace["reads_table"], (2,), {}) != table_task
+    finally:
+        loading.NAMESPACES.pop(name, None)
+
+
+def test_a_blob_function_s_traceback_keeps_its_file_and_line(tmp_path):
+    path = tmp_path / "blob_fail.py"
+    path.write_text("import math\n\n\ndef fails(x):\n    return math.sqrt(x)  # the failing line\n")
+    namespace: dict[str, object] = {"__name__": "cf_loading_blob_fail", "__file__": str(path)}
+    exec(compile(path.read_text(), str(path), "exec"), namespace)
+    try:
+        payload = dumps_task(namespace["fails"], (-1,), {})
+        assert function_blob(namespace["fails"], False) in payload
+        path.unlink()  # the lines come from the payload's sources, as on a node without the file
+        for _ in range(2):  # made on the first task, kept for the second
+            linecache.clearcache()
+            fn, args, _ = loading.loads_task(payload)
+            with pytest.raises(ValueError) as raised:
+                fn(*args)
+            text = "".join(traceback.format_exception(raised.value))
+            assert f'File "{path}", line 5, in fails' in text and "# the failing line" in text
+    finally:
+        loading.NAMESPACES.pop("cf_loading_blob_fail", None)
