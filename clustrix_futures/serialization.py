@@ -119,7 +119,8 @@ def function_blob(fn: Any, ship_code: bool) -> Optional[bytes]:
     reference, a built-in function or a scalar (so a helper function, a class or a container in its globals,
     any of which may change in place, gets it pickled afresh each time). The blob is made again when the
     code, a default, a name or any of those globals is no longer the same object."""
-    if type(fn) is not FunctionType or fn.__closure__ is not None or fn.__dict__:
+    if (type(fn) is not FunctionType or fn.__closure__ is not None or fn.__dict__
+            or _travels_by_reference(fn, ship_code)):
         return None
     names = _global_names.get(fn.__code__)
     if names is None:
@@ -135,6 +136,17 @@ def function_blob(fn: Any, ship_code: bool) -> Optional[bytes]:
     blob = _dumps_with_sources(fn) if fixed else None
     _blobs[fn] = (key, blob)  # a function that does not qualify is not looked at again while the key holds
     return blob
+
+
+def _travels_by_reference(fn: FunctionType, ship_code: bool) -> bool:
+    """Whether ``fn`` pickles as its module and name (importable, and its module not shipped by value): a
+    pickle that small is not worth a blob."""
+    name = fn.__module__
+    if name == "__main__" or getattr(sys.modules.get(name), fn.__name__, None) is not fn:
+        return False
+    by_value = cloudpickle.cloudpickle._PICKLE_BY_VALUE_MODULES
+    top = name.split(".")[0]
+    return not (name in by_value or top in by_value or (ship_code and _is_own_module(top)))
 
 
 def _names_used(code: CodeType) -> set[str]:

@@ -40,7 +40,7 @@ from clustrix_futures.future import ClusterFuture
 from clustrix_futures.mapping.chunks import split, total_of
 from clustrix_futures.mapping.feeder import Feeders, MapRun
 from clustrix_futures.mapping.sizing import AdaptiveSizes
-from clustrix_futures.mapping.stream import finished_items, streamed_parts
+from clustrix_futures.mapping.stream import finished_pieces, streamed_parts
 from clustrix_futures.node.calls import apply_chunk
 from clustrix_futures.progressbar import Bar
 from clustrix_futures.serialization import dumps_task
@@ -181,8 +181,9 @@ class _ChunkedMap:
                     for items, size in streamed_parts(head, deadline):
                         received += size
                         yield items if bar is None else self._advancing(items, bar)
-                values, count = self._take(head, count, deadline, bar, received)
-                yield values
+                pieces, count = self._take(head, count, deadline, received)
+                for items in pieces:
+                    yield items if bar is None else self._advancing(items, bar)
                 if self._buffersize:
                     self._room += count
                     self._read_ahead()
@@ -208,11 +209,11 @@ class _ChunkedMap:
             raise head
         return head, count
 
-    def _take(self, head: ClusterFuture, count: int, deadline: Optional[float], bar: Optional[Bar],
-              received: int) -> tuple[Iterable[Any], int]:
+    def _take(self, head: ClusterFuture, count: int, deadline: Optional[float],
+              received: int) -> tuple[Iterator[Iterator[Any]], int]:
         """Wait for the first chunk and take it from ``pending`` (a guessed one is settled: what its budget cut
         off takes its place); its values after the ``received`` ones already yielded from its parts (those of
-        a chunk that did not stream first), and how many items it ran."""
+        a chunk that did not stream first), piece by piece, and how many items it ran."""
         chunk = head.result(_remaining(deadline))
         run = self.run
         with run.condition:
@@ -225,8 +226,7 @@ class _ChunkedMap:
             count = chunk.stopped_at
         if self._adaptive is not None and not guessed:
             self._adaptive.observe(count, chunk.seconds)
-        items = finished_items(head, chunk, received)
-        return (items if bar is None else self._advancing(items, bar)), count
+        return finished_pieces(head, chunk, received), count
 
     def _advancing(self, items: Iterator[Any], bar: Bar) -> Iterator[Any]:
         for item in items:

@@ -82,13 +82,10 @@ def streamed_parts(future: ClusterFuture, deadline: Optional[float]) -> Iterator
         yield items, count
 
 
-def finished_items(future: ClusterFuture, chunk: ChunkResult, received: int) -> Iterator[Any]:
-    """A finished chunk's items after the ``received`` ones: those of its parts still in its future (every part
-    of a chunk whose map did not stream), then those of its result ``chunk``."""
-    return itertools.chain.from_iterable(_finished_pieces(future, chunk, received))
-
-
-def _finished_pieces(future: ClusterFuture, chunk: ChunkResult, received: int) -> Iterator[Iterator[Any]]:
+def finished_pieces(future: ClusterFuture, chunk: ChunkResult, received: int) -> Iterator[Iterator[Any]]:
+    """A finished chunk's items after the ``received`` ones, piece by piece (so the map's one chain iterates
+    each directly): those of its parts still in its future (every part of a chunk whose map did not stream),
+    then those of its result ``chunk``."""
     while future._parts:
         part = future._parts.popleft()
         yield part_items(part, received)
