@@ -6,7 +6,7 @@ caller can tell "my function raised" from "the machinery failed" with one ``exce
 
 from __future__ import annotations
 
-from concurrent.futures import BrokenExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Optional
 
 
@@ -104,10 +104,10 @@ class RemoteError(ClusterFuturesError):
         return (RemoteError, (self.type_name, self.message, self.traceback, self.reason))
 
 
-class ExecutorBrokenError(ClusterFuturesError, BrokenExecutor):
+class ExecutorBrokenError(ClusterFuturesError, BrokenProcessPool):
     """The executor cannot run work any more (for example, its initializer raised in a worker).
 
     Every pending future fails with it, and so does every later ``submit``. A
-    ``concurrent.futures.BrokenExecutor`` (so a ``RuntimeError``) too: ``except BrokenExecutor`` catches it, as
-    code written for ``ProcessPoolExecutor``'s ``BrokenProcessPool`` expects.
+    ``concurrent.futures.process.BrokenProcessPool`` (so a ``BrokenExecutor`` and a ``RuntimeError``) too: code
+    written for ``ProcessPoolExecutor`` catches it as it catches the pool's own.
     """
