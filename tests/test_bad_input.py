@@ -65,6 +65,19 @@ def test_zero_nan_and_inf_values_are_refused(name: str, value: object) -> None:
         config.resolve(None, "slurm", None, {name: value})
 
 
+@pytest.mark.parametrize("value", [
+    {}, {"attempts": 3}, {"mem": 1}, {"mem": 0.5}, {"time": True}, {"mem": 2, "attempts": 1},
+    {"mem": 2, "attempts": 2.5}, {"mem": 2, "cpus": 2}, "double", [2]])
+def test_a_retry_policy_that_cannot_grow_anything_is_refused(value: object) -> None:
+    with pytest.raises(ConfigError, match="option 'retry_policy'"):
+        config.resolve(None, "slurm", None, {"retry_policy": value})
+
+
+def test_a_retry_policy_gets_three_attempts_unless_it_says() -> None:
+    settings = config.resolve(None, "slurm", None, {"retry_policy": {"mem": 2}})
+    assert settings["retry_policy"] == {"mem": 2, "attempts": 3}
+
+
 def test_nonzero_values_still_pass() -> None:
     settings = config.resolve(None, "slurm", None, {"time": "0:30", "mem": "08G", "poll_interval": 0.5})
     assert (settings["time"], settings["mem"], settings["poll_interval"]) == ("0:30", "08G", 0.5)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from support import workloads
 
+from clustrix_futures import JobFailedError
 from clustrix_futures.engine.submission import plan_arrays
 
 
@@ -130,3 +131,60 @@ def test_max_array_size_is_read_from_the_scheduler(slurm_executor):
         if line.startswith("MaxArraySize"):
             size["max"] = int(line.split("=")[1])
     assert ex._engine.monitor.env.max_array_size == size["max"]
+
+
+def runs_of(log_dir: Path, tasks: int) -> dict[int, int]:
+    return {task: len(list(log_dir.glob(f"{task}-*"))) for task in range(tasks)}
+
+
+def test_right_sizing_runs_only_unfinished_tasks_again_with_more_memory(slurm_executor, tmp_path):
+    """Tasks over their element's memory are killed (the test SLURM enforces --mem: OUT_OF_MEMORY); with
+    retry_policy their element runs again with twice the memory, its unfinished tasks only."""
+    log_dir = tmp_path / "ran"
+    log_dir.mkdir()
+    ex = slurm_executor(mem="150M", tasks_per_element=4, retry_policy={"mem": 2, "attempts": 3})
+    sizes = [1, 1, 200, 1, 1, 1, 1, 200]
+    futures = [ex.submit(workloads.allocate_logged, size, str(log_dir), i) for i, size in enumerate(sizes)]
+    assert [f.result(timeout=120) for f in futures] == sizes
+    assert runs_of(log_dir, 8) == {i: 2 if size == 200 else 1 for i, size in enumerate(sizes)}
+
+
+def test_right_sizing_stops_at_its_attempts_with_the_original_error_and_the_runs(slurm_executor, tmp_path):
+    log_dir = tmp_path / "ran"
+    log_dir.mkdir()
+    ex = slurm_executor(mem="100M", tasks_per_element=1, retry_policy={"mem": 2, "attempts": 3})
+    future = ex.submit(workloads.allocate_logged, 1000, str(log_dir), 0)
+    with pytest.raises(JobFailedError) as failed:
+        future.result(timeout=120)
+    assert failed.value.state == "OUT_OF_MEMORY"
+    assert ("runs: mem=100M: OUT_OF_MEMORY, mem=200M: OUT_OF_MEMORY, mem=400M: OUT_OF_MEMORY"
+            in str(failed.value)), str(failed.value)
+    assert runs_of(log_dir, 1) == {0: 3}
+
+
+def test_right_sizing_stops_at_the_partition_s_memory_limit(slurm_executor, tmp_path):
+    """The cap is read from ``scontrol show partition`` (here set on the gpu partition for the test)."""
+    log_dir = tmp_path / "ran"
+    log_dir.mkdir()
+    subprocess.run(["scontrol", "update", "PartitionName=gpu", "MaxMemPerNode=300"], check=True)
+    try:
+        ex = slurm_executor(mem="150M", partition="gpu", tasks_per_element=1,
+                            retry_policy={"mem": 4, "attempts": 5})
+        with pytest.raises(JobFailedError) as failed:
+            ex.submit(workloads.allocate_logged, 400, str(log_dir), 0).result(timeout=120)
+    finally:
+        subprocess.run(["scontrol", "update", "PartitionName=gpu", "MaxMemPerNode=0"], check=True)  # unlimited
+    assert "300M is the partition's limit" in str(failed.value), str(failed.value)
+    assert "runs: mem=150M: OUT_OF_MEMORY, mem=300M: OUT_OF_MEMORY" in str(failed.value)
+
+
+def test_partition_limits_are_read_from_scontrol(slurm_executor):
+    """The default partition of the test SLURM sets no MaxMemPerNode: the cap is its one node's memory."""
+    from clustrix_futures.schedulers.slurm import SlurmBackend
+
+    backend = SlurmBackend()
+    out = subprocess.run(backend.limits_argv(None), capture_output=True, text=True, check=True).stdout
+    limits = backend.parse_limits(out)
+    assert (limits.mem_mb, limits.seconds, limits.default_seconds) == (16000, None, None)
+    gpu = subprocess.run(backend.limits_argv("gpu"), capture_output=True, text=True, check=True).stdout
+    assert backend.parse_limits(gpu).mem_mb == 16000

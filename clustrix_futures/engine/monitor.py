@@ -36,6 +36,7 @@ from typing import Any, Optional
 
 from clustrix_futures.config import Settings
 from clustrix_futures.engine.records import Books, Element, Environment
+from clustrix_futures.engine.resizing import Resizing
 from clustrix_futures.engine.streaming import RunningJournals
 from clustrix_futures.engine.submission import JobScript, Submission
 from clustrix_futures.errors import JobFailedError
@@ -68,12 +69,10 @@ class Monitor:
     be called before :meth:`run` starts (the work then waits for it) and while it runs. That is the only
     state shared across threads, and it is guarded so:
 
-    - ``_submissions`` and ``_cancellations`` are deques: any thread appends, only the loop pops (both are
-      atomic in CPython, so no lock is taken);
-    - ``_stop_requested`` is a :class:`threading.Event`;
-    - ``_loop`` is set once, by :meth:`run`, before it first reads the deques. A caller appends first and
-      reads ``_loop`` after: if it is still None, :meth:`run` has not read the deques yet and will see the
-      work; otherwise the caller wakes the loop with ``call_soon_threadsafe``.
+    - ``_submissions`` and ``_cancellations`` are deques: any thread appends, only the loop pops (both atomic
+      in CPython, so no lock is taken); ``_stop_requested`` is a :class:`threading.Event`;
+    - ``_loop`` is set once, by :meth:`run`, before it first reads the deques. A caller appends first and reads
+      ``_loop`` after: if it is still None, :meth:`run` will see the work; else the caller wakes the loop.
 
     Everything else (the books of tasks and elements, the submission backlog, the status schedule) is
     touched on the loop only: by :meth:`run`, and by :meth:`adopt`, :meth:`cancel_queued` and
@@ -88,6 +87,7 @@ class Monitor:
         self.books = Books()
         self.cycles = 0
         self._submission = Submission(settings, scheduler, storage, env, self.books, self._status_soon)
+        self._resizing = Resizing(settings["retry_policy"], scheduler)
         self._submissions: deque[Submitted] = deque()
         self._cancellations: deque[int] = deque()
         self._stop_requested = threading.Event()
@@ -343,13 +343,13 @@ class Monitor:
         problem = self.books.apply_journal(journal, result if files[result] else partial, element) if journal else None
         if problem:
             final = FinalState("CORRUPTED_RESULT", problem)
-        if final.state in self.settings["retry_states"] and element.attempts <= self.settings["retries"]:
-            tasks = self.books.tasks
-            await self._skip([tid for tid in element.task_ids if tid not in tasks or tasks[tid].future.done()])
-            if await self._submission.run_again(element, final):
+        grown, final = await self._resizing.grown(element, final, self._submission.resources(element))
+        retried = final.state in self.settings["retry_states"] and element.attempts <= self.settings["retries"]
+        if grown or retried:
+            await self._skip(self.books.finished_of(element))
+            if await self._submission.run_again(element, final, grown):
                 return
-        tail = stderr[-LOG_TAIL_BYTES:].decode(errors="replace")
-        self.books.retire(element, final, tail)
+        self.books.retire(element, final, stderr[-LOG_TAIL_BYTES:].decode(errors="replace"))
 
     # ------------------------------------------------------------ reattaching
 

@@ -38,6 +38,8 @@ class Element:
     attempts: int = 1
     journal: Optional[JournalCursor] = None  # how far its journal was read (this attempt's)
     pieces: int = 0  # S3: the numbered pieces of its journal read (engine/streaming.py)
+    resources: Optional[dict[str, Any]] = None  # those of its latest run, where right-sizing changed them
+    runs: list[str] = field(default_factory=list)  # right-sizing: each earlier run's size and how it ended
 
     @property
     def name(self) -> str:
@@ -146,6 +148,10 @@ class Books:
     def fail(self, task_ids: list[int], error: JobFailedError) -> None:
         for task_id in task_ids:
             self.tasks[task_id].future.set_exception_if_pending(error)
+
+    def finished_of(self, element: Element) -> list[int]:
+        """The element's tasks that need not run again: resolved, or forgotten."""
+        return [tid for tid in element.task_ids if tid not in self.tasks or self.tasks[tid].future.done()]
 
     def retire(self, element: Element, final: FinalState, log_tail: str) -> None:
         """The element is over: fail what it did not deliver, then forget it and its tasks (a finished

@@ -250,21 +250,29 @@ class Submission:
                               f"pbs, ssh); the {self.scheduler.name} backend submits through its API")
         return JobScript(argv_of(job), script, job.script)
 
-    async def run_again(self, element: Element, final: FinalState) -> bool:
-        """Resubmit one element (same batch file and script) after a state in ``retry_states``; the caller
-        has written the skip markers of its tasks that already finished. False if the scheduler refuses."""
+    def resources(self, element: Element) -> dict[str, Any]:
+        """The resources the element's latest run asked for."""
+        return element.resources or self.books.tasks[element.task_ids[0]].resources
+
+    async def run_again(self, element: Element, final: FinalState,
+                        resources: Optional[dict[str, Any]] = None) -> bool:
+        """Resubmit one element (same batch file and script) after a state in ``retry_states``, or with the
+        ``resources`` right-sizing chose; the caller has written the skip markers of its tasks that already
+        finished. False if the scheduler refuses."""
         batch = element.batch
         if not element.task_ids:  # a cold burst's element whose every task was taken back: nothing to run
             return False
         await self.bursts.release(element)
+        original = self.resources(element)
+        element.resources = resources or element.resources
         try:
-            job_id = await self._submit(batch, 1, None, self.books.tasks[element.task_ids[0]].resources,
-                                        element.index)
+            job_id = await self._submit(batch, 1, None, self.resources(element), element.index)
         except (SubmitRefused, SchedulerUnreachable) as refused:
             log.warning("could not run element %s again: %s", element.name, refused)
             return False
-        log.warning("element %s ended %s; running it again as job %s (attempt %d)", element.name, final.state,
-                    job_id, element.attempts + 1)
+        grown = {key: value for key, value in (resources or {}).items() if value != original.get(key)}
+        log.warning("element %s ended %s; running it again as job %s (attempt %d)%s", element.name, final.state,
+                    job_id, element.attempts + 1, f" with {grown}" if grown else "")
         del self.books.live[element.key]
         element.job_id, element.vanished_at, element.phase = job_id, None, QUEUED
         element.attempts += 1

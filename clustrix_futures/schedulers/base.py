@@ -95,6 +95,17 @@ class StatusReport:
     states: dict[ElementKey, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Limits:
+    """The largest memory (MB) and time (seconds) one element of a partition may ask for, and what it gets when
+    it asks for none; None where the scheduler sets no limit or tells none."""
+
+    mem_mb: Optional[int] = None
+    seconds: Optional[int] = None
+    default_mem_mb: Optional[int] = None
+    default_seconds: Optional[int] = None
+
+
 class Scheduler(Protocol):
     """What the monitor asks of a scheduler. Every method is a coroutine run on the monitor's event loop; none
     may block the loop (slow calls go to a thread or a subprocess).
@@ -115,6 +126,10 @@ class Scheduler(Protocol):
         Called once, at start-up, before any submission. Raises ConfigError when the scheduler cannot be used
         at all (no client library, no access); a scheduler that merely did not answer returns None.
         """
+
+    async def limits(self, partition: Optional[str]) -> Limits:
+        """Return the limits of ``partition`` (None: the default one), for ``retry_policy``'s right-sizing; an
+        empty :class:`Limits` where none can be read."""
 
     async def submit(self, job: ArraySubmission, script: str) -> str:
         """Submit ``job``, whose elements run ``script`` (a shell script's text), and return its job id.
@@ -175,6 +190,12 @@ class Backend(Protocol):
 
     def parse_max_array_size(self, stdout: str) -> Optional[int]:
         """Return the largest array size ``config_argv``'s command printed, or None if its output names none."""
+
+    def limits_argv(self, partition: Optional[str]) -> Optional[list[str]]:
+        """Return a command whose output tells the limits of ``partition`` (None: the default), or None."""
+
+    def parse_limits(self, stdout: str) -> Limits:
+        """Return the limits ``limits_argv``'s command printed."""
 
     def submit_argv(self, job: ArraySubmission, script_path: str) -> list[str]:
         """Return the command that submits ``job``, each element running the script at ``script_path`` (already

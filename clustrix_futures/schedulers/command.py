@@ -24,6 +24,7 @@ from clustrix_futures.schedulers.base import (
     Backend,
     ElementKey,
     FinalState,
+    Limits,
     SchedulerUnreachable,
     StatusReport,
     SubmitRefused,
@@ -58,6 +59,13 @@ class CommandScheduler:
             return None
         answer = await self._run(argv)
         return self.backend.parse_max_array_size(answer.stdout) if answer.ok else None
+
+    async def limits(self, partition: Optional[str]) -> Limits:
+        argv = self.backend.limits_argv(partition)
+        if not argv:
+            return Limits()
+        answer = await self._run(argv)
+        return self.backend.parse_limits(answer.stdout) if answer.ok else Limits()
 
     def submit_argv(self, job: ArraySubmission) -> list[str]:
         """The command :meth:`submit` runs for ``job`` (run nothing: ``ex.job_script()`` shows it)."""
@@ -129,6 +137,12 @@ class CommandBackend:
     def parse_max_array_size(self, stdout: str) -> Optional[int]:
         found = re.search(self.max_array_pattern, stdout, re.MULTILINE) if self.max_array_pattern else None
         return int(found.group(1)) if found else None
+
+    def limits_argv(self, partition: Optional[str]) -> Optional[list[str]]:
+        return None
+
+    def parse_limits(self, stdout: str) -> Limits:
+        return Limits()
 
     def accounting_argv(self, job_id: str) -> Optional[list[str]]:
         return None

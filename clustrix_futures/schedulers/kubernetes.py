@@ -51,6 +51,7 @@ from clustrix_futures.schedulers.base import (
     BackendContext,
     ElementKey,
     FinalState,
+    Limits,
     StatusReport,
     SubmitRefused,
 )
@@ -142,6 +143,9 @@ class KubernetesScheduler:
         return isinstance(exc, OSError) or type(exc).__module__.startswith("urllib3")
 
     # ------------------------------------------------------------ the Scheduler protocol
+
+    async def limits(self, partition: Optional[str]) -> Limits:
+        return Limits()  # a namespace's quotas are not read: right-sizing grows without a cap here
 
     async def max_array_size(self) -> Optional[int]:
         try:

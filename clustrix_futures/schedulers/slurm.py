@@ -10,9 +10,9 @@ import re
 from collections.abc import Sequence
 from typing import Optional
 
-from clustrix_futures.schedulers.base import ArraySubmission, ElementKey, FinalState, StatusReport
+from clustrix_futures.schedulers.base import ArraySubmission, ElementKey, FinalState, Limits, StatusReport
 from clustrix_futures.schedulers.command import CommandBackend, phase_of, report
-from clustrix_futures.schedulers.units import Resources, expand_ranges
+from clustrix_futures.schedulers.units import Resources, expand_ranges, megabytes, walltime_seconds
 
 _RESOURCE_FLAGS = {
     "cpus": "--cpus-per-task",
@@ -40,6 +40,22 @@ class SlurmBackend(CommandBackend):
 
     def config_argv(self) -> Optional[list[str]]:
         return ["scontrol", "show", "config"]
+
+    def limits_argv(self, partition: Optional[str]) -> Optional[list[str]]:
+        return ["scontrol", "--oneliner", "show", "partition", *([partition] if partition else [])]
+
+    def parse_limits(self, stdout: str) -> Limits:
+        """The partition named, or else the default one: ``MaxMemPerNode`` (else the memory of its nodes, from
+        ``TRES`` over ``TotalNodes``), ``MaxTime``, ``DefMemPerNode`` (or ``DefMemPerCPU``) and ``DefaultTime``."""
+        lines = stdout.strip().splitlines()
+        line = next((text for text in lines if " Default=YES " in f" {text} "), lines[0] if lines else "")
+        fields = dict(re.findall(r"(\w+)=(\S*)", line))
+        tres = dict(re.findall(r"(\w+)=(\w+)", fields.get("TRES", "")))
+        nodes = int(fields["TotalNodes"]) if fields.get("TotalNodes", "").isdigit() else 1
+        whole = megabytes(tres["mem"]) // max(nodes, 1) if "mem" in tres else None
+        return Limits(mem_mb=_size(fields.get("MaxMemPerNode")) or whole, seconds=_time(fields.get("MaxTime")),
+                      default_mem_mb=_size(fields.get("DefMemPerNode")) or _size(fields.get("DefMemPerCPU")),
+                      default_seconds=_time(fields.get("DefaultTime")))
 
     def submit_argv(self, job: ArraySubmission, script_path: str) -> list[str]:
         array = f"{job.start}-{job.last}" + (f"%{job.throttle}" if job.throttle else "")
@@ -101,3 +117,11 @@ class SlurmBackend(CommandBackend):
 
     def cancel_argv(self, elements: Sequence[ElementKey]) -> list[str]:
         return ["scancel", *(f"{job}_{index}" for job, index in elements)]
+
+
+def _size(value: Optional[str]) -> Optional[int]:
+    return megabytes(value) if value and value[0].isdigit() else None
+
+
+def _time(value: Optional[str]) -> Optional[int]:
+    return walltime_seconds(value) if value and value[0].isdigit() else None

@@ -185,7 +185,7 @@ AuthType=auth/munge
 CryptoType=crypto/munge
 MpiDefault=none
 ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+TaskPlugin=task/cgroup
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/filetxt
@@ -193,7 +193,8 @@ JobCompLoc=$CF_SLURM_LOG/jobcomp.txt
 MailProg=/bin/true
 ReturnToService=2
 SelectType=select/cons_tres
-SelectTypeParameters=CR_CPU
+SelectTypeParameters=CR_CPU_Memory
+DefMemPerCPU=500
 SchedulerType=sched/backfill
 SchedulerParameters=batch_sched_delay=0,sched_min_interval=0,default_queue_depth=2000,partition_job_depth=0,bf_interval=1
 MaxArraySize=100001
@@ -226,13 +227,17 @@ EOF
         [[ -e /dev/cf-fakegpu$i ]] || mknod -m 666 "/dev/cf-fakegpu$i" c 1 3
     done
     printf 'AutoDetect=off\nNodeName=localhost Name=gpu Type=tesla File=/dev/cf-fakegpu[0-1]\n' >"$tmp.gres"
+    # Memory is enforced (tests/infra/README.md, "memory"): an element over its --mem ends OUT_OF_MEMORY.
+    printf 'ConstrainRAMSpace=yes\n' >"$tmp.cgroup"
     mkdir -p /etc/slurm
-    if ! cmp -s "$tmp" "$CF_SLURM_CONF" || ! cmp -s "$tmp.gres" /etc/slurm/gres.conf; then
+    if ! cmp -s "$tmp" "$CF_SLURM_CONF" || ! cmp -s "$tmp.gres" /etc/slurm/gres.conf \
+        || ! cmp -s "$tmp.cgroup" /etc/slurm/cgroup.conf; then
         install -m 644 "$tmp" "$CF_SLURM_CONF"
         install -m 644 "$tmp.gres" /etc/slurm/gres.conf
+        install -m 644 "$tmp.cgroup" /etc/slurm/cgroup.conf
         echo changed
     fi
-    rm -f "$tmp" "$tmp.gres"
+    rm -f "$tmp" "$tmp.gres" "$tmp.cgroup"
 }
 
 # ---------------------------------------------------------------------------------------------- daemons

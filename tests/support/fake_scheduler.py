@@ -20,7 +20,7 @@ from typing import Optional
 
 from clustrix_futures.runfiles import journal
 from clustrix_futures.runfiles.layout import RunDir
-from clustrix_futures.schedulers.base import ArraySubmission, ElementKey, FinalState, StatusReport
+from clustrix_futures.schedulers.base import ArraySubmission, ElementKey, FinalState, Limits, StatusReport
 
 TESTS = str(Path(__file__).parent.parent)
 
@@ -72,12 +72,16 @@ class FakeScheduler:
         self.finals_asked: list[str] = []
         self.cancelled: list[ElementKey] = []
         self._attempts: dict[tuple[int, int], int] = {}
+        self.partition_limits = Limits()
 
     def _count(self, command: str) -> None:
         self.commands[command] = self.commands.get(command, 0) + 1
 
     async def max_array_size(self) -> Optional[int]:
         return None
+
+    async def limits(self, partition: Optional[str]) -> Limits:
+        return self.partition_limits
 
     async def submit(self, job: ArraySubmission, script: str) -> str:
         self._count("submit")

@@ -148,3 +148,12 @@ class Box:
 
 def make_box(value: Any) -> Box:
     return Box(value)
+
+
+def allocate_logged(megabytes: int, log_dir: str, task: int) -> int:
+    """Note a run of ``task`` in ``log_dir`` (a file per run), then hold ``megabytes`` of memory; returns them."""
+    import uuid
+
+    (Path(log_dir) / f"{task}-{uuid.uuid4().hex}").touch()
+    held = bytearray(megabytes * 1024 * 1024)  # bytearray(n) writes its n zero bytes: the pages are really used
+    return len(held) // (1024 * 1024)
