@@ -205,9 +205,9 @@ OPTIONS: dict[str, Option] = {
     "retries": Option(_count, "How many times an element that ended in one of retry_states is run again.", 1),
     "retry_states": Option(_text_list, "Scheduler states after which an element is run again (a task's own "
                            "exception never is).", ["PREEMPTED", "NODE_FAIL", "BOOT_FAIL"]),
-    "retry_policy": Option(retry_policy, "Right-sizing: {'mem': 2, 'time': 2, 'attempts': 3} runs an element "
-                           "that ended OUT_OF_MEMORY (TIMEOUT) again with twice the memory (time), up to the "
-                           "partition's limit, only its unfinished tasks, 3 runs in all."),
+    "retry_policy": Option(retry_policy, "What an element that ended in a state runs again with: "
+                           "{'OUT_OF_MEMORY': {'mem': 'x2'}, 'TIMEOUT': {'time': 'x2'}} doubles its memory (time), "
+                           "up to the partition's limit; its states are retried like retry_states, up to retries."),
     "host": Option(_text, "SSH host (a ~/.ssh/config alias works); unset means this machine."),
     "port": Option(_port, "SSH port."),
     "username": Option(_text, "SSH user name."),

@@ -1,35 +1,50 @@
-"""The ``retry_policy`` option: right-sizing an element that ran out of memory or time (applied by
-:mod:`clustrix_futures.engine.resizing`).
+"""The ``retry_policy`` option: what an element that ended in a given state runs again with (applied by
+:mod:`clustrix_futures.engine.retrying`).
 
-``{"mem": 2, "time": 2, "attempts": 3}``: an element that ended ``OUT_OF_MEMORY`` runs again with its memory
-times ``mem``, one that ended ``TIMEOUT`` with its time limit times ``time``, never past the partition's limit,
-``attempts`` runs in all (the first included). Either factor may be left out: that state is then not retried.
+``{"OUT_OF_MEMORY": {"mem": "x2"}, "TIMEOUT": {"time": "x2"}}``: an element that ended ``OUT_OF_MEMORY`` runs
+again with twice its memory, one that ended ``TIMEOUT`` with twice its time limit, never past the partition's
+limit. A state named here is retried as if it were in ``retry_states``; one named with an empty mapping runs
+again unchanged. ``retries`` bounds the runs after the first, as for every retried state. A factor is written
+``"x2"`` or as the number ``2``, and must be above 1.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Optional
 
 from clustrix_futures.errors import ConfigError
 
-GROWN = {"OUT_OF_MEMORY": "mem", "TIMEOUT": "time"}  # the state an element ended in -> the option it grows
-_EXAMPLE = "{'mem': 2, 'time': 2, 'attempts': 3}"
+GROWABLE = ("mem", "time")
+_EXAMPLE = "{'OUT_OF_MEMORY': {'mem': 'x2'}, 'TIMEOUT': {'time': 'x2'}}"
 
 
-def retry_policy(name: str, value: Any) -> Optional[dict[str, Any]]:
-    """The option's value checked, with ``attempts`` filled in (3); None when unset."""
+def retry_policy(name: str, value: Any) -> Optional[dict[str, dict[str, float]]]:
+    """The option's value checked, each factor as a number; None when unset."""
     if value is None:
         return None
-    if not isinstance(value, dict) or not value.keys() <= {"mem", "time", "attempts"} or not (
-            value.keys() & {"mem", "time"}):
-        raise ConfigError(f"option {name!r} must be a mapping like {_EXAMPLE} (mem or time, or both), "
+    if not isinstance(value, dict) or not all(isinstance(s, str) and re.fullmatch(r"[A-Z_]+", s) for s in value):
+        raise ConfigError(f"option {name!r} must map scheduler states to what grows, like {_EXAMPLE}, "
                           f"not {value!r}")
-    for key in ("mem", "time"):
-        factor = value.get(key, 2)
-        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 1:
-            raise ConfigError(f"option {name!r}: {key!r} must be a factor above 1, not {factor!r}")
-    attempts = value.get("attempts", 3)
-    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 2:
-        raise ConfigError(f"option {name!r}: 'attempts' must be an integer of at least 2 (runs in all, the "
-                          f"first included), not {attempts!r}")
-    return {"attempts": 3, **value}
+    return {state: _growth(name, state, growth) for state, growth in value.items()}
+
+
+def _growth(name: str, state: str, growth: Any) -> dict[str, float]:
+    if not isinstance(growth, dict) or not growth.keys() <= set(GROWABLE):
+        raise ConfigError(f"option {name!r}: {state} must map 'mem' or 'time' (or both, or neither) to a factor "
+                          f"like 'x2', not {growth!r}" + (" (excluding nodes is not supported)"
+                                                          if isinstance(growth, dict) and "exclude_node" in growth
+                                                          else ""))
+    return {option: _factor(name, state, option, factor) for option, factor in growth.items()}
+
+
+def _factor(name: str, state: str, option: str, factor: Any) -> float:
+    text = factor[1:] if isinstance(factor, str) and factor[:1] in "xX" else factor
+    try:
+        number = float(text) if not isinstance(text, bool) else 0.0
+    except (TypeError, ValueError):
+        number = 0.0
+    if not number > 1 or number != number or number == float("inf"):
+        raise ConfigError(f"option {name!r}: {state}'s {option!r} must be a factor above 1 like 'x2', "
+                          f"not {factor!r}")
+    return number

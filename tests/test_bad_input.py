@@ -66,16 +66,19 @@ def test_zero_nan_and_inf_values_are_refused(name: str, value: object) -> None:
 
 
 @pytest.mark.parametrize("value", [
-    {}, {"attempts": 3}, {"mem": 1}, {"mem": 0.5}, {"time": True}, {"mem": 2, "attempts": 1},
-    {"mem": 2, "attempts": 2.5}, {"mem": 2, "cpus": 2}, "double", [2]])
-def test_a_retry_policy_that_cannot_grow_anything_is_refused(value: object) -> None:
+    {"OUT_OF_MEMORY": {"mem": 1}}, {"OUT_OF_MEMORY": {"mem": "x0.5"}}, {"TIMEOUT": {"time": True}},
+    {"TIMEOUT": {"time": "twice"}}, {"OUT_OF_MEMORY": {"cpus": 2}}, {"NODE_FAIL": {"exclude_node": True}},
+    {"oom": {"mem": 2}}, {"OUT_OF_MEMORY": "x2"}, "double", [2], {"TIMEOUT": {"time": float("inf")}}])
+def test_a_retry_policy_it_cannot_apply_is_refused(value: object) -> None:
     with pytest.raises(ConfigError, match="option 'retry_policy'"):
         config.resolve(None, "slurm", None, {"retry_policy": value})
 
 
-def test_a_retry_policy_gets_three_attempts_unless_it_says() -> None:
-    settings = config.resolve(None, "slurm", None, {"retry_policy": {"mem": 2}})
-    assert settings["retry_policy"] == {"mem": 2, "attempts": 3}
+def test_a_retry_policy_s_factors_are_numbers() -> None:
+    settings = config.resolve(None, "slurm", None, {"retry_policy": {
+        "OUT_OF_MEMORY": {"mem": "x2"}, "TIMEOUT": {"time": 1.5, "mem": "X3"}, "PREEMPTED": {}}})
+    assert settings["retry_policy"] == {"OUT_OF_MEMORY": {"mem": 2.0}, "TIMEOUT": {"time": 1.5, "mem": 3.0},
+                                        "PREEMPTED": {}}
 
 
 def test_nonzero_values_still_pass() -> None:

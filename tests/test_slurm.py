@@ -142,23 +142,23 @@ def test_right_sizing_runs_only_unfinished_tasks_again_with_more_memory(slurm_ex
     retry_policy their element runs again with twice the memory, its unfinished tasks only."""
     log_dir = tmp_path / "ran"
     log_dir.mkdir()
-    ex = slurm_executor(mem="150M", tasks_per_element=4, retry_policy={"mem": 2, "attempts": 3})
+    ex = slurm_executor(mem="150M", tasks_per_element=4, retry_policy={"OUT_OF_MEMORY": {"mem": "x2"}}, retries=2)
     sizes = [1, 1, 200, 1, 1, 1, 1, 200]
     futures = [ex.submit(workloads.allocate_logged, size, str(log_dir), i) for i, size in enumerate(sizes)]
     assert [f.result(timeout=120) for f in futures] == sizes
     assert runs_of(log_dir, 8) == {i: 2 if size == 200 else 1 for i, size in enumerate(sizes)}
 
 
-def test_right_sizing_stops_at_its_attempts_with_the_original_error_and_the_runs(slurm_executor, tmp_path):
+def test_right_sizing_stops_at_its_retries_with_the_original_error_and_the_runs(slurm_executor, tmp_path):
     log_dir = tmp_path / "ran"
     log_dir.mkdir()
-    ex = slurm_executor(mem="100M", tasks_per_element=1, retry_policy={"mem": 2, "attempts": 3})
+    ex = slurm_executor(mem="100M", tasks_per_element=1, retry_policy={"OUT_OF_MEMORY": {"mem": "x2"}}, retries=2)
     future = ex.submit(workloads.allocate_logged, 1000, str(log_dir), 0)
     with pytest.raises(JobFailedError) as failed:
         future.result(timeout=120)
     assert failed.value.state == "OUT_OF_MEMORY"
-    assert ("runs: mem=100M: OUT_OF_MEMORY, mem=200M: OUT_OF_MEMORY, mem=400M: OUT_OF_MEMORY"
-            in str(failed.value)), str(failed.value)
+    assert ("retry_policy stopped (it ran 3 times: retries=2); runs: mem=100M: OUT_OF_MEMORY; "
+            "mem=200M: OUT_OF_MEMORY; mem=400M: OUT_OF_MEMORY" in str(failed.value)), str(failed.value)
     assert runs_of(log_dir, 1) == {0: 3}
 
 
@@ -169,13 +169,13 @@ def test_right_sizing_stops_at_the_partition_s_memory_limit(slurm_executor, tmp_
     subprocess.run(["scontrol", "update", "PartitionName=gpu", "MaxMemPerNode=300"], check=True)
     try:
         ex = slurm_executor(mem="150M", partition="gpu", tasks_per_element=1,
-                            retry_policy={"mem": 4, "attempts": 5})
+                            retry_policy={"OUT_OF_MEMORY": {"mem": 4}}, retries=5)
         with pytest.raises(JobFailedError) as failed:
             ex.submit(workloads.allocate_logged, 400, str(log_dir), 0).result(timeout=120)
     finally:
         subprocess.run(["scontrol", "update", "PartitionName=gpu", "MaxMemPerNode=0"], check=True)  # unlimited
     assert "300M is the partition's limit" in str(failed.value), str(failed.value)
-    assert "runs: mem=150M: OUT_OF_MEMORY, mem=300M: OUT_OF_MEMORY" in str(failed.value)
+    assert "runs: mem=150M: OUT_OF_MEMORY; mem=300M: OUT_OF_MEMORY" in str(failed.value)
 
 
 def test_partition_limits_are_read_from_scontrol(slurm_executor):

@@ -7,5 +7,5 @@
 ``records``     what is recorded of each task and array element
 ``submission``  batching: inbox -> arrays -> reruns
 ``monitor``     the cycle: observe (status, listings, results) and resolve
-``resizing``    right-sizing: the memory or time an element that ran out of it runs again with
+``retrying``    whether an ended element runs again, and with what memory or time
 """

@@ -36,7 +36,7 @@ from typing import Any, Optional
 
 from clustrix_futures.config import Settings
 from clustrix_futures.engine.records import Books, Element, Environment
-from clustrix_futures.engine.resizing import Resizing
+from clustrix_futures.engine.retrying import Retrying
 from clustrix_futures.engine.streaming import RunningJournals
 from clustrix_futures.engine.submission import JobScript, Submission
 from clustrix_futures.errors import JobFailedError
@@ -87,7 +87,7 @@ class Monitor:
         self.books = Books()
         self.cycles = 0
         self._submission = Submission(settings, scheduler, storage, env, self.books, self._status_soon)
-        self._resizing = Resizing(settings["retry_policy"], scheduler)
+        self._retrying = Retrying(settings, scheduler)
         self._submissions: deque[Submitted] = deque()
         self._cancellations: deque[int] = deque()
         self._stop_requested = threading.Event()
@@ -343,9 +343,8 @@ class Monitor:
         problem = self.books.apply_journal(journal, result if files[result] else partial, element) if journal else None
         if problem:
             final = FinalState("CORRUPTED_RESULT", problem)
-        grown, final = await self._resizing.grown(element, final, self._submission.resources(element))
-        retried = final.state in self.settings["retry_states"] and element.attempts <= self.settings["retries"]
-        if grown or retried:
+        again, grown, final = await self._retrying.decide(element, final, self._submission.resources(element))
+        if again:
             await self._skip(self.books.finished_of(element))
             if await self._submission.run_again(element, final, grown):
                 return

@@ -17,6 +17,7 @@ from support.monitor_driver import driven
 from support.waiting import wait_until
 
 from clustrix_futures import JobFailedError
+from clustrix_futures.schedulers.base import Limits
 
 WAIT = 30  # seconds: a bound against hangs
 
@@ -97,3 +98,23 @@ def test_an_element_the_scheduler_forgot_is_lost(tmp_path: Path) -> None:
     with driven(tmp_path / "run", fates, grace_period=0.3) as driver:
         error = failure(driver.submit(workloads.square, 5))
     assert error.state == "LOST" and "no longer knows it" in str(error)
+
+
+def test_a_timeout_under_retry_policy_runs_the_element_again_with_twice_the_time(tmp_path: Path) -> None:
+    """TIMEOUT takes the right-sizing path the real SLURM tests take for OUT_OF_MEMORY (tests/test_slurm.py):
+    attempt 1 ends TIMEOUT after task 0, attempt 2 asks for twice the time and runs task 1 only; attempt 2 of
+    the second element ends TIMEOUT again at the partition's limit, and its task fails with every run listed."""
+    fates = scheduler(b0_i0_a1=Fate(state="TIMEOUT", stops_before=(1,)),
+                      b1_i0_a1=Fate(state="TIMEOUT", stops_before=(2,)), b1_i0_a2=Fate(state="TIMEOUT", ran=False))
+    with driven(tmp_path / "run", fates, tasks_per_element=2, time="00:20:00", retries=3,
+                retry_policy={"TIMEOUT": {"time": "x2"}}) as driver:
+        driver.scheduler.partition_limits = Limits(seconds=1800)
+        futures = [driver.submit(workloads.square_and_record, str(tmp_path), x) for x in (3, 4)]
+        assert [f.result(WAIT) for f in futures] == [9, 16]
+        error = failure(driver.submit(workloads.square_and_record, str(tmp_path), 5))
+    times = [submission.resources["time"] for submission in driver.scheduler.submissions]
+    assert times == ["00:20:00", "00:30:00", "00:20:00", "00:30:00"]  # 40 minutes asked, the limit 30
+    assert workloads.runs_recorded(tmp_path) == {3: 1, 4: 1}
+    assert error.state == "TIMEOUT"
+    assert "retry_policy stopped (nothing it asks for can grow: 00:30:00 is the partition's limit)" in str(error)
+    assert "runs: time=00:20:00: TIMEOUT; time=00:30:00: TIMEOUT" in str(error), str(error)
