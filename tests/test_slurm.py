@@ -88,6 +88,15 @@ def test_options_view_submits_with_other_resources(slurm_executor, shim):
     assert any("--cpus-per-task=2" not in c for c in calls)
 
 
+def test_elements_are_not_requeued_by_slurm_where_the_monitor_retries_preemption(slurm_executor, shim):
+    """By default retry_states holds PREEMPTED and NODE_FAIL: the monitor runs those elements again (their
+    unfinished tasks only), so SLURM must not requeue them as well (every task again)."""
+    assert slurm_executor().submit(workloads.square, 2).result(120) == 4
+    assert slurm_executor(retry_states=["BOOT_FAIL"]).submit(workloads.square, 3).result(120) == 9
+    (retried, requeueable) = shim.calls("sbatch")
+    assert "--no-requeue" in retried and "--no-requeue" not in requeueable
+
+
 def test_run_directory_layout(slurm_executor, tmp_path):
     ex = slurm_executor(keep_files=True, tasks_per_element=2)
     assert [f.result(120) for f in [ex.submit(workloads.square, i) for i in range(4)]] == [0, 1, 4, 9]

@@ -60,7 +60,8 @@ def _command(backend: Callable[[BackendContext], Backend]) -> Callable[[Settings
 
 
 _REGISTRY: dict[str, _Entry] = {
-    "slurm": _Entry(Capabilities(states_array_limit=True, typed_gpus=True), _command(lambda context: SlurmBackend())),
+    "slurm": _Entry(Capabilities(states_array_limit=True, typed_gpus=True),
+                    _command(lambda context: SlurmBackend(context.requeue))),
     "ssh": _Entry(Capabilities(), _command(HostBackend)),
     "sge": _Entry(Capabilities(states_array_limit=True), _command(SgeBackend)),
     "pbs": _Entry(Capabilities(), _command(PbsBackend)),

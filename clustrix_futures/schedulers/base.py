@@ -71,11 +71,16 @@ class BackendContext:
     python: str
     run_dir: str
     pbs_flavor: str = "pbspro"
+    requeue: bool = True  # whether the scheduler may run an element again itself (SLURM: not --no-requeue)
 
     @classmethod
     def of(cls, settings: Settings, python: str, run_dir: str) -> BackendContext:
-        """The context of a run with these settings, whose worker runs ``python`` in ``run_dir``."""
-        return cls(python, run_dir, pbs_flavor=str(settings["flavor"]))
+        """The context of a run with these settings, whose worker runs ``python`` in ``run_dir``. Where the
+        monitor runs preempted or node-failed elements again itself (``retry_states``, ``retry_policy``), the
+        scheduler must not as well: it would run every task of the element, not only the unfinished ones."""
+        retried = set(settings["retry_states"]) | set(settings["retry_policy"] or {})
+        return cls(python, run_dir, pbs_flavor=str(settings["flavor"]),
+                   requeue=not retried & {"PREEMPTED", "NODE_FAIL"})
 
 
 @dataclass(frozen=True)

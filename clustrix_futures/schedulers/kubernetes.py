@@ -211,13 +211,17 @@ class KubernetesScheduler:
         return report
 
     async def _retire(self, name: str) -> None:
-        """The monitor is done with the Job: delete it unless an element failed (kept for its pods' logs)."""
-        if all(self._finals.get((name, i), FinalState("COMPLETED")).state == "COMPLETED" for i in self._indices(name)):
+        """The monitor is done with the Job: delete it unless an element failed (kept for its pods' logs). A
+        status query running beside this one (the monitor's cancellation cycle) may have retired it already."""
+        if name not in self._jobs:
+            return
+        indices = self._indices(name)
+        self._forget(name)  # before the await: the other query must not retire it too
+        if all(self._finals.get((name, i), FinalState("COMPLETED")).state == "COMPLETED" for i in indices):
             await self._delete(name)
-        for index in self._indices(name):
+        for index in indices:
             self._finals.pop((name, index), None)
             self._pods.pop((name, index), None)
-        self._forget(name)
 
     def _deleted_elsewhere(self, name: str) -> None:
         """The Job is gone from the listing (deleted by someone else): its unfinished elements end CANCELLED."""

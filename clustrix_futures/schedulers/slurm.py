@@ -57,10 +57,13 @@ class SlurmBackend(CommandBackend):
                       default_mem_mb=_size(fields.get("DefMemPerNode")) or _size(fields.get("DefMemPerCPU")),
                       default_seconds=_time(fields.get("DefaultTime")))
 
+    def __init__(self, requeue: bool = True) -> None:
+        self.requeue = requeue  # False: --no-requeue (the monitor runs preempted and node-failed elements again)
+
     def submit_argv(self, job: ArraySubmission, script_path: str) -> list[str]:
         array = f"{job.start}-{job.last}" + (f"%{job.throttle}" if job.throttle else "")
         argv = ["sbatch", "--parsable", f"--array={array}", f"--output={job.stdout_pattern}",
-                f"--error={job.stderr_pattern}", "--open-mode=append"]
+                f"--error={job.stderr_pattern}", "--open-mode=append", *([] if self.requeue else ["--no-requeue"])]
         for option, flag in _RESOURCE_FLAGS.items():
             value = job.resources.get(option)
             if option == "gpus" and isinstance(value, str):  # a type: TYPE:COUNT

@@ -83,10 +83,12 @@ def test_submissions_while_slurmctld_is_down_are_sent_when_it_is_back(slurm_exec
 
 
 def test_requeued_element_counts_as_in_progress(slurm_executor, signals):
-    """``scontrol requeue`` of a running element: it runs again and its future gets the result.
+    """``scontrol requeue`` of a running element: it runs again and its future gets the result. SLURM may requeue
+    only where the monitor does not run preempted and node-failed elements again itself (retry_states without
+    PREEMPTED and NODE_FAIL; by default they are in it, and elements are submitted --no-requeue).
     Bound: 180 s."""
     name = f"cf-requeue-{os.getpid()}"
-    ex = slurm_executor(job_name=name)
+    ex = slurm_executor(job_name=name, retry_states=["BOOT_FAIL"])
     started = signals / "started"
     future = ex.submit(workloads.touch_then_wait, str(started), str(signals / "release"))
     workloads.wait_for_file(str(started), 120)
