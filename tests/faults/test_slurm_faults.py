@@ -223,14 +223,26 @@ def test_external_scancel_fails_the_future_with_cancelled(slurm_executor, signal
     assert caught.value.job_id == ids[0]
 
 
-def test_time_limit_fails_the_future_with_timeout(slurm_executor):
-    """SLURM rounds limits up to whole minutes and checks them every ~30 s: this takes 60-90 s."""
-    ex = slurm_executor(time="1")
-    future = ex.submit(workloads.sleep_then, 600)
+def test_time_limit_fails_the_future_with_timeout_or_right_sizing_runs_it_again_longer(slurm_executor, tmp_path,
+                                                                                          shim):
+    """SLURM rounds limits up to whole minutes and checks them every ~30 s: this takes 60-90 s. Beside it, under
+    retry_policy, an element of three tasks ends TIMEOUT in its second task and runs again with twice the time,
+    that task and the third only. (The second task's second run finds the mark of its first and returns at once,
+    so the test waits out one limit, not two; the doubled limit is read from the shim's sbatch lines.)"""
+    ran = tmp_path / "ran"
+    ran.mkdir()
+    plain = slurm_executor(time="1")
+    grown = slurm_executor(time="1", tasks_per_element=3, retry_policy={"TIMEOUT": {"time": "x2"}}, retries=1)
+    future = plain.submit(workloads.sleep_then, 600)
+    tasks = [grown.submit(workloads.slow_once, str(ran), i, 600 if i == 1 else 0) for i in range(3)]
     with pytest.raises(JobFailedError) as caught:
         future.result(240)
     assert caught.value.state == "TIMEOUT"
     assert "TIME LIMIT" in caught.value.log_tail
+    assert [task.result(240) for task in tasks] == [0, 1, 2]
+    assert {i: len(list(ran.glob(f"{i}-*"))) for i in range(3)} == {0: 1, 1: 2, 2: 1}
+    limits = [next(word for word in call if word.startswith("--time=")) for call in shim.calls("sbatch")]
+    assert sorted(limits) == ["--time=00:02:00", "--time=1", "--time=1"], limits
 
 
 def test_nonexistent_partition_fails_with_sbatch_error(slurm_executor):

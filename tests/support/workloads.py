@@ -157,3 +157,14 @@ def allocate_logged(megabytes: int, log_dir: str, task: int) -> int:
     (Path(log_dir) / f"{task}-{uuid.uuid4().hex}").touch()
     held = bytearray(megabytes * 1024 * 1024)  # bytearray(n) writes its n zero bytes: the pages are really used
     return len(held) // (1024 * 1024)
+
+
+def slow_once(log_dir: str, task: int, seconds: float) -> int:
+    """Note a run of ``task`` in ``log_dir``; sleep ``seconds`` unless an earlier run of it was noted; ``task``."""
+    import uuid
+
+    earlier = any(Path(log_dir).glob(f"{task}-*"))
+    (Path(log_dir) / f"{task}-{uuid.uuid4().hex}").touch()
+    if not earlier:
+        time.sleep(seconds)
+    return task
