@@ -144,9 +144,15 @@ def _travels_by_reference(fn: FunctionType, ship_code: bool) -> bool:
     name = fn.__module__
     if name == "__main__" or getattr(sys.modules.get(name), fn.__name__, None) is not fn:
         return False
+    return not _ships_by_value(name, ship_code)
+
+
+def _ships_by_value(module: str, ship_code: bool) -> bool:
+    """Whether cloudpickle pickles what the module ``module`` holds by value: it or its package is registered
+    so, by the user or (with ``ship_code``) by :func:`dumps_task` for the user's own modules."""
+    top = module.split(".")[0]
     by_value = cloudpickle.cloudpickle._PICKLE_BY_VALUE_MODULES
-    top = name.split(".")[0]
-    return not (name in by_value or top in by_value or (ship_code and _is_own_module(top)))
+    return module in by_value or top in by_value or (ship_code and _is_own_module(top))
 
 
 def _names_used(code: CodeType) -> set[str]:
@@ -163,11 +169,9 @@ def _never_changes(fn: FunctionType, values: list[Any], ship_code: bool) -> bool
     defaults = [*(fn.__defaults__ or ()), *(fn.__kwdefaults__ or {}).values()]
     if not all(isinstance(value, _SCALARS) for value in defaults):
         return False
-    by_value = cloudpickle.cloudpickle._PICKLE_BY_VALUE_MODULES
     for value in values:
         if isinstance(value, ModuleType):
-            top = value.__name__.split(".")[0]
-            if top in by_value or value.__name__ in by_value or (ship_code and _is_own_module(top)):
+            if _ships_by_value(value.__name__, ship_code):
                 return False
         elif not isinstance(value, (*_SCALARS, BuiltinFunctionType)):
             return False
