@@ -41,7 +41,7 @@ class Retrying:
         if not growth:
             return element.attempts <= self.retries, None, final
         limits = await self._limits_of(resources.get("partition"))
-        sizes = {option: _size(option, resources.get(option), limits) for option in growth}
+        sizes = {option: _size(option, resources, limits) for option in growth}
         runs = [*element.runs, ", ".join(f"{o}={_label(o, size)}" for o, size in sizes.items()) + f": {final.state}"]
         grown = {option: _grown(option, size, factor, limits) for (option, factor), size in
                  zip(growth.items(), sizes.values())}
@@ -61,11 +61,16 @@ class Retrying:
         return self._limits[partition]
 
 
-def _size(option: str, value: Any, limits: Limits) -> Optional[int]:
-    """The element's memory (MB) or time (seconds), as asked or else the partition's default."""
+def _size(option: str, resources: Mapping[str, Any], limits: Limits) -> Optional[int]:
+    """The element's memory (MB) or time (seconds), as asked or else the partition's default (a default per
+    CPU times the CPUs it asked for)."""
+    value = resources.get(option)
     if value is not None:
         return megabytes(value) if option == "mem" else walltime_seconds(value)
-    return limits.default_mem_mb if option == "mem" else limits.default_seconds
+    if option == "time":
+        return limits.default_seconds
+    per_cpu = limits.default_mem_per_cpu_mb
+    return limits.default_mem_mb or (per_cpu * int(resources.get("cpus") or 1) if per_cpu else None)
 
 
 def _grown(option: str, size: Optional[int], factor: float, limits: Limits) -> Optional[int]:

@@ -108,6 +108,7 @@ class Limits:
     mem_mb: Optional[int] = None
     seconds: Optional[int] = None
     default_mem_mb: Optional[int] = None
+    default_mem_per_cpu_mb: Optional[int] = None  # where the default is per CPU (SLURM's DefMemPerCPU)
     default_seconds: Optional[int] = None
 
 

@@ -38,6 +38,9 @@ class SlurmBackend(CommandBackend):
     transient_markers = _TRANSIENT
     max_array_pattern = r"^MaxArraySize\s*=\s*(\d+)"
 
+    def __init__(self, requeue: bool = True) -> None:
+        self.requeue = requeue  # False: --no-requeue (the monitor runs preempted and node-failed elements again)
+
     def config_argv(self) -> Optional[list[str]]:
         return ["scontrol", "show", "config"]
 
@@ -46,7 +49,7 @@ class SlurmBackend(CommandBackend):
 
     def parse_limits(self, stdout: str) -> Limits:
         """The partition named, or else the default one: ``MaxMemPerNode`` (else the memory of its nodes, from
-        ``TRES`` over ``TotalNodes``), ``MaxTime``, ``DefMemPerNode`` (or ``DefMemPerCPU``) and ``DefaultTime``."""
+        ``TRES`` over ``TotalNodes``), ``MaxTime``, ``DefMemPerNode``, ``DefMemPerCPU`` and ``DefaultTime``."""
         lines = stdout.strip().splitlines()
         line = next((text for text in lines if " Default=YES " in f" {text} "), lines[0] if lines else "")
         fields = dict(re.findall(r"(\w+)=(\S*)", line))
@@ -54,11 +57,9 @@ class SlurmBackend(CommandBackend):
         nodes = int(fields["TotalNodes"]) if fields.get("TotalNodes", "").isdigit() else 1
         whole = megabytes(tres["mem"]) // max(nodes, 1) if "mem" in tres else None
         return Limits(mem_mb=_size(fields.get("MaxMemPerNode")) or whole, seconds=_time(fields.get("MaxTime")),
-                      default_mem_mb=_size(fields.get("DefMemPerNode")) or _size(fields.get("DefMemPerCPU")),
+                      default_mem_mb=_size(fields.get("DefMemPerNode")),
+                      default_mem_per_cpu_mb=_size(fields.get("DefMemPerCPU")),
                       default_seconds=_time(fields.get("DefaultTime")))
-
-    def __init__(self, requeue: bool = True) -> None:
-        self.requeue = requeue  # False: --no-requeue (the monitor runs preempted and node-failed elements again)
 
     def submit_argv(self, job: ArraySubmission, script_path: str) -> list[str]:
         array = f"{job.start}-{job.last}" + (f"%{job.throttle}" if job.throttle else "")

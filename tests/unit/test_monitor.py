@@ -118,3 +118,14 @@ def test_a_timeout_under_retry_policy_runs_the_element_again_with_twice_the_time
     assert error.state == "TIMEOUT"
     assert "retry_policy stopped (nothing it asks for can grow: 00:30:00 is the partition's limit)" in str(error)
     assert "runs: time=00:20:00: TIMEOUT; time=00:30:00: TIMEOUT" in str(error), str(error)
+
+
+def test_right_sizing_grows_a_per_cpu_default_memory_by_the_cpus_asked(tmp_path: Path) -> None:
+    """No mem asked, a partition default of 500 MB per CPU, 2 CPUs: the element had 1000 MB, and runs again
+    with 2000M."""
+    fates = scheduler(b0_i0_a1=Fate(state="OUT_OF_MEMORY", stops_before=(0,)))
+    with driven(tmp_path / "run", fates, tasks_per_element=1, cpus=2, retries=1,
+                retry_policy={"OUT_OF_MEMORY": {"mem": "x2"}}) as driver:
+        driver.scheduler.partition_limits = Limits(default_mem_per_cpu_mb=500)
+        assert driver.submit(workloads.square, 3).result(WAIT) == 9
+    assert [submission.resources["mem"] for submission in driver.scheduler.submissions] == [None, "2000M"]
