@@ -10,6 +10,7 @@ again unchanged. ``retries`` bounds the runs after the first, as for every retri
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Optional
 
@@ -31,20 +32,20 @@ def retry_policy(name: str, value: Any) -> Optional[dict[str, dict[str, float]]]
 
 def _growth(name: str, state: str, growth: Any) -> dict[str, float]:
     if not isinstance(growth, dict) or not growth.keys() <= set(GROWABLE):
+        excluding = isinstance(growth, dict) and "exclude_node" in growth
+        unsupported = " (excluding nodes is not supported)" if excluding else ""
         raise ConfigError(f"option {name!r}: {state} must map 'mem' or 'time' (or both, or neither) to a factor "
-                          f"like 'x2', not {growth!r}" + (" (excluding nodes is not supported)"
-                                                          if isinstance(growth, dict) and "exclude_node" in growth
-                                                          else ""))
+                          f"like 'x2', not {growth!r}{unsupported}")
     return {option: _factor(name, state, option, factor) for option, factor in growth.items()}
 
 
 def _factor(name: str, state: str, option: str, factor: Any) -> float:
     text = factor[1:] if isinstance(factor, str) and factor[:1] in "xX" else factor
     try:
-        number = float(text) if not isinstance(text, bool) else 0.0
+        number = 0.0 if isinstance(text, bool) else float(text)
     except (TypeError, ValueError):
         number = 0.0
-    if not number > 1 or number != number or number == float("inf"):
+    if not (math.isfinite(number) and number > 1):
         raise ConfigError(f"option {name!r}: {state}'s {option!r} must be a factor above 1 like 'x2', "
                           f"not {factor!r}")
     return number
