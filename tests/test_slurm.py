@@ -142,10 +142,6 @@ def test_max_array_size_is_read_from_the_scheduler(slurm_executor):
     assert ex._engine.monitor.env.max_array_size == size["max"]
 
 
-def runs_of(log_dir: Path, tasks: int) -> dict[int, int]:
-    return {task: len(list(log_dir.glob(f"{task}-*"))) for task in range(tasks)}
-
-
 def test_right_sizing_runs_only_unfinished_tasks_again_with_more_memory(slurm_executor, tmp_path):
     """Tasks over their element's memory are killed (the test SLURM enforces --mem: OUT_OF_MEMORY); with
     retry_policy their element runs again with twice the memory, its unfinished tasks only."""
@@ -155,7 +151,7 @@ def test_right_sizing_runs_only_unfinished_tasks_again_with_more_memory(slurm_ex
     sizes = [1, 1, 200, 1, 1, 1, 1, 200]
     futures = [ex.submit(workloads.allocate_logged, size, str(log_dir), i) for i, size in enumerate(sizes)]
     assert [f.result(timeout=120) for f in futures] == sizes
-    assert runs_of(log_dir, 8) == {i: 2 if size == 200 else 1 for i, size in enumerate(sizes)}
+    assert workloads.runs_recorded(log_dir) == {i: 2 if size == 200 else 1 for i, size in enumerate(sizes)}
 
 
 def test_right_sizing_stops_at_its_retries_with_the_original_error_and_the_runs(slurm_executor, tmp_path):
@@ -168,7 +164,7 @@ def test_right_sizing_stops_at_its_retries_with_the_original_error_and_the_runs(
     assert failed.value.state == "OUT_OF_MEMORY"
     assert ("retry_policy stopped (it ran 3 times: retries=2); runs: mem=100M: OUT_OF_MEMORY; "
             "mem=200M: OUT_OF_MEMORY; mem=400M: OUT_OF_MEMORY" in str(failed.value)), str(failed.value)
-    assert runs_of(log_dir, 1) == {0: 3}
+    assert workloads.runs_recorded(log_dir) == {0: 3}
 
 
 def test_right_sizing_stops_at_the_partition_s_memory_limit(slurm_executor, tmp_path):

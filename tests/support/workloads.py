@@ -106,10 +106,15 @@ def square_after(release: str, x: int) -> int:
 
 
 def square_and_record(directory: str, x: int) -> int:
-    """Square x, and record that it ran: a line appended to ``ran-X`` in ``directory`` (tests count runs)."""
+    """Square x, and record that it ran (:func:`record_run`)."""
+    record_run(directory, x)
+    return x * x
+
+
+def record_run(directory: str, x: int) -> None:
+    """Record a run of task ``x``: a line appended to ``ran-X`` in ``directory`` (:func:`runs_recorded` counts)."""
     with open(Path(directory, f"ran-{x}"), "a") as record:
         record.write(f"{os.getpid()}\n")
-    return x * x
 
 
 def gated_record(directory: str, gate: str, x: int) -> int:
@@ -151,20 +156,18 @@ def make_box(value: Any) -> Box:
 
 
 def allocate_logged(megabytes: int, log_dir: str, task: int) -> int:
-    """Note a run of ``task`` in ``log_dir`` (a file per run), then hold ``megabytes`` of memory; returns them."""
-    import uuid
-
-    (Path(log_dir) / f"{task}-{uuid.uuid4().hex}").touch()
+    """Record a run of ``task`` in ``log_dir`` (:func:`record_run`), then hold ``megabytes`` of memory; returns
+    them."""
+    record_run(log_dir, task)
     held = bytearray(megabytes * 1024 * 1024)  # bytearray(n) writes its n zero bytes: the pages are really used
     return len(held) // (1024 * 1024)
 
 
 def slow_once(log_dir: str, task: int, seconds: float) -> int:
-    """Note a run of ``task`` in ``log_dir``; sleep ``seconds`` unless an earlier run of it was noted; ``task``."""
-    import uuid
-
-    earlier = any(Path(log_dir).glob(f"{task}-*"))
-    (Path(log_dir) / f"{task}-{uuid.uuid4().hex}").touch()
+    """Record a run of ``task`` in ``log_dir`` (:func:`record_run`); sleep ``seconds`` unless an earlier run of it
+    was recorded; ``task``."""
+    earlier = Path(log_dir, f"ran-{task}").exists()
+    record_run(log_dir, task)
     if not earlier:
         time.sleep(seconds)
     return task
