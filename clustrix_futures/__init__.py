@@ -32,6 +32,8 @@ _EXPORTS = {
     "ClusterPoolExecutor": "clustrix_futures.executor",
     "ClusterFuture": "clustrix_futures.future",
     "chunks": "clustrix_futures.mapping.chunks",
+    "Checkpointable": "clustrix_futures.checkpoint",
+    "Resume": "clustrix_futures.checkpoint",
     "cluster": "clustrix_futures.decorator",
     "progress": "clustrix_futures.progressbar",
     "ClusterFuturesError": "clustrix_futures.errors",
@@ -44,6 +46,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
+    from clustrix_futures.checkpoint import Checkpointable, Resume
     from clustrix_futures.decorator import cluster
     from clustrix_futures.errors import (
         ClusterFuturesError,

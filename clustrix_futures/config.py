@@ -208,6 +208,11 @@ OPTIONS: dict[str, Option] = {
     "retry_policy": Option(retry_policy, "What an element that ended in a state runs again with: "
                            "{'OUT_OF_MEMORY': {'mem': 'x2'}, 'TIMEOUT': {'time': 'x2'}} doubles its memory (time), "
                            "up to the partition's limit; its states are retried like retry_states, up to retries."),
+    "signal_before_end": Option(_positive_int, "SLURM: seconds before an element's time limit to send it "
+                                "SIGUSR1; a task with a checkpoint hook then checkpoints and resumes in a new run "
+                                "(clustrix_futures.checkpoint)."),
+    "checkpoint_reruns": Option(_count, "How many times an element runs again from its tasks' checkpoints "
+                                "(signal_before_end); these runs do not count against retries.", 8),
     "host": Option(_text, "SSH host (a ~/.ssh/config alias works); unset means this machine."),
     "port": Option(_port, "SSH port."),
     "username": Option(_text, "SSH user name."),

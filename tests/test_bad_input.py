@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import pwd
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -302,3 +303,20 @@ def test_doctor_reports_a_probe_it_could_not_remove(tmp_path: Path) -> None:
     assert lines[0] == "False", (done.stdout, done.stderr)
     assert lines[1].startswith(f"work_dir|{FAIL}|cannot remove the probe {probe}")
     assert probe.exists()
+
+
+@pytest.mark.parametrize(("backend", "options", "message"), [
+    ("sge", {}, "the sge backend sends no warning signal before an element's time limit; checkpoints work on: slurm"),
+    ("ssh", {}, "the ssh backend sends no warning signal"),
+    ("slurm", {"storage": "s3://bucket/prefix"}, "not supported with S3 storage"),
+])
+def test_checkpoints_where_no_warning_signal_can_come_are_refused_at_start(backend: str, options: dict,
+                                                                           message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        ClusterPoolExecutor(backend=backend, signal_before_end=60, **options)
+
+
+@pytest.mark.parametrize("value", [0, -5, 1.5, "90", True])
+def test_signal_before_end_is_a_positive_number_of_seconds(value: object) -> None:
+    with pytest.raises(ConfigError, match="option 'signal_before_end' must be a positive integer"):
+        config.resolve(None, "slurm", None, {"signal_before_end": value})

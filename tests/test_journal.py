@@ -149,3 +149,15 @@ def test_a_map_chunk_with_an_item_that_raised_is_journalled_as_raised(tmp_path):
     kinds = {f.task_id: f.kind for f in journal.read_frames(Path(run_dir.result(0, 0)).read_bytes())
              if f.kind != journal.PROGRESS}
     assert kinds == {0: journal.OK, 1: journal.RAISED}
+
+
+def test_a_checkpoint_frame_is_no_outcome_and_the_cursor_notes_its_task() -> None:
+    from clustrix_futures.runfiles.parts import JournalCursor
+
+    four = outcome(4)
+    data = journal.preamble() + journal.encode_frame(1, journal.OK, 0.0, 1.0, four) + journal.checkpoint_frame(2, 2.0)
+    assert list(journal.read_journal(data)) == [(1, four)]
+    assert journal.output_spans(data, 2) is None and journal.read_measures(data) == []
+    cursor = JournalCursor()
+    assert [task_id for task_id, _, _ in cursor.feed(data)] == [1]
+    assert cursor.checkpointed == [2] and cursor.offset == len(data)

@@ -17,12 +17,13 @@ import clustrix_futures
 
 PACKAGE = Path(clustrix_futures.__file__).parent
 NODE_MODULES = ["clustrix_futures.node.worker", "clustrix_futures.node.s3", "clustrix_futures.node.host_supervisor",
-                "clustrix_futures.worker", "clustrix_futures.hostrun"]
+                "clustrix_futures.node.checkpointing", "clustrix_futures.worker", "clustrix_futures.hostrun"]
 
 
 def allowed_on_the_node(name: str) -> bool:
-    return (name in ("clustrix_futures", "clustrix_futures.errors", "clustrix_futures.worker",
-                     "clustrix_futures.hostrun", "clustrix_futures.node", "clustrix_futures.runfiles")
+    return (name in ("clustrix_futures", "clustrix_futures.errors", "clustrix_futures.checkpoint",
+                     "clustrix_futures.worker", "clustrix_futures.hostrun", "clustrix_futures.node",
+                     "clustrix_futures.runfiles")
             or name.startswith(("clustrix_futures.node.", "clustrix_futures.runfiles.")))
 
 

@@ -299,3 +299,29 @@ def test_over_ssh_a_foreign_run_is_refused_and_a_planted_symlink_overwrites_noth
     finally:
         shutil.rmtree(mine, ignore_errors=True)
     untouched(run, scene)
+
+
+def test_a_planted_resume_file_is_never_loaded(other_account, scene):
+    """A task that checkpointed resumes from ``batches/task-TASK.resume`` (clustrix_futures.node.checkpointing):
+    one the other account planted there, as a file or as a symlink to a file of ours, ends the element saying
+    so; nothing of it is unpickled."""
+    from clustrix_futures.node.checkpointing import resumed
+    from clustrix_futures.runfiles.layout import RunDir
+
+    batches = scene["shared"] / "batches"
+    batches.mkdir(mode=0o1777)
+    batches.chmod(0o1777)
+    staged = scene["staging"] / "planted.pkl"
+    staged.write_bytes(pickle.dumps(Planted(str(scene["marker"]))))
+    staged.chmod(0o644)
+    run_dir = RunDir(str(scene["shared"]))
+    as_other(other_account, "cp", str(staged), run_dir.resume(1))
+    ours = scene["staging"] / "ours.pkl"
+    ours.write_bytes(pickle.dumps(Planted(str(scene["marker"]))))
+    as_other(other_account, "ln", "-s", str(ours), run_dir.resume(2))
+    with pytest.raises(SystemExit, match="belongs to uid .*not to this account: it is not loaded"):
+        resumed(run_dir, 1, b"payload")
+    with pytest.raises(SystemExit, match="cannot be opened safely"):
+        resumed(run_dir, 2, b"payload")
+    assert resumed(run_dir, 3, b"payload") == b"payload"  # no resume file: the task's own payload
+    assert not scene["marker"].exists()

@@ -36,6 +36,7 @@ class Element:
     vanished_at: Optional[float] = None  # when a status report first no longer showed it
     done: bool = False
     attempts: int = 1
+    resumes: int = 0  # of its attempts, those that ran again from a task's checkpoint
     journal: Optional[JournalCursor] = None  # how far its journal was read (this attempt's)
     pieces: int = 0  # S3: the numbered pieces of its journal read (engine/streaming.py)
     resources: Optional[dict[str, Any]] = None  # those of its latest run, where right-sizing changed them

@@ -8,12 +8,16 @@ more than once. A state of ``retry_policy`` grows what its entry names: after ``
 (:meth:`~clustrix_futures.schedulers.base.Scheduler.limits`, asked once per partition). When it does not run
 again (``retries`` reached, or everything it would grow is at its cap already), its tasks fail with the state
 it ended in, and under ``retry_policy`` the error lists every run.
+
+An element some task of which checkpointed (``signal_before_end``, :mod:`clustrix_futures.checkpoint`) runs
+again whatever state it ended in, up to ``checkpoint_reruns`` times; those runs do not count against
+``retries``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
 from clustrix_futures.config import Settings
@@ -31,21 +35,25 @@ class Retrying:
         self.policy: Mapping[str, Mapping[str, float]] = settings["retry_policy"] or {}
         self.states = set(settings["retry_states"]) | set(self.policy)
         self.retries: int = settings["retries"]
+        self.checkpoint_reruns: int = settings["checkpoint_reruns"]
         self.scheduler = scheduler
         self._limits: dict[Optional[str], Limits] = {}
 
     async def decide(self, element: Element, final: FinalState, resources: Mapping[str, Any]) -> Decision:
+        """Whether ``element``, which ended so (its journal read), runs again and with what resources."""
+        if element.journal and element.journal.checkpointed:
+            return self._resume(element, element.journal.checkpointed)
         if final.state not in self.states:
             return False, None, final
         growth = self.policy.get(final.state)
         if not growth:
-            return element.attempts <= self.retries, None, final
+            return element.attempts - element.resumes <= self.retries, None, final
         limits = await self._limits_of(resources.get("partition"))
         sizes = {option: _size(option, resources, limits) for option in growth}
         runs = [*element.runs, ", ".join(f"{o}={_label(o, size)}" for o, size in sizes.items()) + f": {final.state}"]
         grown = {option: _grown(option, size, factor, limits) for (option, factor), size in
                  zip(growth.items(), sizes.values())}
-        if element.attempts > self.retries:
+        if element.attempts - element.resumes > self.retries:
             why = f"it ran {element.attempts} times: retries={self.retries}"
         elif all(new is None or new == sizes[o] for o, new in grown.items()):
             why = "nothing it asks for can grow: " + ", ".join(_why_not(o, sizes[o]) for o in grown)
@@ -54,6 +62,15 @@ class Retrying:
             return True, {**resources, **{o: _label(o, new) for o, new in grown.items() if new}}, final
         detail = (final.detail + "; " if final.detail else "") + f"retry_policy stopped ({why}); runs: "
         return False, None, FinalState(final.state, detail + "; ".join(runs))
+
+    def _resume(self, element: Element, checkpointed: Sequence[int]) -> Decision:
+        tasks = ", ".join(map(str, checkpointed))
+        if element.resumes >= self.checkpoint_reruns:
+            return False, None, FinalState("CHECKPOINTED", f"task {tasks} checkpointed again after "
+                                           f"{element.resumes} runs from checkpoints (checkpoint_reruns="
+                                           f"{self.checkpoint_reruns})")
+        element.resumes += 1
+        return True, None, FinalState("CHECKPOINTED", f"task {tasks} checkpointed on the warning signal")
 
     async def _limits_of(self, partition: Optional[str]) -> Limits:
         if partition not in self._limits:

@@ -42,7 +42,7 @@ from clustrix_futures.remote.site import Site
 from clustrix_futures.remote.storage import Storage
 from clustrix_futures.remote.transport import Transport
 from clustrix_futures.runfiles.layout import RunDir
-from clustrix_futures.schedulers import check_resources
+from clustrix_futures.schedulers import check_checkpoints, check_resources
 from clustrix_futures.schedulers.base import QUEUED, Scheduler
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ class ClusterEngine:
                  attach_to: Optional[str] = None) -> None:
         """Start a new run, or with ``attach_to`` take over an existing run directory (see ``futures``)."""
         check_resources(settings.backend, settings.options)
+        check_checkpoints(settings)
         self.settings = settings
         self._ids = itertools.count()
         self._outstanding: set[ClusterFuture] = set()

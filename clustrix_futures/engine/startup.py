@@ -35,7 +35,14 @@ from clustrix_futures.remote.ownership import check_work_dir, host_dir_of, run_r
 from clustrix_futures.remote.site import Site
 from clustrix_futures.remote.storage import S3Storage, Storage
 from clustrix_futures.remote.transport import Transport, TransportLost
-from clustrix_futures.runfiles.layout import ENDPOINT_VARIABLE, SUBDIRECTORIES, RunDir, is_s3, new_run_name
+from clustrix_futures.runfiles.layout import (
+    CHECKPOINT_VARIABLE,
+    ENDPOINT_VARIABLE,
+    SUBDIRECTORIES,
+    RunDir,
+    is_s3,
+    new_run_name,
+)
 from clustrix_futures.runfiles.records import encode_json, read_batches, read_manifest
 from clustrix_futures.schedulers import capabilities, make_scheduler
 from clustrix_futures.schedulers.base import BackendContext, Scheduler
@@ -146,6 +153,8 @@ class Startup:
         log.info("run directory %s on %s", run_dir.root, self.site.where())
         adopted = await read_batches(self.storage, run_dir) if attach_to else []
         script_env = {ENDPOINT_VARIABLE: settings["endpoint_url"]} if s3 and settings["endpoint_url"] else {}
+        if settings["signal_before_end"]:
+            script_env[CHECKPOINT_VARIABLE] = "USR1"
         return Started(self.storage, scheduler, Environment(run_dir, python, staged, max_array, script_env), adopted,
                        self.cache)
 

@@ -29,6 +29,7 @@ REPORT_SECONDS = 0.02  # a running chunk's finished items are reported at most t
 
 PartSink = Callable[[int, int, bytes], None]  # (first item, count, pickled (values, failures)) of a chunk part
 part_sink: Optional[PartSink] = None  # set by the worker's loop: where a running chunk's parts go; None: nowhere
+running: Optional[tuple[int, Callable[..., Any], Sequence[Any], dict]] = None  # the element's task now running
 
 
 class Recorded:  # a plain class: making a NamedTuple costs the node's start-up
@@ -51,8 +52,10 @@ def run_call(fn: Callable[..., Any], args: Sequence[Any], kwargs: dict) -> Outco
         return (False, exc, text, time.perf_counter() - start)
 
 
-def run_recorded(payload: bytes) -> Recorded:
-    """Unpickle a task payload, run it, and encode its outcome."""
+def run_recorded(payload: bytes, task_id: Optional[int] = None) -> Recorded:
+    """Unpickle a task payload, run it (as :data:`running`, when its ``task_id`` is given), and encode its
+    outcome."""
+    global running
     start = time.time()
     try:
         fn, args, kwargs = loads_task(payload)
@@ -60,7 +63,9 @@ def run_recorded(payload: bytes) -> Recorded:
         err, text = travelling_exception(exc)
         outcome: Outcome = (False, err, "the task could not be unpickled on the worker:\n" + text, 0.0)
     else:
+        running = None if task_id is None else (task_id, fn, args, kwargs)
         outcome = run_call(fn, args, kwargs)
+        running = None
     ok, encoded = encode_outcome(outcome)
     if ok and isinstance(outcome[1], ChunkResult) and outcome[1].failures:
         ok = False  # a map chunk some of whose items raised: its journal header says so (status counts it)
@@ -74,7 +79,7 @@ def run_payload(payload: bytes) -> bytes:
 
 def journal_frame(task_id: int, payload: bytes) -> bytes:
     """Run one task; its frame of the result journal (:mod:`clustrix_futures.runfiles.journal`)."""
-    ran = run_recorded(payload)
+    ran = run_recorded(payload, task_id)
     return journal.encode_frame(task_id, journal.OK if ran.ok else journal.RAISED, ran.start, ran.end, ran.outcome)
 
 

@@ -124,7 +124,7 @@ def element_main(root: str, batch: int, element: Optional[int]) -> None:
     # Imported here, not at the top: a local pool process never reads run files, and it starts faster without.
     from clustrix_futures.node import measure
     from clustrix_futures.runfiles.batches import read_element
-    from clustrix_futures.runfiles.layout import CLAIM_VARIABLE, RunDir, is_s3
+    from clustrix_futures.runfiles.layout import RunDir, is_s3
 
     if element is None:
         element = array_index()
@@ -140,19 +140,34 @@ def element_main(root: str, batch: int, element: Optional[int]) -> None:
     with os.fdopen(fd, "wb") as results:
         results.write(journal.preamble())
         results.flush()  # a reader of the running element's journal sees its version at once
-        claiming = os.environ.get(CLAIM_VARIABLE) == "1"
         measure.write_start(results.fileno(), run_dir, batch)
-        for task_id, payload in tasks:
-            if passed_over(run_dir, task_id, batch, element, claiming):
-                continue
-            results.write(output_frame(task_id))
-            calls.part_sink = _part_writer(results, task_id)
-            results.write(journal_frame(task_id, payload))
-            results.flush()
+        _journal_tasks(results, run_dir, tasks, batch, element)
         results.write(measure.end_frame())
         flush_output()  # what the last task printed is in the logs before the result is
         os.fsync(results.fileno())
     os.replace(partial, run_dir.result(batch, element))
+
+
+def _journal_tasks(results: Any, run_dir: RunDir, tasks: list[tuple[int, bytes]], batch: int, element: int) -> None:
+    """Run the element's tasks but those passed over, each outcome journalled as it ends; a task that
+    checkpointed in an earlier run resumes from its checkpoint (:mod:`clustrix_futures.node.checkpointing`)."""
+    from clustrix_futures.runfiles.layout import CHECKPOINT_VARIABLE, CLAIM_VARIABLE
+
+    claiming = os.environ.get(CLAIM_VARIABLE) == "1"
+    checkpointing = os.environ.get(CHECKPOINT_VARIABLE)
+    if checkpointing:
+        from clustrix_futures.node import checkpointing as checkpoints
+
+        checkpoints.install(checkpointing, run_dir, results)
+    for task_id, payload in tasks:
+        if passed_over(run_dir, task_id, batch, element, claiming):
+            continue
+        if checkpointing:
+            payload = checkpoints.resumed(run_dir, task_id, payload)
+        results.write(output_frame(task_id))
+        calls.part_sink = _part_writer(results, task_id)
+        results.write(journal_frame(task_id, payload))
+        results.flush()
 
 
 def initialize_element(path: str, batch: int, element: int,

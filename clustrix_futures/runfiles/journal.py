@@ -39,6 +39,10 @@ batch script's; 0.0 where unknown) followed by the node's name in UTF-8. Its hea
 element started and ``end`` when the frame was made (node clock). Its body is never 16 bytes long, so readers of
 output frames pass over it, and so does :func:`read_journal`; :func:`read_measures` reads them.
 
+A PROGRESS frame whose body is :data:`CHECKPOINT_TAG` alone says the task checkpointed (``signal_before_end``,
+:mod:`clustrix_futures.node.checkpointing`): its element wrote ``batches/task-TASK.resume``, the call to run
+instead of the task's payload when the element runs again, and ended without running the task further.
+
 A journal of another version raises :class:`UnknownJournalVersion` (a ``ValueError``) saying which version it
 is and which one this client reads.
 """
@@ -61,6 +65,7 @@ PART = struct.Struct("<4sQQ")  # the head of a part body: the tag, the chunk's f
 ELEMENT = (1 << 64) - 1  # the task id of a frame about the element itself, not one of its tasks
 MEASURE_TAG = b"CFMS"
 MEASURE_START, MEASURE_END = 0, 1
+CHECKPOINT_TAG = b"CFCK"
 MEASURE = struct.Struct("<4sBdQddd")
 _PICKLE_PROTOCOL, _PICKLE_STOP = b"\x80", b"."  # the first and last opcodes of every pickle of protocol 2 or more
 
@@ -181,6 +186,16 @@ def read_part(data: bytes, frame: Frame) -> Optional[tuple[int, int, bytes]]:
     if tag != PART_TAG:
         return None
     return first, count, data[frame.offset + PART.size:frame.offset + frame.size]
+
+
+def checkpoint_frame(task_id: int, when: float) -> bytes:
+    """The PROGRESS frame saying that task ``task_id`` checkpointed (``when``) and will resume from it."""
+    return encode_frame(task_id, PROGRESS, when, when, CHECKPOINT_TAG)
+
+
+def is_checkpoint(data: bytes, frame: Frame) -> bool:
+    """Whether ``frame`` is a checkpoint frame."""
+    return frame.kind == PROGRESS and data[frame.offset:frame.offset + frame.size] == CHECKPOINT_TAG
 
 
 class Measure:  # a plain class: making a NamedTuple costs the node's start-up

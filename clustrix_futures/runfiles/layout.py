@@ -9,6 +9,8 @@
     RUN/batches/B.sh         the job script of batch B
     RUN/batches/B.json       batch B's job id and the task ids of each element
     RUN/batches/B-I.rerun.json  the job of element I of batch B's last run, when it ran again
+    RUN/batches/task-TASK.resume  the call a task that checkpointed runs instead of its payload, written by its
+                             element (:mod:`clustrix_futures.node.checkpointing`)
     RUN/results/B-I.res      outcomes of element I of batch B (journalled as B-I.part, then renamed)
                              (:mod:`~clustrix_futures.runfiles.journal`)
     RUN/results/B-I.N.seg    S3 runs only: the N-th piece of a running element's journal (pieces 0..N, put
@@ -50,6 +52,7 @@ SEGMENT_SUFFIX = ".seg"
 SCHEME = "s3://"
 ENDPOINT_VARIABLE = "CLUSTRIX_S3_ENDPOINT_URL"  # set in job scripts when the run has an endpoint_url
 CLAIM_VARIABLE = "CLUSTRIX_CLAIM_TASKS"  # "1" in the job script of a batch whose tasks may be given back
+CHECKPOINT_VARIABLE = "CLUSTRIX_CHECKPOINT_SIGNAL"  # the signal's name where tasks checkpoint on a warning
 
 
 def new_run_name() -> str:
@@ -117,6 +120,9 @@ class RunDir:  # a plain class: the node imports this, and making a dataclass or
     def rerun_meta(self, batch: int, element: int) -> str:
         return self.path("batches", f"{batch}-{element}.rerun.json")
 
+    def resume(self, task_id: int) -> str:
+        return self.path("batches", f"task-{task_id}.resume")
+
     def result(self, batch: int, element: int) -> str:
         return self.path("results", f"{batch}-{element}{RESULT_SUFFIX}")
 
@@ -165,7 +171,9 @@ def job_script(run_dir: RunDir, batch: int, python: str, setup: Sequence[str], s
                env: Optional[Mapping[str, str]] = None) -> str:
     """A bash script for one array element (POSIX sh too, as Kubernetes runs it). ``setup`` lines are the
     user's shell code, run as written; ``env`` is exported first; every path and value we insert is quoted, the
-    comment's too (as a Python literal, so a newline in a path cannot end the comment and start a command)."""
+    comment's too (as a Python literal, so a newline in a path cannot end the comment and start a command).
+    Where tasks checkpoint on a warning signal (``env`` sets :data:`CHECKPOINT_VARIABLE`), the worker replaces
+    the shell (``exec``): the scheduler signals the job's shell, and the worker must be the one to get it."""
     import re
     import shlex  # here, not above: only the client writes job scripts, and the node's start-up need not pay
 
@@ -176,6 +184,6 @@ def job_script(run_dir: RunDir, batch: int, python: str, setup: Sequence[str], s
     lines = ["#!/bin/bash", f"# clustrix-futures: batch {batch} of {run_dir.root!r}", "set -e", *exports, *setup]
     if staged:
         lines.append(f"export PYTHONPATH={shlex.quote(run_dir.code)}${{PYTHONPATH:+:$PYTHONPATH}}")
-    lines.append(" ".join(shlex.quote(word) for word in
-                          [python, "-m", "clustrix_futures.node.worker", "element", run_dir.root, str(batch)]))
+    command = [python, "-m", "clustrix_futures.node.worker", "element", run_dir.root, str(batch)]
+    lines.append(("exec " if CHECKPOINT_VARIABLE in (env or {}) else "") + " ".join(map(shlex.quote, command)))
     return "\n".join(lines) + "\n"

@@ -107,14 +107,16 @@ def assemble(outcome: Outcome, parts: list[Part]) -> Outcome:
 
 
 class JournalCursor:
-    """How far one journal has been read (``offset``, at the end of a complete frame), and the parts kept
-    from it (``held``). :meth:`feed` takes the journal's bytes from ``offset`` on."""
+    """How far one journal has been read (``offset``, at the end of a complete frame), the parts kept
+    from it (``held``) and the tasks it says checkpointed (``checkpointed``). :meth:`feed` takes the
+    journal's bytes from ``offset`` on."""
 
-    __slots__ = ("held", "offset")
+    __slots__ = ("checkpointed", "held", "offset")
 
     def __init__(self) -> None:
         self.offset = 0
         self.held = Held()
+        self.checkpointed: list[int] = []
 
     def feed(self, data: bytes) -> Iterator[tuple[int, Optional[bytes], Optional[Part]]]:
         """The new frames that matter, in order: ``(task_id, encoded outcome, None)`` for an outcome and
@@ -138,6 +140,8 @@ class JournalCursor:
                 continue
             found = journal.read_part(data, frame)
             self.offset = end
+            if journal.is_checkpoint(data, frame):
+                self.checkpointed.append(frame.task_id)
             if found is not None:
                 yield frame.task_id, None, Part(*found)
         if base == 0 and self.offset == 0 and len(data) >= journal.PREAMBLE.size:

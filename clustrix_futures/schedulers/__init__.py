@@ -23,7 +23,7 @@ from clustrix_futures.schedulers.pbs import PbsBackend
 from clustrix_futures.schedulers.sge import SgeBackend
 from clustrix_futures.schedulers.slurm import SlurmBackend
 
-__all__ = ["SCHEDULERS", "Capabilities", "capabilities", "check_resources", "make_scheduler"]
+__all__ = ["SCHEDULERS", "Capabilities", "capabilities", "check_checkpoints", "check_resources", "make_scheduler"]
 
 
 @dataclass(frozen=True)
@@ -36,12 +36,14 @@ class Capabilities:
     ``states_array_limit``: its configuration query always names the largest array, so a query that gives
     none means the controller did not answer.
     ``typed_gpus``: it takes a GPU type (``gpus="a100:2"``); the others take a count only.
+    ``warning_signal``: it signals an element before its time limit (``signal_before_end``).
     """
 
     api: bool = False
     needs_s3: bool = False
     states_array_limit: bool = False
     typed_gpus: bool = False
+    warning_signal: bool = False
 
 
 LogPath = Callable[[int, str, str], str]
@@ -60,8 +62,8 @@ def _command(backend: Callable[[BackendContext], Backend]) -> Callable[[Settings
 
 
 _REGISTRY: dict[str, _Entry] = {
-    "slurm": _Entry(Capabilities(states_array_limit=True, typed_gpus=True),
-                    _command(lambda context: SlurmBackend(context.requeue))),
+    "slurm": _Entry(Capabilities(states_array_limit=True, typed_gpus=True, warning_signal=True),
+                    _command(lambda context: SlurmBackend(context.requeue, context.warning_seconds))),
     "ssh": _Entry(Capabilities(), _command(HostBackend)),
     "sge": _Entry(Capabilities(states_array_limit=True), _command(SgeBackend)),
     "pbs": _Entry(Capabilities(), _command(PbsBackend)),
@@ -84,6 +86,20 @@ def check_resources(name: str, resources: Mapping[str, Any]) -> None:
         typed = ", ".join(n for n, entry in _REGISTRY.items() if entry.capabilities.typed_gpus)
         raise ConfigError(f"gpus={gpus!r}: the {name} backend takes a GPU count only (gpus={gpus.split(':')[1]}); "
                           f"a GPU type can be requested on: {typed}")
+
+
+def check_checkpoints(settings: Settings) -> None:
+    """Raise ConfigError where ``signal_before_end`` is set but cannot work: a scheduler that sends no warning
+    signal, or S3 storage (an S3 element keeps no journal file to note its checkpoint in)."""
+    if settings["signal_before_end"] is None or settings.backend not in _REGISTRY:
+        return
+    if not _REGISTRY[settings.backend].capabilities.warning_signal:
+        able = ", ".join(n for n, entry in _REGISTRY.items() if entry.capabilities.warning_signal)
+        raise ConfigError(f"signal_before_end: the {settings.backend} backend sends no warning signal before an "
+                          f"element's time limit; checkpoints work on: {able}")
+    if settings["storage"]:
+        raise ConfigError("signal_before_end works with the run directory on a filesystem the nodes see; it is "
+                          "not supported with S3 storage")
 
 
 def make_scheduler(settings: Settings, context: BackendContext, transport: Transport, log_path: LogPath) -> Scheduler:

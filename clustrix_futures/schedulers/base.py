@@ -72,6 +72,7 @@ class BackendContext:
     run_dir: str
     pbs_flavor: str = "pbspro"
     requeue: bool = True  # whether the scheduler may run an element again itself (SLURM: not --no-requeue)
+    warning_seconds: Optional[int] = None  # signal_before_end: when to send the checkpoint signal
 
     @classmethod
     def of(cls, settings: Settings, python: str, run_dir: str) -> BackendContext:
@@ -80,7 +81,7 @@ class BackendContext:
         scheduler must not as well: it would run every task of the element, not only the unfinished ones."""
         retried = set(settings["retry_states"]) | set(settings["retry_policy"] or {})
         return cls(python, run_dir, pbs_flavor=str(settings["flavor"]),
-                   requeue=not retried & {"PREEMPTED", "NODE_FAIL"})
+                   requeue=not retried & {"PREEMPTED", "NODE_FAIL"}, warning_seconds=settings["signal_before_end"])
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,9 @@ class SlurmBackend(CommandBackend):
     transient_markers = _TRANSIENT
     max_array_pattern = r"^MaxArraySize\s*=\s*(\d+)"
 
-    def __init__(self, requeue: bool = True) -> None:
+    def __init__(self, requeue: bool = True, warning_seconds: Optional[int] = None) -> None:
         self.requeue = requeue  # False: --no-requeue (the monitor runs preempted and node-failed elements again)
+        self.warning_seconds = warning_seconds  # --signal=B:USR1@N: the job's shell (the worker) gets it
 
     def config_argv(self) -> Optional[list[str]]:
         return ["scontrol", "show", "config"]
@@ -64,7 +65,8 @@ class SlurmBackend(CommandBackend):
     def submit_argv(self, job: ArraySubmission, script_path: str) -> list[str]:
         array = f"{job.start}-{job.last}" + (f"%{job.throttle}" if job.throttle else "")
         argv = ["sbatch", "--parsable", f"--array={array}", f"--output={job.stdout_pattern}",
-                f"--error={job.stderr_pattern}", "--open-mode=append", *([] if self.requeue else ["--no-requeue"])]
+                f"--error={job.stderr_pattern}", "--open-mode=append", *([] if self.requeue else ["--no-requeue"]),
+                *([f"--signal=B:USR1@{self.warning_seconds}"] if self.warning_seconds else [])]
         for option, flag in _RESOURCE_FLAGS.items():
             value = job.resources.get(option)
             if option == "gpus" and isinstance(value, str):  # a type: TYPE:COUNT

@@ -273,3 +273,29 @@ def test_packed_element_that_dies_keeps_its_finished_tasks(slurm_executor):
     assert caught.value.state == "FAILED" and "exit code 7" in str(caught.value)
     with pytest.raises(JobFailedError):
         futures[2].result(120)
+
+
+def test_a_task_with_a_checkpoint_hook_resumes_after_its_warning_signal(slurm_executor, tmp_path, shim):
+    """Under a 1-minute limit with the warning 50 s before it (SLURM looks every ~30 s: it comes 10-40 s in),
+    a task that counts 45 s checkpoints at the warning and resumes its count in the element's next run, so it
+    needs two runs or more; the task after it in the element runs once, in the run that reached it, and the one
+    before it once, in the first. Beside it, with ``checkpoint_reruns=0``, a checkpoint fails its task saying
+    so."""
+    ran = tmp_path / "ran"
+    ran.mkdir()
+    ex = slurm_executor(time="1", signal_before_end=50, tasks_per_element=3)
+    capped = slurm_executor(time="1", signal_before_end=50, checkpoint_reruns=0)
+    before = ex.submit(workloads.square_and_record, str(ran), 1)
+    counting = ex.submit(workloads.CountSeconds(str(ran), 2), 45)
+    after = ex.submit(workloads.square_and_record, str(ran), 3)
+    stopped = capped.submit(workloads.CountSeconds(str(ran), 4), 100)
+    with pytest.raises(JobFailedError) as caught:
+        stopped.result(600)
+    assert caught.value.state == "CHECKPOINTED", caught.value
+    assert "checkpointed again after 0 runs from checkpoints (checkpoint_reruns=0)" in str(caught.value)
+    seconds, runs = counting.result(600)
+    assert seconds == 45 and runs >= 2, (seconds, runs)
+    assert before.result(60) == 1 and after.result(60) == 9
+    assert workloads.runs_recorded(ran) == {1: 1, 2: runs, 3: 1, 4: 1}
+    calls = shim.calls("sbatch")
+    assert len(calls) == runs + 1 and all("--signal=B:USR1@50" in call for call in calls), calls

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from clustrix_futures import Checkpointable
+
 
 class CustomError(Exception):
     pass
@@ -171,3 +173,20 @@ def slow_once(log_dir: str, task: int, seconds: float) -> int:
     if not earlier:
         time.sleep(seconds)
     return task
+
+
+class CountSeconds(Checkpointable):
+    """Counts ``seconds`` one second at a time, its count kept on ``self``: a checkpoint (the default hook)
+    resumes the count where it stood. Each run is recorded (:func:`record_run`, as task ``task``); returns the
+    count and how many runs it took."""
+
+    def __init__(self, log_dir: str, task: int) -> None:
+        self.log_dir, self.task, self.done, self.runs = log_dir, task, 0, 0
+
+    def __call__(self, seconds: int) -> tuple[int, int]:
+        self.runs += 1
+        record_run(self.log_dir, self.task)
+        while self.done < seconds:
+            time.sleep(1)
+            self.done += 1
+        return self.done, self.runs
