@@ -13,14 +13,13 @@ Each cycle costs O(1) scheduler queries and O(1) listings, whatever the number o
    job, only then), the tasks that finished are read from the element's journal, and the rest fail with
    :class:`~clustrix_futures.errors.JobFailedError` carrying the state and the end of the element's stderr.
 
-The interval adapts: fast right after submissions and results, backing off to ``poll_interval`` when idle.
-While a thread of this process waits on any ClusterFuture (``result()``, ``wait``, ``as_completed``, a ``map``
-being consumed; :func:`clustrix_futures.future.someone_waits`) and elements are live, the pause is at most
-``WAITING_INTERVAL`` (0.05 s), or four times the last results listing if that is longer, so listing takes at
-most about a fifth of the time: the waiter gets a result soon after its file is written, at the cost of one
-listing per pause (over SSH one SFTP round trip; with S3 one LIST request). The status query keeps its own,
-slower schedule (step 2).
-A failed status query that means "scheduler unreachable" fails nothing; the next cycle tries again.
+The interval adapts: fast right after submissions and results, backing off to ``poll_interval`` when idle. While a
+thread of this process waits on any ClusterFuture (``result()``, ``wait``, ``as_completed``, a ``map`` being
+consumed; :func:`clustrix_futures.future.someone_waits`) and elements are live, the pause is at most
+``WAITING_INTERVAL`` (0.05 s), or four times the last results listing if that is longer, so listing takes at most
+about a fifth of the time: the waiter gets a result soon after its file is written, at the cost of one listing per
+pause (over SSH one SFTP round trip; with S3 one LIST request). The status query keeps its own, slower schedule
+(step 2). A failed status query that means "scheduler unreachable" fails nothing; the next cycle tries again.
 """
 
 from __future__ import annotations
@@ -339,6 +338,8 @@ class Monitor:
         files, stderr = await asyncio.gather(
             self.storage.read_many([result, partial]),
             self.scheduler.log_tail(element.key, element.batch, LOG_TAIL_BYTES))
+        if element.done:  # retired meanwhile by the other coroutine (cancel_queued runs beside run())
+            return
         journal = files[result] or files[partial]
         problem = self.books.apply_journal(journal, result if files[result] else partial, element) if journal else None
         if problem:
