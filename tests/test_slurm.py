@@ -154,6 +154,21 @@ def test_right_sizing_runs_only_unfinished_tasks_again_with_more_memory(slurm_ex
     assert workloads.runs_recorded(log_dir) == {i: 2 if size == 200 else 1 for i, size in enumerate(sizes)}
 
 
+def test_right_sizing_runs_a_map_chunk_again_from_the_items_it_had_not_reported(slurm_executor, tmp_path):
+    """A map in two chunks of six whose fifth item holds 200 MB under mem=150M (each item waits 0.1 s first, so
+    the items before it are reported in parts): its chunk's element ends OUT_OF_MEMORY; run again with twice the
+    memory, the chunk goes on from the fifth item. Every result is right, and every item ran once but the
+    fifth, twice."""
+    log_dir = tmp_path / "ran"
+    log_dir.mkdir()
+    ex = slurm_executor(mem="150M", retry_policy={"OUT_OF_MEMORY": {"mem": "x2"}}, retries=2)
+    sizes = [200 if i == 4 else 1 for i in range(12)]
+    results = ex.map(workloads.allocate_logged, sizes, [str(log_dir)] * 12, range(12), [0.1] * 12, chunksize=6,
+                     timeout=180)
+    assert list(results) == sizes
+    assert workloads.runs_recorded(log_dir) == {i: 2 if i == 4 else 1 for i in range(12)}
+
+
 def test_right_sizing_stops_at_its_retries_with_the_original_error_and_the_runs(slurm_executor, tmp_path):
     log_dir = tmp_path / "ran"
     log_dir.mkdir()

@@ -102,7 +102,8 @@ class Books:
         """Watch a submitted, adopted or resubmitted element; its tasks point to it, and their futures know its
         job id and phase."""
         self.live[element.key] = self.by_slot[(element.batch, element.index)] = element
-        element.journal, element.pieces = None, 0  # a new attempt writes a new journal
+        kept = element.journal.held if element.journal else None  # parts of map chunks that go on from them
+        element.journal, element.pieces = (JournalCursor(kept) if kept else None), 0  # a new attempt, a new journal
         if self.on_watch is not None:
             self.on_watch(element)
         for task_id in element.task_ids:

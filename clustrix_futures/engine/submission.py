@@ -263,6 +263,8 @@ class Submission:
         if not element.task_ids:  # a cold burst's element whose every task was taken back: nothing to run
             return False
         await self.bursts.release(element)
+        read = element.journal.offset if element.journal else 0  # how much of its journal the books have
+        await self.storage.write(self.env.run_dir.journal_read(batch, element.index), str(read).encode())
         original = self.resources(element)
         element.resources = resources or element.resources
         try:

@@ -52,9 +52,10 @@ def run_call(fn: Callable[..., Any], args: Sequence[Any], kwargs: dict) -> Outco
         return (False, exc, text, time.perf_counter() - start)
 
 
-def run_recorded(payload: bytes, task_id: Optional[int] = None) -> Recorded:
+def run_recorded(payload: bytes, task_id: Optional[int] = None, items_done: int = 0) -> Recorded:
     """Unpickle a task payload, run it (as :data:`running`, when its ``task_id`` is given), and encode its
-    outcome."""
+    outcome. A map chunk whose first ``items_done`` items an earlier run of its element reported (and the
+    client has) runs from the next one on."""
     global running
     start = time.time()
     try:
@@ -63,6 +64,8 @@ def run_recorded(payload: bytes, task_id: Optional[int] = None) -> Recorded:
         err, text = travelling_exception(exc)
         outcome: Outcome = (False, err, "the task could not be unpickled on the worker:\n" + text, 0.0)
     else:
+        if items_done and fn is apply_chunk:
+            kwargs = {**kwargs, "skip": items_done}
         running = None if task_id is None else (task_id, fn, args, kwargs)
         outcome = run_call(fn, args, kwargs)
         running = None
@@ -77,9 +80,10 @@ def run_payload(payload: bytes) -> bytes:
     return run_recorded(payload).outcome
 
 
-def journal_frame(task_id: int, payload: bytes) -> bytes:
-    """Run one task; its frame of the result journal (:mod:`clustrix_futures.runfiles.journal`)."""
-    ran = run_recorded(payload, task_id)
+def journal_frame(task_id: int, payload: bytes, items_done: int = 0) -> bytes:
+    """Run one task (a map chunk from its item ``items_done``: :func:`run_recorded`); its frame of the result
+    journal (:mod:`clustrix_futures.runfiles.journal`)."""
+    ran = run_recorded(payload, task_id, items_done)
     return journal.encode_frame(task_id, journal.OK if ran.ok else journal.RAISED, ran.start, ran.end, ran.outcome)
 
 
@@ -104,7 +108,7 @@ def flush_output() -> None:
 
 
 def apply_chunk(fn: Callable[..., Any], items: Iterable[Any], star: bool,
-                budget: Optional[float] = None) -> ChunkResult:
+                budget: Optional[float] = None, skip: int = 0) -> ChunkResult:
     """Run ``fn`` over a chunk of a map. One failing item loses no other: the run goes on after it.
 
     The items run in one ``map()`` (no per-item bookkeeping); only a raising item costs extra. With a
@@ -116,14 +120,24 @@ def apply_chunk(fn: Callable[..., Any], items: Iterable[Any], star: bool,
     Where the worker set :data:`part_sink`, the items that finished are reported while the chunk runs, at most
     every ``REPORT_SECONDS`` (:class:`_Reporter`, a thread: the loop above is untouched), and the chunk's
     result holds only the items after the last part sent (``ChunkResult.first``).
+
+    An element run again after it died skips the ``skip`` items its earlier run reported (the client has them):
+    the chunk goes on from there, and says so first with a part of no items at ``skip``, so that a third run
+    knows where this one started.
     """
-    values: list[Any] = []
+    values: list[Any] = [None] * skip  # positions stay the chunk's own
     failures: dict[int, tuple[BaseException, str]] = {}
+    items = itertools.islice(items, skip, None) if skip else items
     sink = part_sink
     if sink is None:
-        return _run_chunk(fn, items, star, budget, values, failures)
+        chunk = _run_chunk(fn, items, star, budget, values, failures)
+        if not skip:
+            return chunk
+        return ChunkResult(values[skip:], failures, chunk.seconds, stopped_at=chunk.stopped_at, first=skip)
+    if skip:
+        sink(skip, 0, cloudpickle.dumps(([], {}), protocol=5))
     reporter = _reporter()
-    reporter.watch(values, failures, sink)
+    reporter.watch(values, failures, sink, skip)
     try:
         chunk = _run_chunk(fn, items, star, budget, values, failures)
     finally:
@@ -139,6 +153,7 @@ def apply_chunk(fn: Callable[..., Any], items: Iterable[Any], star: bool,
 def _run_chunk(fn: Callable[..., Any], items: Iterable[Any], star: bool, budget: Optional[float],
                values: list[Any], failures: dict[int, tuple[BaseException, str]]) -> ChunkResult:
     remaining = iter(items)
+    skipped = len(values)
     start = time.perf_counter()
     deadline = None if budget is None else start + budget
     step = 1
@@ -156,7 +171,7 @@ def _run_chunk(fn: Callable[..., Any], items: Iterable[Any], star: bool, budget:
                     return ChunkResult(values, failures, now - start)
                 if now >= deadline:
                     return ChunkResult(values, failures, now - start, stopped_at=len(values))
-                per_item = (now - start) / len(values)
+                per_item = (now - start) / (len(values) - skipped)
                 step = max(1, min(step * 2, MAX_STEP, int((deadline - now) / max(per_item, 1e-9))))
         except BaseException as exc:
             failures[len(values)] = travelling_exception(exc)
@@ -182,9 +197,9 @@ class _Reporter:
         self._sent = 0
         threading.Thread(target=self._loop, name="clustrix-futures-parts", daemon=True).start()
 
-    def watch(self, values: list[Any], failures: dict[int, Any], sink: PartSink) -> None:
+    def watch(self, values: list[Any], failures: dict[int, Any], sink: PartSink, sent: int = 0) -> None:
         with self._lock:
-            self._chunk, self._sent = (values, failures, sink), 0
+            self._chunk, self._sent = (values, failures, sink), sent
         self._running.set()
 
     def finish(self) -> int:

@@ -136,21 +136,24 @@ def element_main(root: str, batch: int, element: Optional[int]) -> None:
     run_dir = RunDir(root)
     tasks = initialize_element(run_dir.initializer, batch, element, read_element(run_dir.batch_file(batch), element))
     partial = run_dir.partial(batch, element)
+    reported = items_reported(partial, run_dir.journal_read(batch, element))
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)  # never through a symlink
     with os.fdopen(fd, "wb") as results:
         results.write(journal.preamble())
         results.flush()  # a reader of the running element's journal sees its version at once
         measure.write_start(results.fileno(), run_dir, batch)
-        _journal_tasks(results, run_dir, tasks, batch, element)
+        _journal_tasks(results, run_dir, tasks, (batch, element), reported)
         results.write(measure.end_frame())
         flush_output()  # what the last task printed is in the logs before the result is
         os.fsync(results.fileno())
     os.replace(partial, run_dir.result(batch, element))
 
 
-def _journal_tasks(results: Any, run_dir: RunDir, tasks: list[tuple[int, bytes]], batch: int, element: int) -> None:
-    """Run the element's tasks but those passed over, each outcome journalled as it ends; a task that
-    checkpointed in an earlier run resumes from its checkpoint (:mod:`clustrix_futures.node.checkpointing`)."""
+def _journal_tasks(results: Any, run_dir: RunDir, tasks: list[tuple[int, bytes]], slot: tuple[int, int],
+                   reported: dict[int, int]) -> None:
+    """Run the element's tasks (``slot``: its batch and index) but those passed over, each outcome journalled
+    as it ends; a task that checkpointed in an earlier run resumes from its checkpoint
+    (:mod:`clustrix_futures.node.checkpointing`), and a map chunk from the items an earlier run ``reported``."""
     from clustrix_futures.runfiles.layout import CHECKPOINT_VARIABLE, CLAIM_VARIABLE
 
     claiming = os.environ.get(CLAIM_VARIABLE) == "1"
@@ -160,14 +163,48 @@ def _journal_tasks(results: Any, run_dir: RunDir, tasks: list[tuple[int, bytes]]
 
         checkpoints.install(checkpointing, run_dir, results)
     for task_id, payload in tasks:
-        if passed_over(run_dir, task_id, batch, element, claiming):
+        if passed_over(run_dir, task_id, *slot, claiming):
             continue
         if checkpointing:
             payload = checkpoints.resumed(run_dir, task_id, payload)
         results.write(output_frame(task_id))
         calls.part_sink = _part_writer(results, task_id)
-        results.write(journal_frame(task_id, payload))
+        results.write(journal_frame(task_id, payload, reported.get(task_id, 0)))
         results.flush()
+
+
+def items_reported(path: str, read_path: str) -> dict[int, int]:
+    """For each map chunk of an earlier run of this element (whose journal is at ``path``), how many of its
+    items, from the first on, were reported in parts in what the client had read of that journal when it ran
+    the element again (the number in ``read_path``: nothing without it, as when the scheduler requeued the
+    element by itself). The client has those items: the chunk goes on after them. Files this account did not
+    write are not read."""
+    read = _own_file(read_path) or b""
+    data = _own_file(path) if read.isdigit() else None
+    if not data:
+        return {}
+    data = data[:int(read)]
+    reported: dict[int, int] = {}
+    try:
+        for frame in journal.read_frames(data):
+            if frame.kind not in journal.KINDS:
+                break  # damage: the client did not read past it either
+            part = journal.read_part(data, frame)
+            if part is not None and part[0] <= reported.setdefault(frame.task_id, part[0]):
+                reported[frame.task_id] = max(reported[frame.task_id], part[0] + part[1])
+    except ValueError:  # another journal version: no parts the chunk could go on from
+        return {}
+    return reported
+
+
+def _own_file(path: str) -> Optional[bytes]:
+    """The contents of ``path`` if it exists, is no symlink and belongs to this account; else None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as file:
+        return file.read() if os.fstat(file.fileno()).st_uid == os.getuid() else None
 
 
 def initialize_element(path: str, batch: int, element: int,

@@ -9,6 +9,8 @@
     RUN/batches/B.sh         the job script of batch B
     RUN/batches/B.json       batch B's job id and the task ids of each element
     RUN/batches/B-I.rerun.json  the job of element I of batch B's last run, when it ran again
+    RUN/batches/B-I.read     how many bytes of element I's journal the client had read when it ran the element
+                             again (a decimal number): a map chunk goes on after the items reported in them
     RUN/batches/task-TASK.resume  the call a task that checkpointed runs instead of its payload, written by its
                              element (:mod:`clustrix_futures.node.checkpointing`)
     RUN/results/B-I.res      outcomes of element I of batch B (journalled as B-I.part, then renamed)
@@ -119,6 +121,9 @@ class RunDir:  # a plain class: the node imports this, and making a dataclass or
 
     def rerun_meta(self, batch: int, element: int) -> str:
         return self.path("batches", f"{batch}-{element}.rerun.json")
+
+    def journal_read(self, batch: int, element: int) -> str:
+        return self.path("batches", f"{batch}-{element}.read")
 
     def resume(self, task_id: int) -> str:
         return self.path("batches", f"task-{task_id}.resume")

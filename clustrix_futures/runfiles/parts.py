@@ -113,9 +113,9 @@ class JournalCursor:
 
     __slots__ = ("checkpointed", "held", "offset")
 
-    def __init__(self) -> None:
+    def __init__(self, held: Optional[Held] = None) -> None:
         self.offset = 0
-        self.held = Held()
+        self.held = held or Held()
         self.checkpointed: list[int] = []
 
     def feed(self, data: bytes) -> Iterator[tuple[int, Optional[bytes], Optional[Part]]]:

@@ -157,10 +157,11 @@ def make_box(value: Any) -> Box:
     return Box(value)
 
 
-def allocate_logged(megabytes: int, log_dir: str, task: int) -> int:
-    """Record a run of ``task`` in ``log_dir`` (:func:`record_run`), then hold ``megabytes`` of memory; returns
-    them."""
+def allocate_logged(megabytes: int, log_dir: str, task: int, seconds: float = 0.0) -> int:
+    """Record a run of ``task`` in ``log_dir`` (:func:`record_run`), wait ``seconds``, then hold ``megabytes`` of
+    memory; returns them."""
     record_run(log_dir, task)
+    time.sleep(seconds)
     held = bytearray(megabytes * 1024 * 1024)  # bytearray(n) writes its n zero bytes: the pages are really used
     return len(held) // (1024 * 1024)
 
