@@ -289,8 +289,22 @@ class ClusterEngine:
             log.info("keeping run directory %s (%d of %d tasks did not succeed)", self.run_dir.root,
                      self._unsuccessful + len(self._outstanding), self._submitted)
         else:
-            await self.storage.remove_tree(self.run_dir.root)
+            await _remove_tree(self.storage, self.run_dir.root)
             if self.run_dir.host_root:
-                await self.transport.remove_tree(self.run_dir.host_root)
+                await _remove_tree(self.transport, self.run_dir.host_root)
         await self.scheduler.close(remove=not keep)
         await self.site.close()
+
+
+async def _remove_tree(where: Storage | Transport, path: str, attempts: int = 5) -> None:
+    """Remove a run's tree; once more, a moment later, when a file appeared in it meanwhile. The ssh backend's
+    supervisor records an element's end just after the element wrote its result, so the run may be over for
+    the client while that last write still lands ("Directory not empty")."""
+    for attempt in range(attempts):
+        try:
+            await where.remove_tree(path)
+            return
+        except OSError:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.2)
