@@ -16,6 +16,7 @@ from support import workloads
 
 from clustrix_futures import JobFailedError
 from clustrix_futures.engine.submission import plan_arrays
+from clustrix_futures.schedulers.units import expand_ranges
 
 
 def squeue_ids(job_name: str) -> list[str]:
@@ -167,6 +168,20 @@ def test_right_sizing_runs_a_map_chunk_again_from_the_items_it_had_not_reported(
                      timeout=180)
     assert list(results) == sizes
     assert workloads.runs_recorded(log_dir) == {i: 2 if i == 4 else 1 for i in range(12)}
+
+
+def test_elements_that_run_again_in_one_cycle_go_out_as_one_array(slurm_executor, tmp_path, shim):
+    """Four elements of one array that run out of memory at once end in the same status report (or nearly:
+    at least two together), and run again as one ``sbatch --array=I,J,...`` with twice the memory."""
+    log_dir = tmp_path / "ran"
+    log_dir.mkdir()
+    ex = slurm_executor(mem="150M", tasks_per_element=1, retry_policy={"OUT_OF_MEMORY": {"mem": "x2"}})
+    futures = [ex.submit(workloads.allocate_logged, 200, str(log_dir), i) for i in range(4)]
+    assert [f.result(timeout=120) for f in futures] == [200] * 4
+    first, *again = [next(w for w in call if w.startswith("--array=")) for call in shim.calls("sbatch")]
+    assert first == "--array=0-3" and len(again) < 4 and any("," in flag for flag in again), again
+    assert sorted(i for flag in again for i in expand_ranges(flag[len("--array="):])) == [0, 1, 2, 3]
+    assert workloads.runs_recorded(log_dir) == {i: 2 for i in range(4)}
 
 
 def test_right_sizing_stops_at_its_retries_with_the_original_error_and_the_runs(slurm_executor, tmp_path):

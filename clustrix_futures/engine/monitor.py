@@ -316,6 +316,7 @@ class Monitor:
                 continue
             await self._end_element(element, final or FinalState(
                 "LOST", "the element left the queue without a result and the scheduler no longer knows it"))
+        await self._submission.submit_reruns()
 
     def _vanished(self, phases: Mapping[ElementKey, str], asked: set[ElementKey], now: float) -> list[Element]:
         """The ``asked`` live elements the report shows ended (each noted with when it was first seen so);
@@ -345,11 +346,9 @@ class Monitor:
         if problem:
             final = FinalState("CORRUPTED_RESULT", problem)
         again, grown, final = await self._retrying.decide(element, final, self._submission.resources(element))
-        if again:
-            await self._skip(self.books.finished_of(element))
-            if await self._submission.run_again(element, final, grown):
-                return
-        self.books.retire(element, final, stderr[-LOG_TAIL_BYTES:].decode(errors="replace"))
+        tail = stderr[-LOG_TAIL_BYTES:].decode(errors="replace")
+        if not (again and self._submission.run_again(element, final, grown, tail)):
+            self.books.retire(element, final, tail)
 
     # ------------------------------------------------------------ reattaching
 

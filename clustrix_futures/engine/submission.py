@@ -12,7 +12,7 @@ import math
 import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional
 
 from clustrix_futures.config import Settings
@@ -25,6 +25,7 @@ from clustrix_futures.remote.storage import Storage
 from clustrix_futures.runfiles.batches import encode_batch
 from clustrix_futures.runfiles.layout import CLAIM_VARIABLE, job_script
 from clustrix_futures.runfiles.records import batch_document, encode_json
+from clustrix_futures.schedulers import SCHEDULERS, capabilities
 from clustrix_futures.schedulers.base import (
     QUEUED,
     ArraySubmission,
@@ -122,6 +123,8 @@ class Submission:
         self._backlog: list[int] = []  # registered, not yet submitted
         self._unreachable_since: Optional[float] = None  # since when submissions could not reach the scheduler
         self.bursts = Bursts(settings, storage, env, books)
+        self._reruns: list[_Rerun] = []  # elements to run again, submitted at the end of the cycle
+        self._index_lists = settings.backend in SCHEDULERS and capabilities(settings.backend).index_lists
 
     def register(self, task_id: int, future: ClusterFuture, payload: bytes,
                  overrides: Optional[Mapping[str, Any]], packable: bool) -> None:
@@ -254,32 +257,70 @@ class Submission:
         """The resources the element's latest run asked for."""
         return element.resources or self.books.tasks[element.task_ids[0]].resources
 
-    async def run_again(self, element: Element, final: FinalState,
-                        resources: Optional[dict[str, Any]] = None) -> bool:
-        """Resubmit one element (same batch file and script) after a state in ``retry_states``, or with the
-        ``resources`` right-sizing chose; the caller has written the skip markers of its tasks that already
-        finished. False if the scheduler refuses."""
-        batch = element.batch
+    def run_again(self, element: Element, final: FinalState, resources: Optional[dict[str, Any]] = None,
+                  log_tail: str = "") -> bool:
+        """Queue one element to run again (same batch file and script) after a state in ``retry_states``, with
+        the ``resources`` right-sizing chose, if any; it goes out with the others of this cycle
+        (:meth:`submit_reruns`), its tasks that finished passed over (their skip markers are written first).
+        False if there is nothing to run."""
         if not element.task_ids:  # a cold burst's element whose every task was taken back: nothing to run
             return False
-        await self.bursts.release(element)
-        read = element.journal.offset if element.journal else 0  # how much of its journal the books have
-        await self.storage.write(self.env.run_dir.journal_read(batch, element.index), str(read).encode())
-        original = self.resources(element)
-        element.resources = resources or element.resources
+        self._reruns.append(_Rerun(element, final, resources, log_tail))
+        return True
+
+    async def submit_reruns(self) -> None:
+        """Submit the elements :meth:`run_again` queued: those of one batch asking the same resources as one
+        array of their indices where the scheduler takes index lists, else each alone. The elements of an
+        array the scheduler refuses are retired with the state they ended in."""
+        groups: dict[tuple[Any, ...], list[_Rerun]] = {}
+        for rerun in self._reruns:
+            rerun.element.resources = rerun.resources or rerun.element.resources
+            key = (rerun.element.batch, *resource_key(self.resources(rerun.element)))
+            groups.setdefault(key if self._index_lists else (id(rerun),), []).append(rerun)
+        self._reruns = []
+        for group in groups.values():
+            await self._rerun(sorted(group, key=lambda rerun: rerun.element.index))
+
+    async def _rerun(self, group: list[_Rerun]) -> None:
+        batch, run_dir = group[0].element.batch, self.env.run_dir
+        for rerun in group:
+            for task_id in self.books.finished_of(rerun.element):
+                await self.storage.write(run_dir.skip(task_id), b"")
+            await self.bursts.release(rerun.element)
+            read = rerun.element.journal.offset if rerun.element.journal else 0  # how much of it the books have
+            await self.storage.write(run_dir.journal_read(batch, rerun.element.index), str(read).encode())
+        indices = tuple(rerun.element.index for rerun in group)
+        job, script = self._job(batch, len(indices), None, self.resources(group[0].element), indices[0])
         try:
-            job_id = await self._submit(batch, 1, None, self.resources(element), element.index)
+            job_id = await self.scheduler.submit(replace(job, indices=indices if len(indices) > 1 else ()), script)
         except (SubmitRefused, SchedulerUnreachable) as refused:
-            log.warning("could not run element %s again: %s", element.name, refused)
-            return False
-        grown = {key: value for key, value in (resources or {}).items() if value != original.get(key)}
-        log.warning("element %s ended %s; running it again as job %s (attempt %d)%s", element.name, final.state,
-                    job_id, element.attempts + 1, f" with {grown}" if grown else "")
+            log.warning("could not run elements %s of batch %d again: %s", list(indices), batch, refused)
+            for rerun in group:
+                self.books.retire(rerun.element, rerun.final, rerun.log_tail)
+            return
+        for rerun in group:  # no await in between: see Monitor._query_status
+            self._resubmitted(rerun, job_id)
+        for index in indices:
+            await self.storage.write(run_dir.rerun_meta(batch, index),
+                                     encode_json({"batch": batch, "index": index, "job_id": job_id}))
+        self._on_submitted()
+
+    def _resubmitted(self, rerun: _Rerun, job_id: str) -> None:
+        element, grown = rerun.element, rerun.resources or {}
+        log.warning("element %s ended %s; running it again as job %s (attempt %d)%s", element.name,
+                    rerun.final.state, job_id, element.attempts + 1, f" with {grown}" if grown else "")
         del self.books.live[element.key]
         element.job_id, element.vanished_at, element.phase = job_id, None, QUEUED
         element.attempts += 1
-        self.books.watch(element)  # before any await: see Monitor._query_status
-        await self.storage.write(self.env.run_dir.path("batches", f"{batch}-{element.index}.rerun.json"),
-                                 encode_json({"batch": batch, "index": element.index, "job_id": job_id}))
-        self._on_submitted()
-        return True
+        self.books.watch(element)
+
+
+@dataclass
+class _Rerun:
+    """An element that runs again, queued until the end of the monitor's cycle: how it ended, what it asks
+    for now, and its stderr's tail (for its tasks' error, if the scheduler refuses it)."""
+
+    element: Element
+    final: FinalState
+    resources: Optional[dict[str, Any]]
+    log_tail: str

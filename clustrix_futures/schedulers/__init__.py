@@ -37,6 +37,8 @@ class Capabilities:
     none means the controller did not answer.
     ``typed_gpus``: it takes a GPU type (``gpus="a100:2"``); the others take a count only.
     ``warning_signal``: it signals an element before its time limit (``signal_before_end``).
+    ``index_lists``: it submits an array of listed indices (``--array=2,5,9``): elements of one batch that
+    run again in one cycle go out as one array.
     """
 
     api: bool = False
@@ -44,6 +46,7 @@ class Capabilities:
     states_array_limit: bool = False
     typed_gpus: bool = False
     warning_signal: bool = False
+    index_lists: bool = False
 
 
 LogPath = Callable[[int, str, str], str]
@@ -62,7 +65,8 @@ def _command(backend: Callable[[BackendContext], Backend]) -> Callable[[Settings
 
 
 _REGISTRY: dict[str, _Entry] = {
-    "slurm": _Entry(Capabilities(states_array_limit=True, typed_gpus=True, warning_signal=True),
+    "slurm": _Entry(Capabilities(states_array_limit=True, typed_gpus=True, warning_signal=True,
+                                 index_lists=True),
                     _command(lambda context: SlurmBackend(context.requeue, context.warning_seconds))),
     "ssh": _Entry(Capabilities(), _command(HostBackend)),
     "sge": _Entry(Capabilities(states_array_limit=True), _command(SgeBackend)),

@@ -44,7 +44,9 @@ class SchedulerUnreachable(Exception):
 @dataclass(frozen=True)
 class ArraySubmission:
     """One array job: elements ``start`` .. ``start + size - 1`` running ``script`` (a resubmitted element
-    has ``size`` 1 and its own ``start``), logs under the patterns."""
+    has ``size`` 1 and its own ``start``), or else the elements ``indices`` (elements of one batch run again
+    together, where the scheduler takes a list of indices: ``Capabilities.index_lists``), logs under the
+    patterns."""
 
     batch: int
     size: int
@@ -54,6 +56,7 @@ class ArraySubmission:
     throttle: Optional[int]
     resources: Mapping[str, Any]
     start: int = 0
+    indices: tuple[int, ...] = ()
 
     @property
     def last(self) -> int:

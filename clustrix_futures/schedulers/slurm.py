@@ -63,7 +63,8 @@ class SlurmBackend(CommandBackend):
                       default_seconds=_time(fields.get("DefaultTime")))
 
     def submit_argv(self, job: ArraySubmission, script_path: str) -> list[str]:
-        array = f"{job.start}-{job.last}" + (f"%{job.throttle}" if job.throttle else "")
+        span = ",".join(map(str, job.indices)) if job.indices else f"{job.start}-{job.last}"
+        array = span + (f"%{job.throttle}" if job.throttle else "")
         argv = ["sbatch", "--parsable", f"--array={array}", f"--output={job.stdout_pattern}",
                 f"--error={job.stderr_pattern}", "--open-mode=append", *([] if self.requeue else ["--no-requeue"]),
                 *([f"--signal=B:USR1@{self.warning_seconds}"] if self.warning_seconds else [])]
