@@ -12,7 +12,7 @@ import math
 import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 from clustrix_futures.config import Settings
@@ -274,7 +274,9 @@ class Submission:
         array the scheduler refuses are retired with the state they ended in."""
         groups: dict[tuple[Any, ...], list[_Rerun]] = {}
         for rerun in self._reruns:
+            before = self.resources(rerun.element)
             rerun.element.resources = rerun.resources or rerun.element.resources
+            rerun.grown = {key: value for key, value in (rerun.resources or {}).items() if value != before.get(key)}
             key = (rerun.element.batch, *resource_key(self.resources(rerun.element)))
             groups.setdefault(key if self._index_lists else (id(rerun),), []).append(rerun)
         self._reruns = []
@@ -306,9 +308,9 @@ class Submission:
         self._on_submitted()
 
     def _resubmitted(self, rerun: _Rerun, job_id: str) -> None:
-        element, grown = rerun.element, rerun.resources or {}
+        element = rerun.element
         log.warning("element %s ended %s; running it again as job %s (attempt %d)%s", element.name,
-                    rerun.final.state, job_id, element.attempts + 1, f" with {grown}" if grown else "")
+                    rerun.final.state, job_id, element.attempts + 1, f" with {rerun.grown}" if rerun.grown else "")
         del self.books.live[element.key]
         element.job_id, element.vanished_at, element.phase = job_id, None, QUEUED
         element.attempts += 1
@@ -324,3 +326,4 @@ class _Rerun:
     final: FinalState
     resources: Optional[dict[str, Any]]
     log_tail: str
+    grown: dict[str, Any] = field(default_factory=dict)  # what its resources grew by, for the log
