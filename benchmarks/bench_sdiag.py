@@ -15,10 +15,11 @@ For each, ``sdiag``'s "Remote Procedure Call statistics by message type" (every 
 user's line) are read every 2 s from before it starts to ``--settle`` s after its last result, the differences
 summed (a restart of slurmctld sets its counters back to 0: the sums carry on from there, losing at most one
 interval's RPCs, and the table says how many restarts a window saw) and scaled to per 1000 tasks. ``sdiag``
-itself costs one RPC (REQUEST_STATS_INFO) a call; it is left out. The controller is shared: RPCs of other
-users (and other clients of this user) in the same window count too, so an idle window is measured first and
-printed as the background. A contender that fails (someone else cancelled its jobs...) says so and is run
-again, up to ATTEMPTS times.
+itself costs one RPC (REQUEST_STATS_INFO) a call; it is left out. The parsing and the differences are
+``clustrix_futures.tools.sdiag``'s, the same as ``clustrix-futures bench`` prints. The controller is shared:
+RPCs of other users (and other clients of this user) in the same window count too, so an idle window is
+measured first and printed as the background. A contender that fails (someone else cancelled its jobs...)
+says so and is run again, up to ATTEMPTS times.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -37,47 +37,31 @@ from collections.abc import Callable
 from pathlib import Path
 
 from clustrix_futures import ClusterPoolExecutor
+from clustrix_futures.tools.sdiag import SDIAG_ARGV, Reading, Rpcs, parse_sdiag
 
 WRITE_PICKLE = ("import pickle, os, sys; p = sys.argv[1]; open(p + '.tmp', 'wb').write(pickle.dumps(42)); "
                 "os.replace(p + '.tmp', p)")
-LINE = re.compile(r"^\s+(\S+)\s+\(\s*\d+\)\s+count:(\d+)")
 SHOWN_TYPES = ("REQUEST_SUBMIT_BATCH_JOB", "REQUEST_JOB_INFO", "REQUEST_JOB_INFO_SINGLE", "REQUEST_FED_INFO",
                "REQUEST_PARTITION_INFO", "REQUEST_COMPLETE_BATCH_SCRIPT", "MESSAGE_EPILOG_COMPLETE")
 SAMPLE = 2.0  # seconds between two sdiag calls
 ATTEMPTS = 3
-IGNORED = ("REQUEST_STATS_INFO",)
 
 
 def trivial(x: int) -> int:
     return x + 1
 
 
-def sdiag() -> tuple[Counter[str], Counter[str]]:
+def sdiag() -> Reading:
     """RPC counts by message type and by user, as sdiag prints them now."""
-    text = subprocess.run(["sdiag"], capture_output=True, text=True, check=True).stdout
-    by_type: Counter[str] = Counter()
-    by_user: Counter[str] = Counter()
-    section = None
-    for line in text.splitlines():
-        if line.startswith("Remote Procedure Call statistics by message type"):
-            section = by_type
-        elif line.startswith("Remote Procedure Call statistics by user"):
-            section = by_user
-        elif line and not line[0].isspace():
-            section = None
-        elif section is not None and (found := LINE.match(line)):
-            section[found.group(1)] += int(found.group(2))
-    return by_type, by_user
+    return parse_sdiag(subprocess.run(SDIAG_ARGV, capture_output=True, text=True, check=True).stdout)
 
 
 class Sampler:
-    """sdiag read every SAMPLE seconds in a thread, the differences summed: a restart of slurmctld (its counters
-    back to 0) loses at most the RPCs of one interval, and is counted in ``restarts``."""
+    """sdiag read every SAMPLE seconds in a thread, the differences summed in ``rpcs``: a restart of slurmctld
+    (its counters back to 0) loses at most the RPCs of one interval, and is counted in ``rpcs.restarts``."""
 
     def __init__(self) -> None:
-        self.types: Counter[str] = Counter()
-        self.users: Counter[str] = Counter()
-        self.calls = self.restarts = 0
+        self.rpcs = Rpcs()
         self._last = _first_sdiag()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -92,23 +76,16 @@ class Sampler:
             now = sdiag()
         except subprocess.CalledProcessError:  # the controller is down: the next sample catches up
             return
-        self.calls += 1
-        (types, users), (last_types, last_users) = now, self._last
-        if any(types[k] < n for k, n in last_types.items()):  # restarted: counts since the restart
-            self.restarts += 1
-            last_types, last_users = Counter(), Counter()
-        self.types.update({k: n - last_types[k] for k, n in types.items() if k not in IGNORED})
-        self.users.update({k: n - last_users[k] for k, n in users.items()})
+        self.rpcs.add(self._last, now)
         self._last = now
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
         self.sample()
-        self.users[getpass.getuser()] -= self.calls  # sdiag's own calls (REQUEST_STATS_INFO, left out of types)
 
 
-def _first_sdiag() -> tuple[Counter[str], Counter[str]]:
+def _first_sdiag() -> Reading:
     """sdiag, once the controller answers (it may be restarting): within a minute."""
     for _ in range(60):
         try:
@@ -177,8 +154,8 @@ def contenders(scratch: Path, tasks: int) -> dict[str, Callable[[], None]]:
 
 
 def row(name: str, elapsed: float, found: Sampler, per: float) -> str:
-    types, mine = found.types, found.users[getpass.getuser()]
-    restarts = f" ({found.restarts} slurmctld restart(s))" if found.restarts else ""
+    types, mine = found.rpcs.types, found.rpcs.own(getpass.getuser())  # less sdiag's own calls
+    restarts = f" ({found.rpcs.restarts} slurmctld restart(s))" if found.rpcs.restarts else ""
     cells = [name + restarts, f"{elapsed:.1f} s", f"{sum(types.values()) * per:.0f}", f"{mine * per:.0f}",
              *(f"{types[t] * per:.0f}" for t in SHOWN_TYPES)]
     return "| " + " | ".join(cells) + " |"
@@ -208,7 +185,7 @@ def main() -> None:
                           f"{str(exc).splitlines()[0]})", flush=True)
                     continue
                 print(row(name, elapsed, found, per), flush=True)
-                others.update(found.types)
+                others.update(found.rpcs.types)
                 break
     unshown = Counter({t: n for t, n in others.items() if t not in SHOWN_TYPES})
     print(f"other message types, all contenders together (raw counts): {dict(unshown.most_common(12))}")

@@ -7,7 +7,9 @@ Run: ``python benchmarks/bench_slurm.py`` (add ``--tasks N`` to change the 1000)
 (b) N trivial tasks end to end, against a raw ``sbatch --array=0-(N-1)`` whose elements each write a
     pickle: ours with one task per element (the same shape), and ours packing tasks into elements from
     measured durations (the default, after a warm-up that measures them);
-(c) the scheduler commands each of ours issued;
+(c) the scheduler commands each of ours issued, and the RPCs per 1000 tasks each contender of (b) cost slurmctld
+    (``sdiag`` before and 2 s after it, read with clustrix_futures.tools.sdiag), with submitit's ``map_array`` of
+    the same N tasks beside them when submitit is installed;
 (d) ``map`` of a tiny function over ``range(10**6)`` (consumed with ``sum``), against the floor: a hand-written
     ``sbatch --array=0-15`` whose elements each compute one of the same 16 slices with ``python -c`` and write
     the list of values as a pickle, the client loading and summing each pickle as it appears (polled every
@@ -42,6 +44,7 @@ taken at a low load.
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 import pickle
 import resource
@@ -55,12 +58,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Optional, TypeVar
 
-from clustrix_futures import ClusterPoolExecutor, chunks
+from clustrix_futures import ClusterPoolExecutor, chunks, config
+from clustrix_futures.tools.sdiag import SETTLE, Meter
 
 WRITE_PICKLE = ("import pickle, os, sys; p = sys.argv[1]; open(p + '.tmp', 'wb').write(pickle.dumps(42)); "
                 "os.replace(p + '.tmp', p)")
 BaseT = TypeVar("BaseT")
 OursT = TypeVar("OursT")
+RPC_TYPES = ("REQUEST_SUBMIT_BATCH_JOB", "REQUEST_JOB_INFO", "REQUEST_JOB_INFO_SINGLE",
+             "REQUEST_COMPLETE_BATCH_SCRIPT")  # the columns of (c)'s RPC table, besides the totals
 MAP_ITEMS = 10**6
 MAP_ELEMENTS = 16
 IDLE_WAIT = 60.0  # the longest wait for an idle queue before a contender of (d) and (e)
@@ -202,6 +208,47 @@ def submitit_map(scratch: Path) -> Optional[float]:
     elapsed = time.perf_counter() - start
     assert total == expected_map_sum(), total
     return elapsed
+
+
+def submitit_trivial(scratch: Path, tasks: int) -> Optional[float]:
+    """submitit's map_array of ``tasks`` trivial tasks, every result collected: seconds; None without submitit."""
+    try:
+        import submitit
+    except ImportError:
+        return None
+    import logging
+
+    logging.getLogger("submitit").setLevel(logging.ERROR)
+    executor = submitit.AutoExecutor(folder=str(scratch / "submitit-trivial"), cluster="slurm")
+    executor.update_parameters(slurm_array_parallelism=tasks, timeout_min=30)
+    start = time.perf_counter()
+    assert [job.result() for job in executor.map_array(trivial, list(range(tasks)))] == [i + 1 for i in range(tasks)]
+    return time.perf_counter() - start
+
+
+def metered(action: Callable[[], BaseT], tasks: int) -> tuple[BaseT, Meter]:
+    """``action()``, and the slurmctld RPCs from before it to SETTLE s after it, as RPCs of ``tasks`` tasks."""
+    meter = Meter(config.resolve(None, "slurm", None, {}))
+    with meter.window(tasks):
+        result = action()
+    return result, meter
+
+
+def rpc_table(tasks: int, found: dict[str, Meter]) -> None:
+    """(c)'s RPCs per 1000 tasks, a row per contender: all users', this user's, and the RPC_TYPES."""
+    print(f"    slurmctld RPCs per 1000 tasks, sdiag before and {SETTLE:g} s after each (all users' RPCs in the "
+          "window count in 'all' and the types; sdiag's own left out)")
+    header = ["all", getpass.getuser(), *(t.removeprefix("REQUEST_") for t in RPC_TYPES)]
+    print(f"    {'':36}" + "".join(f"{h:>{len(h) + 2}}" for h in header))
+    for name, meter in found.items():
+        rpcs = meter.rpcs
+        if not rpcs.windows:
+            print(f"    {name:36}  (not counted: {meter.problem})")
+            continue
+        cells = [sum(rpcs.types.values()), rpcs.own(meter.user), *(rpcs.types[t] for t in RPC_TYPES)]
+        reset = "  (counters reset in the window)" if rpcs.restarts else ""
+        print(f"    {name:36}" + "".join(f"{c * 1000 / tasks:>{len(h) + 2}.0f}" for c, h in zip(cells, header))
+              + reset)
 
 
 MapFigure = tuple[float, float, float, dict[str, int]]
@@ -408,15 +455,18 @@ def main() -> None:
         ours_latencies = [timed(lambda: ex.submit(trivial, 1).result()) for _ in range(args.repeat)]
     raw_latency, ours_latency = statistics.median(raw_latencies), statistics.median(ours_latencies)
 
-    raw_time = raw_array(scratch, n)
+    raw_time, raw_rpcs = metered(lambda: raw_array(scratch, n), n)
     with ClusterPoolExecutor(backend="slurm", work_dir=work_dir, tasks_per_element=1) as ex:
-        one_per_element = timed(lambda: [f.result() for f in [ex.submit(trivial, i) for i in range(n)]])
+        one_per_element, one_rpcs = metered(
+            lambda: timed(lambda: [f.result() for f in [ex.submit(trivial, i) for i in range(n)]]), n)
         one_commands = ex.scheduler_commands
     with ClusterPoolExecutor(backend="slurm", work_dir=work_dir) as ex:
         [f.result() for f in [ex.submit(trivial, i) for i in range(16)]]  # measures task durations
         before = ex.scheduler_commands
-        packed = timed(lambda: [f.result() for f in [ex.submit(trivial, i) for i in range(n)]])
+        packed, packed_rpcs = metered(lambda: timed(lambda: [f.result() for f in [ex.submit(trivial, i)
+                                                                                   for i in range(n)]]), n)
         packed_commands = {k: v - before.get(k, 0) for k, v in ex.scheduler_commands.items()}
+    theirs, their_rpcs = metered(lambda: submitit_trivial(scratch, n), n)
 
     print(f"\n(a) one trivial task, submit -> result (median of {args.repeat})")
     print(f"    raw sbatch --wrap + 50 ms polling   {raw_latency:8.3f} s")
@@ -428,9 +478,14 @@ def main() -> None:
     print(f"    ours, 1 task per element            {one_per_element:8.3f} s   ratio {one_per_element / raw_time:.2f}x"
           f"   (target <= 1.2x: {'MET' if one_per_element / raw_time <= 1.2 else 'NOT MET'})")
     print(f"    ours, packed from measured times     {packed:8.3f} s   ratio {packed / raw_time:.2f}x")
+    print(f"    submitit map_array                  {theirs:8.3f} s   ratio {theirs / raw_time:.2f}x" if theirs
+          else "    submitit: not installed (pip install submitit), skipped")
     print(f"\n(c) scheduler commands for {n} tasks")
     print(f"    1 task per element: {one_commands}")
     print(f"    packed:             {packed_commands}")
+    rpc_table(n, {f"raw sbatch --array=0-{n - 1}": raw_rpcs, "ours, 1 task per element": one_rpcs,
+                  "ours, packed from measured times": packed_rpcs,
+                  **({"submitit map_array": their_rpcs} if theirs else {})})
     map_section(scratch, work_dir, args.map_repeat)
     first_map_section(scratch, work_dir, args.first_map_repeat)
     cold_burst_section(scratch, work_dir, args.burst_tasks, args.burst_repeat)

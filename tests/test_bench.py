@@ -1,6 +1,8 @@
 """``clustrix-futures bench`` and the API behind it: real runs on local processes and on the real SLURM.
 
-Wall times are measured, never asserted: only their sanity (positive, consistent with the task counts).
+Wall times are measured, never asserted: only their sanity (positive, consistent with the task counts). On SLURM
+the CLI also prints the slurmctld RPCs of its cluster runs (``sdiag`` before and after each, through the
+cluster's transport): checked for plausible counts here, and parsed in tests/unit/test_sdiag.py.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from clustrix_futures.tools import bench
 from clustrix_futures.tools.bench import Row
@@ -21,8 +24,8 @@ from clustrix_futures.tools.bench import Row
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "CLUSTRIX_FUTURES_PROFILE"}
+def cli(*args: str, timeout: float = 120, **extra_env: str) -> subprocess.CompletedProcess[str]:
+    env = {**{k: v for k, v in os.environ.items() if k != "CLUSTRIX_FUTURES_PROFILE"}, **extra_env}
     return subprocess.run([sys.executable, "-m", "clustrix_futures.tools.cli", "bench", *args], capture_output=True,
                           text=True, timeout=timeout, env=env)
 
@@ -77,6 +80,55 @@ def test_cli_on_slurm_prints_the_table_and_writes_a_readable_png(slurm, tmp_path
     assert image.shape[:2] == (height, width)
 
 
+def rpc_table(stdout: str) -> tuple[str, dict[str, tuple[int, int]]]:
+    """The RPC table under bench's table: its title, and per row name (message type, or the "all message
+    types..." totals) the RPCs counted and the RPCs per 1000 tasks."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("slurmctld RPCs of the cluster runs"))
+    assert lines[start + 1].split() == ["message", "type", "RPCs", "per", "1000", "tasks"]
+    rows = {}
+    for line in lines[start + 2:]:
+        if line.startswith("("):
+            break
+        *name, count, per_1000 = line.split()
+        rows[" ".join(name)] = (int(count.replace(",", "")), int(per_1000.replace(",", "")))
+    return lines[start], rows
+
+
+def test_cli_on_a_slurm_profile_prints_the_rpcs_of_its_cluster_runs(slurm, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"profiles": {"here": {"backend": "slurm", "work_dir": str(tmp_path / "runs"),
+                                                            "element_seconds": 1}}}))
+    done = cli("--synthetic", "--task-seconds", "0.001", "--tasks", "20", "--profile", "here", "--local-workers",
+               "2", "--repeat", "2", "--quiet", CLUSTRIX_FUTURES_CONFIG=str(config))
+    assert done.returncode == 0, done.stderr
+    assert "cluster: profile here (slurm)" in done.stdout
+    title, rows = rpc_table(done.stdout)
+    assert "; 2 runs, 40 tasks in all" in title  # both cluster runs of --repeat 2, not the local ones
+    submits, per_1000 = rows["REQUEST_SUBMIT_BATCH_JOB"]
+    assert submits >= 2  # at least one sbatch a run
+    assert per_1000 == round(submits * 1000 / 40)
+    user = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
+    mine, _ = rows[f"all message types, user {user}"]
+    assert mine >= 2 and rows["all message types (all users)"][0] >= submits
+    assert "REQUEST_STATS_INFO" not in rows  # sdiag's own calls left out
+    assert len([name for name in rows if not name.startswith("all ")]) <= 9  # the top 8 types, and the submits
+
+
+def test_cli_goes_on_without_rpcs_when_sdiag_is_not_permitted(slurm, tmp_path):
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "sdiag").write_text("#!/bin/sh\necho 'sdiag: error: Access/permission denied' >&2\nexit 1\n")
+    (shim / "sdiag").chmod(0o755)
+    done = cli("--synthetic", "--task-seconds", "0.001", "--tasks", "4", "--backend", "slurm", "--work-dir",
+               str(tmp_path / "runs"), "--local-workers", "1", "--quiet", PATH=f"{shim}:{os.environ['PATH']}")
+    assert done.returncode == 0, done.stderr
+    assert any(line.startswith("sleep 0.001 s") for line in done.stdout.splitlines())
+    failed = [line for line in done.stdout.splitlines() if "RPCs" in line]
+    assert failed == ["slurmctld RPCs: not counted: sdiag failed: on this machine: `sdiag` exited with 1: "
+                      "sdiag: error: Access/permission denied"]
+
+
 def test_cli_over_ssh_compares_with_slurm_on_the_remote_side(slurm, sshd, tmp_path):
     from support.infra import ssh_options
 
@@ -89,6 +141,10 @@ def test_cli_over_ssh_compares_with_slurm_on_the_remote_side(slurm, sshd, tmp_pa
     assert done.returncode == 0, done.stderr
     assert sum(line.startswith("sleep ") for line in done.stdout.splitlines()) == 2
     assert "crossover:" in done.stdout
+    title, rows = rpc_table(done.stdout)  # sdiag ran over SSH, as the user who submitted there
+    assert "; 2 runs, 16 tasks in all" in title
+    assert rows["REQUEST_SUBMIT_BATCH_JOB"][0] >= 2
+    assert rows[f"all message types, user {options['username']}"][0] >= 2
 
 
 @pytest.mark.slurm

@@ -8,6 +8,11 @@ its options); the best of ``repeat`` runs counts.
 A workload is an importable function over a range, or the built-in synthetic task that takes a set time
 (:func:`synthetic_task`), swept over several durations to find the *crossover*: the task duration above which
 the cluster's throughput beats the local one.
+
+On SLURM, ``run_bench(..., count_rpcs=True)`` (as ``clustrix-futures bench`` does) also reads ``sdiag`` before
+and after each cluster run, through the cluster's own transport: the RPCs the cluster runs cost slurmctld, per
+1000 tasks, printed under the table (:mod:`clustrix_futures.tools.sdiag`; an ``sdiag`` that fails is one line
+there, never a failed bench).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import cloudpickle
 
 from clustrix_futures import config
 from clustrix_futures.executor import ClusterPoolExecutor
+from clustrix_futures.tools.sdiag import Meter
 
 PLOT_HINT = "pip install 'clustrix-futures[plot]'"
 DEFAULT_TASKS = 100  # synthetic tasks per duration: the same count at every duration
@@ -89,6 +95,7 @@ class BenchResult:
     cluster_label: str
     crossover: Optional[float]  # task seconds above which the cluster wins; None: see note
     crossover_note: str
+    rpcs: Optional[Meter] = None  # the cluster runs' slurmctld RPCs, when counted
 
 
 def parse_range(text: str) -> range:
@@ -171,10 +178,19 @@ def _timed_run(make: Callable[[], ClusterPoolExecutor], workload: Workload) -> f
     return wall
 
 
+def _measured_run(make: Callable[[], ClusterPoolExecutor], workload: Workload, meter: Optional[Meter]) -> float:
+    """One timed run; with a meter, inside one of its windows (the readings are outside the timed part)."""
+    if meter is None:
+        return _timed_run(make, workload)
+    with meter.window(len(workload.items)):
+        return _timed_run(make, workload)
+
+
 def run_bench(workloads: Sequence[Workload], cluster: Mapping[str, Any], *, local_workers: Optional[int] = None,
-              repeat: int = 1, log: Optional[Callable[[str], None]] = None) -> BenchResult:
+              repeat: int = 1, log: Optional[Callable[[str], None]] = None, count_rpcs: bool = False) -> BenchResult:
     """Run every workload on local processes and on ``cluster`` (keyword arguments of
     :class:`ClusterPoolExecutor`: ``profile``, ``backend``, ``max_workers`` and options), best of ``repeat``.
+    With ``count_rpcs`` and a SLURM cluster, every cluster run's slurmctld RPCs are counted (``result.rpcs``).
 
     A ``cluster`` that resolves to the local backend is refused with ``ValueError`` (:data:`LOCAL_WITH_LOCAL`)."""
     cluster = dict(cluster)
@@ -185,6 +201,7 @@ def run_bench(workloads: Sequence[Workload], cluster: Mapping[str, Any], *, loca
         raise ValueError(LOCAL_WITH_LOCAL)
     workers = local_workers or os.cpu_count() or 1
     cluster_slots = _slots(settings)
+    meter = Meter(settings) if count_rpcs and settings.backend == "slurm" else None
 
     def make_local() -> ClusterPoolExecutor:
         return ClusterPoolExecutor(workers, backend="local")
@@ -196,15 +213,15 @@ def run_bench(workloads: Sequence[Workload], cluster: Mapping[str, Any], *, loca
     rows = []
     for workload in workloads:
         walls = {}
-        for side, make in (("local", make_local), ("cluster", make_cluster)):
-            walls[side] = min(_timed_run(make, workload) for _ in range(max(1, repeat)))
+        for side, make, counted in (("local", make_local, None), ("cluster", make_cluster, meter)):
+            walls[side] = min(_measured_run(make, workload, counted) for _ in range(max(1, repeat)))
             if log:
                 log(f"{workload.label}: {len(workload.items)} tasks on {side}: {walls[side]:.3f} s")
         rows.append(Row(workload.label, workload.task_seconds, len(workload.items), walls["local"],
                         walls["cluster"], workers, cluster_slots))
     label = f"profile {profile} ({settings.backend})" if profile else settings.backend
     crossover, note = find_crossover(rows)
-    return BenchResult(rows, label, crossover, note)
+    return BenchResult(rows, label, crossover, note, meter)
 
 
 def find_crossover(rows: Sequence[Row]) -> tuple[Optional[float], str]:
@@ -254,6 +271,8 @@ def format_table(result: BenchResult) -> str:
            "crossover: " + (f"{result.crossover:.3g} s per task: the cluster wins above it "
                             f"({result.crossover_note})" if result.crossover is not None else
                             result.crossover_note)]
+    if result.rpcs is not None:
+        out += ["", result.rpcs.format()]
     return "\n".join(out)
 
 
