@@ -7,18 +7,24 @@ array in about 15 s here, so many tasks are packed into few elements.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import subprocess
 import time
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Optional
 
 import pytest
 from support import workloads
 
 from clustrix_futures import JobFailedError
-from clustrix_futures.schedulers.base import ENDED, QUEUED, RUNNING, ArraySubmission, BackendContext
+from clustrix_futures.remote.transport import LocalTransport
+from clustrix_futures.schedulers.base import ENDED, QUEUED, RUNNING, ArraySubmission, BackendContext, Limits
+from clustrix_futures.schedulers.command import CommandScheduler
 from clustrix_futures.schedulers.sge import SgeBackend
 
 DATA = Path(__file__).parent / "data"
@@ -148,6 +154,66 @@ def test_max_array_size_is_read_from_qconf(make_executor):
     conf = subprocess.run(["qconf", "-sconf", "global"], capture_output=True, text=True, check=True).stdout
     expected = next(int(line.split()[1]) for line in conf.splitlines() if line.startswith("max_aj_tasks"))
     assert ex._engine.monitor.env.max_array_size == expected
+
+
+def qconf(*args: str) -> str:
+    return subprocess.run(["qconf", *args], capture_output=True, text=True, check=True).stdout
+
+
+def sge_limits(partition: Optional[str]) -> Limits:
+    """The limits the Grid Engine scheduler reads for ``partition``, running its command here."""
+    scheduler = CommandScheduler(sge_backend(), LocalTransport(), lambda batch, index, stream: "")
+    return asyncio.run(scheduler.limits(partition))
+
+
+@contextlib.contextmanager
+def queue_of_its_own(tmp_path: Path, **limits: str) -> Iterator[str]:
+    """A cluster queue for one test: all.q's configuration under a new name, with ``limits`` (``h_rt="6"``...);
+    deleted after. Jobs sent to it (``partition``) are the only ones that see its limits."""
+    name = f"cf{uuid.uuid4().hex[:6]}.q"
+    kept = [line for line in qconf("-sq", "all.q").splitlines() if line.split() and line.split()[0] not in
+            {"qname", *limits}]
+    conf = tmp_path / name
+    conf.write_text("\n".join([f"qname {name}", *kept, *(f"{k} {v}" for k, v in limits.items())]) + "\n")
+    qconf("-Aq", str(conf))
+    try:
+        yield name
+    finally:
+        deadline = time.monotonic() + 60
+        while subprocess.run(["qconf", "-dq", name], capture_output=True).returncode and time.monotonic() < deadline:
+            time.sleep(0.5)  # refused while a job of it is still in the queue
+
+
+def test_queue_limits_are_read_from_qconf(sge, tmp_path):
+    """h_vmem and h_rt set on all.q for the test (its configuration restored exactly after): the limits of an
+    element sent to all.q, and of one sent to no queue, which Grid Engine may put in any queue: all.q is the only
+    one tests/infra/sge.sh makes (the next test's own queue lives only during that test)."""
+    original = qconf("-sq", "all.q")
+    kept = tmp_path / "all.q"
+    kept.write_text(original)
+    try:
+        qconf("-mattr", "queue", "h_vmem", "300M", "all.q")
+        qconf("-mattr", "queue", "h_rt", "01:00:00", "all.q")
+        assert sge_limits("all.q") == Limits(mem_mb=300, seconds=3600, default_mem_mb=300, default_seconds=3600)
+        assert sge_limits(None) == sge_limits("all.q")
+    finally:
+        qconf("-Mq", str(kept))
+    assert qconf("-sq", "all.q") == original
+
+
+def test_right_sizing_stops_at_the_queue_s_time_limit(make_executor, tmp_path):
+    """Grid Engine enforces h_rt (TIMEOUT); the element's time grows fourfold, but only to its queue's h_rt of 6 s,
+    read from ``qconf -sq``: asked for more, Grid Engine would never dispatch it."""
+    with queue_of_its_own(tmp_path, h_rt="00:00:06") as queue:
+        assert sge_limits(queue).seconds == 6
+        ex = make_executor(time="0:03", partition=queue, tasks_per_element=1,
+                           retry_policy={"TIMEOUT": {"time": 4}}, retries=5)
+        with pytest.raises(JobFailedError) as failed:
+            ex.submit(workloads.sleep_then, 600).result(timeout=120)
+        ex.shutdown(wait=True, cancel_futures=True)
+    assert failed.value.state == "TIMEOUT"
+    assert "00:00:06 is the partition's limit" in str(failed.value), str(failed.value)
+    assert "runs: time=00:00:03: TIMEOUT; time=00:00:06: TIMEOUT" in str(failed.value)
 
 
 # ------------------------------------------------------------------------ commands and parsers

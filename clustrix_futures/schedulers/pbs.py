@@ -26,6 +26,12 @@ report one) is FAILED: its element ended and wrote no result.
 Resources: PBS Pro ``-l select=NODES:ncpus=CPUS:mem=MEM:ngpus=GPUS``, Torque
 ``-l nodes=NODES:ppn=CPUS:gpus=GPUS`` and ``-l mem=MEM``; both ``-l walltime=HH:MM:SS``, ``-q`` (partition),
 ``-A`` (account).
+
+Limits (``retry_policy``'s cap), both flavours: ``qmgr -c "list queue QUEUE"`` of the ``partition``, or else of
+the server's ``default_queue``; its ``resources_max.mem``/``.walltime`` and ``resources_default.mem``/
+``.walltime``. Written to, and tested on, the listings of the PBS Professional and Torque documentation only:
+not verified against a live PBS server, as none runs where this package is tested (Debian's Torque-style
+wrappers over SLURM have no ``qmgr``: the query fails there and the limits are empty).
 """
 
 from __future__ import annotations
@@ -34,9 +40,23 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Optional
 
-from clustrix_futures.schedulers.base import ArraySubmission, BackendContext, ElementKey, FinalState, StatusReport
+from clustrix_futures.schedulers.base import (
+    ArraySubmission,
+    BackendContext,
+    ElementKey,
+    FinalState,
+    Limits,
+    StatusReport,
+)
 from clustrix_futures.schedulers.command import CommandBackend, phase_of, report
-from clustrix_futures.schedulers.units import Resources, hhmmss, walltime_seconds
+from clustrix_futures.schedulers.units import (
+    Resources,
+    clock_seconds,
+    hhmmss,
+    readable,
+    size_megabytes,
+    walltime_seconds,
+)
 
 _QUEUED_STATES = {"Q", "H", "W", "T", "S", "U", "M"}
 _RUNNING_STATES = {"R", "E", "B"}
@@ -48,6 +68,14 @@ _JOB = re.compile(r"^(\d+)(?:\[(\d*)\])?")  # 1234, 1234[], 1234[5], each maybe 
 _PLACEHOLDERS = {"pbspro": "^array_index^", "torque": "$PBS_ARRAYID"}
 _PLAIN = ":"  # in the id of a plain job that runs element I > 0: NUMBER:I
 _OPAQUE = "~"  # in the id of an array whose subjobs qstat does not name: NUMBER~FIRST-LAST
+# PBS sizes: b, kb, mb, gb, tb, pb in powers of 1024, w (a word, 8 bytes) likewise, in any case; a bare number is bytes
+_MEMORY_UNITS = {"": 1, **{prefix + unit: 1024 ** power * size
+                           for power, prefix in enumerate(["", "k", "m", "g", "t", "p"])
+                           for unit, size in (("b", 1), ("w", 8))}}
+# The limits of the server's default queue; the command fails (no limits) without qmgr, server or default queue.
+_DEFAULT_QUEUE_LIMITS = ('queue=$(qmgr -c "list server" | '
+                         r'sed -n "s/^[[:space:]]*default_queue = \([^[:space:]]*\).*/\1/p")'
+                         ' && [ -n "$queue" ] && exec qmgr -c "list queue $queue"')
 
 
 def _seconds(clock: str) -> Optional[int]:
@@ -85,6 +113,24 @@ class PbsBackend(CommandBackend):
 
     def config_argv(self) -> Optional[list[str]]:
         return ["qmgr", "-c", "print server"]
+
+    def limits_argv(self, partition: Optional[str]) -> Optional[list[str]]:
+        """None for a queue name that is not a plain word: qmgr parses its ``-c`` directive itself (``;`` would
+        start another one), so only a name it cannot misread goes in."""
+        if partition and not re.fullmatch(r"[\w.@-]+", partition):
+            return None
+        return ["qmgr", "-c", f"list queue {partition}"] if partition else ["sh", "-c", _DEFAULT_QUEUE_LIMITS]
+
+    def parse_limits(self, stdout: str) -> Limits:
+        """The first queue listed: ``resources_max`` and ``resources_default`` of ``mem`` and ``walltime``, each
+        None where the queue sets none or this cannot read it."""
+        block = (re.split(r"^Queue:?\s", stdout, flags=re.MULTILINE)[1:] or [""])[0]
+        fields = dict(re.findall(r"^\s+(resources_\w+\.\w+) = (\S+)", block, re.MULTILINE))
+        mem, seconds = (lambda value: size_megabytes(value.lower(), _MEMORY_UNITS)), clock_seconds
+        return Limits(mem_mb=readable(mem, fields.get("resources_max.mem")),
+                      seconds=readable(seconds, fields.get("resources_max.walltime")),
+                      default_mem_mb=readable(mem, fields.get("resources_default.mem")),
+                      default_seconds=readable(seconds, fields.get("resources_default.walltime")))
 
     def submit_argv(self, job: ArraySubmission, script_path: str) -> list[str]:
         if job.size == 1:

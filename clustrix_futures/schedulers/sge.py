@@ -15,6 +15,12 @@ seconds; ``partition`` is the queue (``-q``), ``account`` is ``-A``; ``gpus`` be
 usual name of a site-defined GPU complex. ``nodes`` has no Grid Engine meaning outside a parallel
 environment and is not sent.
 
+Limits (``retry_policy``'s cap, from ``qconf -sq``): ``h_vmem`` and ``h_rt`` of the ``partition``'s queue, or,
+without one, of every queue (Grid Engine has no default queue: it puts such a job in any that fits). An element
+that asks for none runs under the queue's own, so they are the defaults as well. ``h_vmem`` is per slot, and so
+is the cap: an element with a parallel environment stops growing early. An element over its ``h_vmem`` is not
+killed by Grid Engine: the limit is its address space (``setrlimit``), so an allocation fails in the task.
+
 Final states from ``qacct`` (its ``failed`` and ``exit_status`` fields): ``failed 37`` ("qmaster enforced
 h_rt, h_cpu, or h_vmem limit") is TIMEOUT; an exit status above 128 is KILLED (by that signal: ``qdel`` of a
 running task gives ``failed 100`` and 137, as does any SIGKILL, so the two cannot be told apart); other
@@ -26,12 +32,19 @@ from __future__ import annotations
 import math
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Optional
 
-from clustrix_futures.schedulers.base import ArraySubmission, BackendContext, ElementKey, FinalState, StatusReport
+from clustrix_futures.schedulers.base import (
+    ArraySubmission,
+    BackendContext,
+    ElementKey,
+    FinalState,
+    Limits,
+    StatusReport,
+)
 from clustrix_futures.schedulers.command import CommandBackend, phase_of, report
-from clustrix_futures.schedulers.units import Resources, expand_ranges
+from clustrix_futures.schedulers.units import Resources, clock_seconds, expand_ranges, size_megabytes
 
 # bash -c LAUNCHER NAME OUT_PREFIX OUT_SUFFIX ERR_PREFIX ERR_SUFFIX SCRIPT
 LAUNCHER = ('i=$((SGE_TASK_ID - 1)); export CLUSTRIX_ARRAY_INDEX="$i"; '
@@ -40,6 +53,10 @@ _TRANSIENT = ("commlib error", "unable to contact qmaster", "unable to send mess
               "failed receiving gdi request", "Connection refused", "can't connect to service")
 _NAME_UNSAFE = r"[\s/:@\\*?]"  # refused in Grid Engine object names (and names may not start with a digit)
 _TIMEOUT_FAILURE = "37"
+_ANY_QUEUE = "*"
+# sge_types(5): K, M, G, T are powers of 1024, k, m, g, t of 1000; a bare number is bytes
+_MEMORY_UNITS = {"": 1, **{unit: 1024 ** power for power, unit in enumerate("KMGT", 1)},
+                 **{unit: 1000 ** power for power, unit in enumerate("kmgt", 1)}}
 
 
 def _phase(state: str) -> str:
@@ -75,6 +92,17 @@ class SgeBackend(CommandBackend):
 
     def config_argv(self) -> Optional[list[str]]:
         return ["qconf", "-sconf", "global"]
+
+    def limits_argv(self, partition: Optional[str]) -> Optional[list[str]]:
+        return ["qconf", "-sq", partition or _ANY_QUEUE]  # -q takes a queue list or pattern, and so does -sq
+
+    def parse_limits(self, stdout: str) -> Limits:
+        """The largest ``h_vmem`` and ``h_rt`` any batch queue listed applies (an element may go to any of
+        them), each None where one of them sets no limit (``INFINITY``) or one this cannot read."""
+        queues = _queue_configs(stdout)
+        mem = _largest(queues, "h_vmem", lambda value: size_megabytes(value, _MEMORY_UNITS))
+        seconds = _largest(queues, "h_rt", clock_seconds)
+        return Limits(mem_mb=mem, seconds=seconds, default_mem_mb=mem, default_seconds=seconds)
 
     def submit_argv(self, job: ArraySubmission, script_path: str) -> list[str]:
         resources = Resources(job.resources)
@@ -122,6 +150,38 @@ class SgeBackend(CommandBackend):
             for low, high in _runs(indices):
                 argv += [job, "-t", f"{low + 1}-{high + 1}"]
         return argv
+
+
+def _queue_configs(stdout: str) -> list[dict[str, str]]:
+    """The batch queues of ``qconf -sq``'s output (a block from each ``qname`` line), each as its parameters'
+    values by name, a value continued on the next line (``\\`` at the end) joined."""
+    text = re.sub(r"\\\n\s*", "", stdout)
+    queues = [dict(re.findall(r"^(\w+)[ \t]+(.*?)\s*$", block, re.MULTILINE))
+              for block in re.split(r"^(?=qname\s)", text, flags=re.MULTILINE)]
+    return [queue for queue in queues if "qname" in queue and "BATCH" in queue.get("qtype", "BATCH").split()]
+
+
+def _instance_values(queue: Mapping[str, str], name: str) -> list[str]:
+    """The values of the parameter ``name`` the queue's instances apply: from ``DEFAULT,[HOST=VALUE],...`` each
+    host's (or host group's) own, and the default unless every entry of the queue's hostlist has its own."""
+    text = queue.get(name, "")
+    default = re.split(r"\s*,\s*\[", text)[0].strip()
+    own = dict(re.findall(r"\[\s*([^=\]\s]+)\s*=\s*([^\]]*?)\s*\]", text))
+    hosts = queue.get("hostlist", "").replace(",", " ").split()
+    shared = not hosts or any(host not in own for host in hosts)
+    return [*own.values(), *([default] if default and shared else [])]
+
+
+def _largest(queues: Sequence[Mapping[str, str]], name: str, convert: Callable[[str], int]) -> Optional[int]:
+    """The largest value of the limit ``name`` in ``queues``, converted; None where a queue instance has no limit
+    (``INFINITY``), none is set, or one cannot be read."""
+    values = [value for queue in queues for value in _instance_values(queue, name)]
+    if not values or any(value.upper() == "INFINITY" for value in values):
+        return None
+    try:
+        return max(map(convert, values))
+    except ValueError:
+        return None
 
 
 def _runs(indices: Iterable[int]) -> list[tuple[int, int]]:

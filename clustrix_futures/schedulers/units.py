@@ -2,14 +2,15 @@
 
 :class:`Resources` reads the options an array is submitted with (``ArraySubmission.resources``) as the numbers
 and words the schedulers want; the functions convert SLURM's time forms (what the ``time`` option accepts),
-sizes like ``8G`` (the ``mem`` option) and the index ranges schedulers print.
+sizes like ``8G`` (the ``mem`` option), the index ranges schedulers print, and the times and sizes of Grid
+Engine's and PBS's queue limits (:func:`clock_seconds`, :func:`size_megabytes`, through :func:`readable`).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Optional
 
 _MEMORY_UNITS = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
@@ -52,6 +53,41 @@ def megabytes(value: Any) -> int:
     if found is None:
         raise ValueError(f"not a size: {value!r}")
     return max(1, math.ceil(int(found.group(1)) * _MEMORY_UNITS[found.group(2) or "M"]))
+
+
+def clock_seconds(value: str) -> int:
+    """A time as Grid Engine and PBS write it, seconds (``3600``) or ``[[H:]M:]S`` (``01:00:00``, ``90:00``; Grid
+    Engine's ``1::1`` leaves zeros out, PBS Pro's seconds may have a fraction, dropped), to seconds. Raises
+    ValueError for any other form."""
+    *clock, last = value.strip().split(":")
+    seconds, _, fraction = last.partition(".")
+    fields = [*clock, seconds]
+    if len(fields) > 3 or not value.strip() or not all(re.fullmatch(r"[0-9]*", f) for f in [*fields, fraction]):
+        raise ValueError(f"not a time: {value!r}")
+    total = 0
+    for field in fields:
+        total = total * 60 + int(field or 0)
+    return total
+
+
+def size_megabytes(value: str, units: Mapping[str, int]) -> int:
+    """A size written as a whole number and a unit named in ``units`` (its bytes; ``""`` for a bare number) to
+    whole megabytes, rounded down: a limit converted so is never exceeded. Raises ValueError for another form
+    or unit."""
+    found = re.fullmatch(r"([0-9]+)([A-Za-z]*)", value.strip())
+    if found is None or found.group(2) not in units:
+        raise ValueError(f"not a size: {value!r}")
+    return int(found.group(1)) * units[found.group(2)] // (1024 * 1024)
+
+
+def readable(convert: Callable[[str], int], value: Optional[str]) -> Optional[int]:
+    """``convert(value)``, or None where there is no value or ``convert`` cannot read it (ValueError)."""
+    if value is None:
+        return None
+    try:
+        return convert(value)
+    except ValueError:
+        return None
 
 
 class Resources:
